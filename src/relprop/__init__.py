@@ -1,0 +1,56 @@
+"""relprop: Layer-wise Relevance Propagation and Deep Taylor Decomposition, written once
+against the Python array API standard, for NumPy, PyTorch, JAX, CuPy and array-api-strict.
+
+>>> import numpy as np, relprop as rp
+>>> model = rp.Sequential([rp.Dense(np.eye(2)), rp.ReLU(), rp.Dense(np.ones((1, 2)))])
+>>> rp.lrp(model, np.array([[1.0, 2.0]]), target=0, rule=rp.rules.Epsilon(0.0)).tolist()
+[[1.0, 2.0]]
+"""
+
+from relprop import autodiff, composites, layers, rules
+from relprop._xp import BACKENDS, array_namespace, asarray, default_backend, to_numpy
+from relprop.autodiff import grad, vjp
+from relprop.layers import (
+    Dense,
+    Dropout,
+    Flatten,
+    Identity,
+    Lambda,
+    LeakyReLU,
+    ReLU,
+    Sigmoid,
+    Softplus,
+    Tanh,
+)
+from relprop.lrp import gradient, gradient_x_input, lrp
+from relprop.model import Sequential
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKENDS",
+    "Dense",
+    "Dropout",
+    "Flatten",
+    "Identity",
+    "Lambda",
+    "LeakyReLU",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "Softplus",
+    "Tanh",
+    "array_namespace",
+    "asarray",
+    "autodiff",
+    "composites",
+    "default_backend",
+    "grad",
+    "gradient",
+    "gradient_x_input",
+    "layers",
+    "lrp",
+    "rules",
+    "to_numpy",
+    "vjp",
+]

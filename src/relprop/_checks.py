@@ -1,0 +1,98 @@
+"""Checks of what users pass in: input arrays and targets. Each error names the argument."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from types import ModuleType
+
+from array_api_compat import device
+
+from relprop._xp import Array, array_namespace, is_traced, library_of
+
+__all__ = ["check_input", "target_relevance"]
+
+
+def check_input(x: Array, xp: ModuleType, params: dict[str, Array], name: str = "x") -> None:
+    """Reject integer, empty, non-finite or wrongly typed input before any work is done."""
+    if len(x.shape) < 1:
+        raise ValueError(f"{name} must have a leading batch axis; got a 0-d array.")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}); pass at least one sample.")
+    if not xp.isdtype(x.dtype, "real floating"):
+        raise TypeError(
+            f"{name} has dtype {x.dtype}; relevance needs a real floating dtype. Cast it first, "
+            f"e.g. xp.astype({name}, xp.float32)."
+        )
+    for param_name, param in params.items():
+        if param.dtype != x.dtype:
+            raise TypeError(
+                f"{name} has dtype {x.dtype} but the model parameter {param_name} has {param.dtype}; "
+                f"cast the input (xp.astype({name}, ...)) or the model (model.astype(...))."
+            )
+    if not is_traced(x) and not bool(xp.all(xp.isfinite(x))):
+        raise ValueError(f"{name} contains NaN or infinite values; relevance of such input is undefined.")
+
+
+def target_relevance(out: Array, target: object, xp: ModuleType, *, scale: bool = True) -> Array:
+    """The explained output: ``out`` (``scale``) or 1 at each sample's target class, else 0.
+
+    ``target`` is ``None`` (arg-max), an int, one int per sample (sequence or integer
+    array), or a floating array of ``out``'s shape used as it is.
+    """
+    if library_of(target) is not None:
+        array_namespace(target=target, output=out)
+        if xp.isdtype(target.dtype, "real floating"):  # type: ignore[attr-defined]
+            return _relevance_array(target, out, xp)
+    if len(out.shape) != 2:
+        raise ValueError(
+            f"an index target needs a model output of shape (batch, classes); the output has shape "
+            f"{tuple(out.shape)}. Pass target as an array of that shape instead."
+        )
+    batch, classes = out.shape
+    index = _class_index(out, target, batch, classes, xp)
+    classes_row = xp.arange(classes, dtype=index.dtype, device=device(out))
+    mask = xp.expand_dims(index, axis=1) == xp.expand_dims(classes_row, axis=0)
+    chosen = out if scale else xp.ones_like(out)
+    return xp.where(mask, chosen, xp.zeros_like(out))
+
+
+def _class_index(out: Array, target: object, batch: int, classes: int, xp: ModuleType) -> Array:
+    if target is None:
+        return xp.argmax(out, axis=1)
+    if isinstance(target, bool):
+        raise TypeError("target must be an int, ints, or a floating array; got a bool.")
+    if isinstance(target, int):
+        if not 0 <= target < classes:
+            raise IndexError(f"target={target} is out of range for a model with {classes} outputs.")
+        return xp.full((batch,), target, dtype=xp.int64, device=device(out))
+    if isinstance(target, Sequence) and not isinstance(target, str):
+        try:
+            values = [operator.index(t) for t in target]
+        except TypeError as error:
+            raise TypeError(f"target entries must be ints; got {target!r}.") from error
+        index = xp.asarray(values, dtype=xp.int64, device=device(out))
+    elif library_of(target) is not None:
+        index = target
+        if not xp.isdtype(index.dtype, "integral"):
+            raise TypeError(f"target array has dtype {index.dtype}; use integers or a float relevance.")
+    else:
+        raise TypeError(f"target must be an int, ints, or a floating array; got {type(target).__name__}.")
+    if tuple(index.shape) != (batch,):
+        raise ValueError(f"target has shape {tuple(index.shape)}; one class per sample needs ({batch},).")
+    if not is_traced(index) and not bool(xp.all((index >= 0) & (index < classes))):
+        raise IndexError(f"target has a class index out of range [0, {classes}).")
+    return index
+
+
+def _relevance_array(target: Array, out: Array, xp: ModuleType) -> Array:
+    if tuple(target.shape) != tuple(out.shape):
+        raise ValueError(
+            f"target array has shape {tuple(target.shape)}; an initial relevance must have the "
+            f"model output's shape {tuple(out.shape)}."
+        )
+    if target.dtype != out.dtype:
+        raise TypeError(f"target array has dtype {target.dtype}; the model output has {out.dtype}.")
+    if not is_traced(target) and not bool(xp.all(xp.isfinite(target))):
+        raise ValueError("target array contains NaN or infinite values.")
+    return target

@@ -1,0 +1,265 @@
+"""Composites: which rule explains which layer.
+
+A composite is a plain mapping from layer *types* to rules, with an optional special rule
+for the first layer of some type, and overrides by layer name or index. The named
+composites reproduce zennit's composites of the same name layer for layer:
+
+=========================== ============== ============== ============== ==================
+composite                   Dense          Convolution    first layer    always
+=========================== ============== ============== ============== ==================
+EpsilonPlus                 Epsilon        ZPlus          --             activations Pass
+EpsilonPlusFlat             Epsilon        ZPlus          Flat (linear)  activations Pass
+EpsilonAlpha2Beta1          Epsilon        AlphaBeta(2,1) --             activations Pass
+EpsilonAlpha2Beta1Flat      Epsilon        AlphaBeta(2,1) Flat (linear)  activations Pass
+EpsilonGammaBox(low, high)  Epsilon        Gamma(0.25)    ZBox (conv)    activations Pass
+=========================== ============== ============== ============== ==================
+
+Layers no entry matches (reshapes, dropout, max pooling, user functions) get the
+:class:`~relprop.rules.Gradient` rule, which is what an unhooked module does in zennit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Union
+
+from relprop.layers import Activation, Convolution, Dense, Lambda, Layer, Linear
+from relprop.rules import AlphaBeta, Epsilon, Flat, Gamma, Gradient, Pass, Rule, Stabilizer, ZBox, ZPlus
+
+__all__ = [
+    "Composite",
+    "EpsilonAlpha2Beta1",
+    "EpsilonAlpha2Beta1Flat",
+    "EpsilonGammaBox",
+    "EpsilonPlus",
+    "EpsilonPlusFlat",
+    "LayerMap",
+    "uniform",
+]
+
+LayerTypes = Union[type, tuple[type, ...]]
+LayerMap = Union[Mapping[LayerTypes, Rule], Sequence[tuple[LayerTypes, Rule]]]
+"""Layer types to rules: a dict ``{rp.Dense: Epsilon()}`` or ``[(types, rule), ...]``."""
+
+
+def _pairs(layer_map: LayerMap | None) -> list[tuple[tuple[type, ...], Rule]]:
+    if layer_map is None:
+        return []
+    items = layer_map.items() if isinstance(layer_map, Mapping) else layer_map
+    pairs = []
+    for types, rule in items:
+        types = types if isinstance(types, tuple) else (types,)
+        for kind in types:
+            if not (isinstance(kind, type) and issubclass(kind, Layer)):
+                raise TypeError(
+                    f"layer maps take relprop layer types (rp.Dense, rp.layers.Activation, ...) "
+                    f"as keys; got {kind!r}."
+                )
+        if not isinstance(rule, Rule):
+            raise TypeError(f"layer maps take relprop rules as values; got {rule!r} for {types}.")
+        pairs.append((types, rule))
+    return pairs
+
+
+def _is_activation(layer: Layer) -> bool:
+    return isinstance(layer, Activation) or (isinstance(layer, Lambda) and layer.elementwise)
+
+
+class Composite:
+    """Rules for a model's layers: by name, by first occurrence of a type, by type.
+
+    Precedence: ``name_map`` (a layer name or index) > ``first_map`` (the first layer,
+    in forward order, matching one of its types) > ``layer_map`` (first matching entry) >
+    activations :class:`~relprop.rules.Pass` > everything else
+    :class:`~relprop.rules.Gradient`.
+
+    Parameters
+    ----------
+    layer_map
+        Layer types to rules, e.g. ``{rp.Dense: Epsilon(0.25)}``.
+    first_map
+        Like ``layer_map``, applied only to the first layer that matches it.
+    name_map
+        Layer name (``"fc1"``, ``"0"``) or index (``0``, ``-1``) to rule.
+
+    Examples
+    --------
+    >>> import relprop as rp
+    >>> composite = Composite(layer_map={rp.Dense: rp.rules.Epsilon(0.1)},
+    ...                       first_map={rp.Dense: rp.rules.Flat()})
+    """
+
+    def __init__(
+        self,
+        layer_map: LayerMap | None = None,
+        first_map: LayerMap | None = None,
+        name_map: Mapping[str | int, Rule] | None = None,
+    ) -> None:
+        self.layer_map = _pairs(layer_map)
+        self.first_map = _pairs(first_map)
+        self.name_map = dict(name_map or {})
+        for key, rule in self.name_map.items():
+            if not isinstance(rule, Rule):
+                raise TypeError(f"name_map takes relprop rules as values; got {rule!r} for {key!r}.")
+
+    def rules(self, names: Sequence[str], layers: Sequence[Layer]) -> list[Rule]:
+        """The rule of each layer of a model given as parallel names and layers."""
+        by_index = self._name_overrides(names)
+        first_done = False
+        chosen: list[Rule] = []
+        for index, layer in enumerate(layers):
+            if index in by_index:
+                chosen.append(by_index[index])
+                continue
+            if not first_done:
+                rule = _match(self.first_map, layer)
+                if rule is not None:
+                    first_done = True
+                    chosen.append(rule)
+                    continue
+            rule = _match(self.layer_map, layer)
+            if rule is None:
+                rule = Pass() if _is_activation(layer) else Gradient()
+            chosen.append(rule)
+        return chosen
+
+    def _name_overrides(self, names: Sequence[str]) -> dict[int, Rule]:
+        overrides = {}
+        for key, rule in self.name_map.items():
+            if isinstance(key, int) and not isinstance(key, bool):
+                if not -len(names) <= key < len(names):
+                    raise IndexError(
+                        f"name_map index {key} is out of range for a model of {len(names)} layers."
+                    )
+                overrides[key % len(names)] = rule
+            elif key in names:
+                overrides[names.index(key)] = rule
+            else:
+                raise KeyError(f"name_map names layer {key!r}, which the model lacks; its names are {list(names)}.")
+        return overrides
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(layer_map={self.layer_map}, first_map={self.first_map})"
+
+
+def _match(pairs: Iterable[tuple[tuple[type, ...], Rule]], layer: Layer) -> Rule | None:
+    return next((rule for types, rule in pairs if isinstance(layer, types)), None)
+
+
+def uniform(rule: Rule) -> Composite:
+    """One rule for every linear layer (dense, conv); activations Pass, the rest Gradient.
+
+    This is what ``rp.lrp(..., rule=rule)`` uses.
+    """
+    return Composite(layer_map={Linear: rule})
+
+
+class _Named(Composite):
+    """A named composite: the user's maps first, then the composite's own."""
+
+    def __init__(
+        self,
+        own_layer_map: LayerMap,
+        own_first_map: LayerMap | None,
+        layer_map: LayerMap | None,
+        first_map: LayerMap | None,
+        name_map: Mapping[str | int, Rule] | None,
+    ) -> None:
+        super().__init__(name_map=name_map)
+        self.layer_map = _pairs(layer_map) + [((Activation,), Pass())] + _pairs(own_layer_map)
+        self.first_map = _pairs(first_map) + _pairs(own_first_map)
+
+
+def _options(zero_params: object) -> dict[str, object]:
+    return {} if zero_params is None else {"zero_params": zero_params}
+
+
+class EpsilonPlus(_Named):
+    """Epsilon for dense layers, ZPlus for convolutions (zennit's ``EpsilonPlus``)."""
+
+    def __init__(
+        self,
+        epsilon: Stabilizer = 1e-6,
+        stabilizer: Stabilizer = 1e-6,
+        layer_map: LayerMap | None = None,
+        name_map: Mapping[str | int, Rule] | None = None,
+        zero_params: str | Iterable[str] | None = None,
+    ) -> None:
+        kw = _options(zero_params)
+        own = [(Convolution, ZPlus(stabilizer, **kw)), (Dense, Epsilon(epsilon, **kw))]
+        super().__init__(own, None, layer_map, None, name_map)
+
+
+class EpsilonAlpha2Beta1(_Named):
+    """Epsilon for dense layers, AlphaBeta(2, 1) for convolutions."""
+
+    def __init__(
+        self,
+        epsilon: Stabilizer = 1e-6,
+        stabilizer: Stabilizer = 1e-6,
+        layer_map: LayerMap | None = None,
+        name_map: Mapping[str | int, Rule] | None = None,
+        zero_params: str | Iterable[str] | None = None,
+    ) -> None:
+        kw = _options(zero_params)
+        own = [(Convolution, AlphaBeta(2.0, 1.0, stabilizer, **kw)), (Dense, Epsilon(epsilon, **kw))]
+        super().__init__(own, None, layer_map, None, name_map)
+
+
+class EpsilonPlusFlat(_Named):
+    """EpsilonPlus with the Flat rule for the first linear layer (dense or conv)."""
+
+    def __init__(
+        self,
+        epsilon: Stabilizer = 1e-6,
+        stabilizer: Stabilizer = 1e-6,
+        layer_map: LayerMap | None = None,
+        first_map: LayerMap | None = None,
+        name_map: Mapping[str | int, Rule] | None = None,
+        zero_params: str | Iterable[str] | None = None,
+    ) -> None:
+        kw = _options(zero_params)
+        own = [(Convolution, ZPlus(stabilizer, **kw)), (Dense, Epsilon(epsilon, **kw))]
+        super().__init__(own, [(Linear, Flat(stabilizer, **kw))], layer_map, first_map, name_map)
+
+
+class EpsilonAlpha2Beta1Flat(_Named):
+    """EpsilonAlpha2Beta1 with the Flat rule for the first linear layer (dense or conv)."""
+
+    def __init__(
+        self,
+        epsilon: Stabilizer = 1e-6,
+        stabilizer: Stabilizer = 1e-6,
+        layer_map: LayerMap | None = None,
+        first_map: LayerMap | None = None,
+        name_map: Mapping[str | int, Rule] | None = None,
+        zero_params: str | Iterable[str] | None = None,
+    ) -> None:
+        kw = _options(zero_params)
+        own = [(Convolution, AlphaBeta(2.0, 1.0, stabilizer, **kw)), (Dense, Epsilon(epsilon, **kw))]
+        super().__init__(own, [(Linear, Flat(stabilizer, **kw))], layer_map, first_map, name_map)
+
+
+class EpsilonGammaBox(_Named):
+    """Epsilon for dense layers, Gamma for convolutions, ZBox for the first convolution.
+
+    ``low`` and ``high`` bound the input (pixels); they are required. As in zennit, the
+    ZBox rule applies only to a first *convolution*: a dense-only network gets none.
+    """
+
+    def __init__(
+        self,
+        low: object = None,
+        high: object = None,
+        epsilon: Stabilizer = 1e-6,
+        gamma: float = 0.25,
+        stabilizer: Stabilizer = 1e-6,
+        layer_map: LayerMap | None = None,
+        first_map: LayerMap | None = None,
+        name_map: Mapping[str | int, Rule] | None = None,
+        zero_params: str | Iterable[str] | None = None,
+    ) -> None:
+        kw = _options(zero_params)
+        box = ZBox(low, high, stabilizer, **kw)  # type: ignore[arg-type]
+        own = [(Convolution, Gamma(gamma, stabilizer, **kw)), (Dense, Epsilon(epsilon, **kw))]
+        super().__init__(own, [(Convolution, box)], layer_map, first_map, name_map)
