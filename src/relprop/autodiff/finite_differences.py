@@ -57,14 +57,15 @@ def vjp(fn: Callable[[Array], Array], x: Array, v: Array, *, xp: ModuleType) -> 
     chunk = max(1, MAX_CHUNK_ELEMENTS // max(1, batch * m))
     columns = []
     for start in range(0, m, chunk):
-        directions = xp.reshape(eye[start : start + chunk, :], (-1, 1, *sample_shape))
+        stop = min(start + chunk, m)
+        directions = xp.reshape(eye[start:stop, :], (-1, 1, *sample_shape))
         count = directions.shape[0]
         shift = directions * xp.expand_dims(steps, axis=0)  # (count, batch, *s)
         stacked = xp.concat([x + shift, x - shift], axis=0)
         out = fn(xp.reshape(stacked, (2 * count * batch, *sample_shape)))
         out = xp.reshape(out, (2, count, batch, -1))
         slope = (out[0, ...] - out[1, ...]) / (
-            2.0 * xp.expand_dims(steps_by_direction[start : start + count, :], axis=-1)
+            2.0 * xp.expand_dims(steps_by_direction[start:stop, :], axis=-1)
         )
         columns.append(xp.sum(slope * xp.reshape(v, (1, batch, -1)), axis=-1))  # (count, batch)
     result = xp.matrix_transpose(xp.concat(columns, axis=0))  # (batch, m)
