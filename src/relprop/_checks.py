@@ -5,6 +5,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any
 
 from array_api_compat import device
 
@@ -18,7 +19,9 @@ def check_input(x: Array, xp: ModuleType, params: dict[str, Array], name: str = 
     if len(x.shape) < 1:
         raise ValueError(f"{name} must have a leading batch axis; got a 0-d array.")
     if x.shape[0] == 0:
-        raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}); pass at least one sample.")
+        raise ValueError(
+            f"{name} is an empty batch (shape {tuple(x.shape)}); pass at least one sample."
+        )
     if not xp.isdtype(x.dtype, "real floating"):
         raise TypeError(
             f"{name} has dtype {x.dtype}; relevance needs a real floating dtype. Cast it first, "
@@ -27,11 +30,14 @@ def check_input(x: Array, xp: ModuleType, params: dict[str, Array], name: str = 
     for param_name, param in params.items():
         if param.dtype != x.dtype:
             raise TypeError(
-                f"{name} has dtype {x.dtype} but the model parameter {param_name} has {param.dtype}; "
+                f"{name} has dtype {x.dtype} but the model parameter {param_name} has "
+                f"{param.dtype}; "
                 f"cast the input (xp.astype({name}, ...)) or the model (model.astype(...))."
             )
     if not is_traced(x) and not bool(xp.all(xp.isfinite(x))):
-        raise ValueError(f"{name} contains NaN or infinite values; relevance of such input is undefined.")
+        raise ValueError(
+            f"{name} contains NaN or infinite values; relevance of such input is undefined."
+        )
 
 
 def target_relevance(out: Array, target: object, xp: ModuleType, *, scale: bool = True) -> Array:
@@ -57,7 +63,7 @@ def target_relevance(out: Array, target: object, xp: ModuleType, *, scale: bool 
     return xp.where(mask, chosen, xp.zeros_like(out))
 
 
-def _class_index(out: Array, target: object, batch: int, classes: int, xp: ModuleType) -> Array:
+def _class_index(out: Array, target: Any, batch: int, classes: int, xp: ModuleType) -> Array:
     if target is None:
         return xp.argmax(out, axis=1)
     if isinstance(target, bool):
@@ -75,11 +81,17 @@ def _class_index(out: Array, target: object, batch: int, classes: int, xp: Modul
     elif library_of(target) is not None:
         index = target
         if not xp.isdtype(index.dtype, "integral"):
-            raise TypeError(f"target array has dtype {index.dtype}; use integers or a float relevance.")
+            raise TypeError(
+                f"target array has dtype {index.dtype}; use integers or a float relevance."
+            )
     else:
-        raise TypeError(f"target must be an int, ints, or a floating array; got {type(target).__name__}.")
+        raise TypeError(
+            f"target must be an int, ints, or a floating array; got {type(target).__name__}."
+        )
     if tuple(index.shape) != (batch,):
-        raise ValueError(f"target has shape {tuple(index.shape)}; one class per sample needs ({batch},).")
+        raise ValueError(
+            f"target has shape {tuple(index.shape)}; one class per sample needs ({batch},)."
+        )
     if not is_traced(index) and not bool(xp.all((index >= 0) & (index < classes))):
         raise IndexError(f"target has a class index out of range [0, {classes}).")
     return index

@@ -21,10 +21,21 @@ Layers no entry matches (reshapes, dropout, max pooling, user functions) get the
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Union
 
+from relprop._xp import Array
 from relprop.layers import Activation, Convolution, Dense, Lambda, Layer, Linear
-from relprop.rules import AlphaBeta, Epsilon, Flat, Gamma, Gradient, Pass, Rule, Stabilizer, ZBox, ZPlus
+from relprop.rules import (
+    AlphaBeta,
+    Epsilon,
+    Flat,
+    Gamma,
+    Gradient,
+    Pass,
+    Rule,
+    Stabilizer,
+    ZBox,
+    ZPlus,
+)
 
 __all__ = [
     "Composite",
@@ -37,8 +48,8 @@ __all__ = [
     "uniform",
 ]
 
-LayerTypes = Union[type, tuple[type, ...]]
-LayerMap = Union[Mapping[LayerTypes, Rule], Sequence[tuple[LayerTypes, Rule]]]
+LayerTypes = type | tuple[type, ...]
+LayerMap = Mapping[LayerTypes, Rule] | Sequence[tuple[LayerTypes, Rule]]
 """Layer types to rules: a dict ``{rp.Dense: Epsilon()}`` or ``[(types, rule), ...]``."""
 
 
@@ -100,7 +111,9 @@ class Composite:
         self.name_map = dict(name_map or {})
         for key, rule in self.name_map.items():
             if not isinstance(rule, Rule):
-                raise TypeError(f"name_map takes relprop rules as values; got {rule!r} for {key!r}.")
+                raise TypeError(
+                    f"name_map takes relprop rules as values; got {rule!r} for {key!r}."
+                )
 
     def rules(self, names: Sequence[str], layers: Sequence[Layer]) -> list[Rule]:
         """The rule of each layer of a model given as parallel names and layers."""
@@ -135,7 +148,10 @@ class Composite:
             elif key in names:
                 overrides[names.index(key)] = rule
             else:
-                raise KeyError(f"name_map names layer {key!r}, which the model lacks; its names are {list(names)}.")
+                raise KeyError(
+                    f"name_map names layer {key!r}, which the model lacks; its names are "
+                    f"{list(names)}."
+                )
         return overrides
 
     def __repr__(self) -> str:
@@ -170,10 +186,6 @@ class _Named(Composite):
         self.first_map = _pairs(first_map) + _pairs(own_first_map)
 
 
-def _options(zero_params: object) -> dict[str, object]:
-    return {} if zero_params is None else {"zero_params": zero_params}
-
-
 class EpsilonPlus(_Named):
     """Epsilon for dense layers, ZPlus for convolutions (zennit's ``EpsilonPlus``)."""
 
@@ -185,8 +197,10 @@ class EpsilonPlus(_Named):
         name_map: Mapping[str | int, Rule] | None = None,
         zero_params: str | Iterable[str] | None = None,
     ) -> None:
-        kw = _options(zero_params)
-        own = [(Convolution, ZPlus(stabilizer, **kw)), (Dense, Epsilon(epsilon, **kw))]
+        own = [
+            (Convolution, ZPlus(stabilizer, zero_params=zero_params)),
+            (Dense, Epsilon(epsilon, zero_params=zero_params)),
+        ]
         super().__init__(own, None, layer_map, None, name_map)
 
 
@@ -201,8 +215,10 @@ class EpsilonAlpha2Beta1(_Named):
         name_map: Mapping[str | int, Rule] | None = None,
         zero_params: str | Iterable[str] | None = None,
     ) -> None:
-        kw = _options(zero_params)
-        own = [(Convolution, AlphaBeta(2.0, 1.0, stabilizer, **kw)), (Dense, Epsilon(epsilon, **kw))]
+        own = [
+            (Convolution, AlphaBeta(2.0, 1.0, stabilizer, zero_params=zero_params)),
+            (Dense, Epsilon(epsilon, zero_params=zero_params)),
+        ]
         super().__init__(own, None, layer_map, None, name_map)
 
 
@@ -218,9 +234,17 @@ class EpsilonPlusFlat(_Named):
         name_map: Mapping[str | int, Rule] | None = None,
         zero_params: str | Iterable[str] | None = None,
     ) -> None:
-        kw = _options(zero_params)
-        own = [(Convolution, ZPlus(stabilizer, **kw)), (Dense, Epsilon(epsilon, **kw))]
-        super().__init__(own, [(Linear, Flat(stabilizer, **kw))], layer_map, first_map, name_map)
+        own = [
+            (Convolution, ZPlus(stabilizer, zero_params=zero_params)),
+            (Dense, Epsilon(epsilon, zero_params=zero_params)),
+        ]
+        super().__init__(
+            own,
+            [(Linear, Flat(stabilizer, zero_params=zero_params))],
+            layer_map,
+            first_map,
+            name_map,
+        )
 
 
 class EpsilonAlpha2Beta1Flat(_Named):
@@ -235,9 +259,17 @@ class EpsilonAlpha2Beta1Flat(_Named):
         name_map: Mapping[str | int, Rule] | None = None,
         zero_params: str | Iterable[str] | None = None,
     ) -> None:
-        kw = _options(zero_params)
-        own = [(Convolution, AlphaBeta(2.0, 1.0, stabilizer, **kw)), (Dense, Epsilon(epsilon, **kw))]
-        super().__init__(own, [(Linear, Flat(stabilizer, **kw))], layer_map, first_map, name_map)
+        own = [
+            (Convolution, AlphaBeta(2.0, 1.0, stabilizer, zero_params=zero_params)),
+            (Dense, Epsilon(epsilon, zero_params=zero_params)),
+        ]
+        super().__init__(
+            own,
+            [(Linear, Flat(stabilizer, zero_params=zero_params))],
+            layer_map,
+            first_map,
+            name_map,
+        )
 
 
 class EpsilonGammaBox(_Named):
@@ -249,8 +281,8 @@ class EpsilonGammaBox(_Named):
 
     def __init__(
         self,
-        low: object = None,
-        high: object = None,
+        low: float | Array | None = None,
+        high: float | Array | None = None,
         epsilon: Stabilizer = 1e-6,
         gamma: float = 0.25,
         stabilizer: Stabilizer = 1e-6,
@@ -259,7 +291,9 @@ class EpsilonGammaBox(_Named):
         name_map: Mapping[str | int, Rule] | None = None,
         zero_params: str | Iterable[str] | None = None,
     ) -> None:
-        kw = _options(zero_params)
-        box = ZBox(low, high, stabilizer, **kw)  # type: ignore[arg-type]
-        own = [(Convolution, Gamma(gamma, stabilizer, **kw)), (Dense, Epsilon(epsilon, **kw))]
+        box = ZBox(low, high, stabilizer, zero_params=zero_params)
+        own = [
+            (Convolution, Gamma(gamma, stabilizer, zero_params=zero_params)),
+            (Dense, Epsilon(epsilon, zero_params=zero_params)),
+        ]
         super().__init__(own, [(Convolution, box)], layer_map, first_map, name_map)

@@ -6,6 +6,8 @@ relevance under three composites, with the conservation check (relevance sums).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 import relprop as rp
@@ -21,8 +23,13 @@ def build_model(seed: int = 0) -> rp.Sequential:
         return rp.Dense(rp.asarray(weight, dtype="float64"), rp.asarray(bias, dtype="float64"))
 
     return rp.Sequential(
-        [("fc1", dense(6, 16)), ("relu1", rp.ReLU()), ("fc2", dense(16, 16)),
-         ("relu2", rp.ReLU()), ("fc3", dense(16, 3))]
+        [
+            ("fc1", dense(6, 16)),
+            ("relu1", rp.ReLU()),
+            ("fc2", dense(16, 16)),
+            ("relu2", rp.ReLU()),
+            ("fc3", dense(16, 3)),
+        ]
     )
 
 
@@ -34,7 +41,7 @@ def main() -> None:
     np.set_printoptions(precision=4, suppress=True, linewidth=100)
     print(f"backend: {rp.default_backend()}\n{model}\n")
     print(f"input:\n{rp.to_numpy(x)}\noutput:\n{out}\nexplained class per sample: {target}\n")
-    explanations = {
+    explanations: dict[str, dict[str, Any]] = {
         "Epsilon(1e-6), bias zeroed": dict(rule=rp.rules.Epsilon(1e-6, zero_params="bias")),
         "EpsilonPlusFlat": dict(composite=rp.composites.EpsilonPlusFlat()),
         "ZPlus everywhere": dict(rule=rp.rules.ZPlus()),
@@ -42,8 +49,10 @@ def main() -> None:
     for title, how in explanations.items():
         relevance = rp.to_numpy(rp.lrp(model, x, **how))
         print(f"{title}:\n{relevance}")
-        print(f"  sum of relevance {relevance.sum(axis=1)} vs explained output "
-              f"{out[np.arange(len(out)), target]}\n")
+        print(
+            f"  sum of relevance {relevance.sum(axis=1)} vs explained output "
+            f"{out[np.arange(len(out)), target]}\n"
+        )
 
 
 if __name__ == "__main__":

@@ -150,7 +150,8 @@ class Dense(Linear):
         xp = array_namespace(weight=weight, bias=bias)
         if len(weight.shape) != 2:
             raise ValueError(
-                f"Dense weight must have shape (out_features, in_features); got {tuple(weight.shape)}."
+                "Dense weight must have shape (out_features, in_features); got "
+                f"{tuple(weight.shape)}."
             )
         if not xp.isdtype(weight.dtype, "real floating"):
             raise TypeError(
@@ -310,7 +311,9 @@ class Flatten(Layer):
 
     def __init__(self, start_dim: int = 1) -> None:
         if start_dim < 1:
-            raise ValueError(f"Flatten start_dim must be >= 1 (axis 0 is the batch); got {start_dim}.")
+            raise ValueError(
+                f"Flatten start_dim must be >= 1 (axis 0 is the batch); got {start_dim}."
+            )
         self.start_dim = start_dim
 
     def forward(self, x: Array, xp: ModuleType) -> Array:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import ModuleType
-from typing import overload
+from typing import Any, overload
 
 from relprop._xp import Array, array_namespace, asarray, backend_name, library_of
 from relprop.layers import Layer, describe, parameter_arrays
@@ -35,6 +35,7 @@ class Sequential:
     def __init__(
         self, layers: Sequence[Layer] | Sequence[tuple[str, Layer]] | Mapping[str, Layer]
     ) -> None:
+        pairs: list[tuple[str, Any]]
         if isinstance(layers, Mapping):
             pairs = [(str(name), layer) for name, layer in layers.items()]
         else:
@@ -120,6 +121,7 @@ class Sequential:
 
     def astype(self, dtype: object) -> Sequential:
         """A copy of the model with every parameter cast to ``dtype``."""
+
         def cast(a: Array) -> Array:
             xp = array_namespace(param=a)
             target = getattr(xp, dtype) if isinstance(dtype, str) else dtype

@@ -4,18 +4,18 @@ Every rule maps the relevance ``R`` at a layer's output to relevance at its inpu
 linear layer (``z = W x + b``: dense now, convolutions alike) each rule is a few modified
 forward passes and their transposes ``W^T(v)`` (zennit's conventions, DESIGN.md §5):
 
-========== =================================================================================
-Epsilon    :math:`x \odot W^\top\!\big(R / s(Wx + b)\big)`
-ZPlus      :math:`z = W^+x^+ + W^-x^- + b^+`; :math:`x^+ \odot W^{+\top}(R/s(z)) + x^- \odot W^{-\top}(R/s(z))`
-AlphaBeta  :math:`\alpha\,[\text{ZPlus part}] - \beta\,[\text{same with } W^+ \leftrightarrow W^-,\, b^-]`
-Gamma      :math:`W \pm \gamma W^\pm`, positive and negative outputs normalised separately
-ZBox       :math:`z = (Wx + b) - (W^+l + b^+) - (W^-h + b^-)`; :math:`x \odot W^\top(R/s) - l \odot W^{+\top}(R/s) - h \odot W^{-\top}(R/s)`
-WSquare    :math:`(W^2)^\top\!\big(R / s(W^2 1 + b^2)\big)`
-Flat       :math:`1^\top\!\big(R / s(1^\top 1)\big)`
+=========  ===============================================================================
+Epsilon    x * W^T(R / s(Wx + b))
+ZPlus      z = W+ x+ + W- x- + b+;  x+ * W+^T(R/s(z)) + x- * W-^T(R/s(z))
+AlphaBeta  alpha * [ZPlus part] - beta * [the same with W+ and W- swapped and b-]
+Gamma      W + gamma W+ and W + gamma W-; positive and negative outputs normalised apart
+ZBox       z = (Wx + b) - (W+ l + b+) - (W- h + b-);  x W^T(R/s) - l W+^T(R/s) - h W-^T(R/s)
+WSquare    (W^2)^T(R / s(W^2 1 + b^2))
+Flat       1^T(R / s(1^T 1))
 Norm       Epsilon for parameter-free linear maps (sums, average pools)
-Pass       :math:`R` unchanged (element-wise activations)
-Gradient   :math:`J^\top R` (what an unhooked layer does in zennit: max pools, reshapes)
-========== =================================================================================
+Pass       R unchanged (element-wise activations)
+Gradient   J^T R (what an unhooked layer does in zennit: max pools, reshapes)
+=========  ===============================================================================
 
 with :math:`a^+ = \max(a, 0)`, :math:`a^- = \min(a, 0)` and the stabiliser
 :math:`s(z) = z + \epsilon\,\mathrm{sgn}(z)`, :math:`\mathrm{sgn}(0) = +1`.
@@ -104,7 +104,14 @@ class Rule:
     """Whether the rule modifies weights (and so needs a :class:`~relprop.layers.Linear`)."""
 
     def relevance(
-        self, layer: Layer, x: Array, out: Array, R: Array, xp: ModuleType, *, nonnegative: bool = False
+        self,
+        layer: Layer,
+        x: Array,
+        out: Array,
+        R: Array,
+        xp: ModuleType,
+        *,
+        nonnegative: bool = False,
     ) -> Array:
         """Relevance at the input ``x`` of ``layer``.
 
@@ -148,6 +155,25 @@ class _ParamRule(Rule):
         self.stabilizer = _check_stabilizer(stabilizer, "stabilizer")
         self.zero_params = tuple(sorted(_zero_set(zero_params)))
 
+    def relevance(
+        self,
+        layer: Layer,
+        x: Array,
+        out: Array,
+        R: Array,
+        xp: ModuleType,
+        *,
+        nonnegative: bool = False,
+    ) -> Array:
+        if not isinstance(layer, Linear):
+            raise TypeError(self.check(layer))
+        return self._linear_relevance(layer, x, out, R, xp, nonnegative)
+
+    def _linear_relevance(
+        self, layer: Linear, x: Array, out: Array, R: Array, xp: ModuleType, nonnegative: bool
+    ) -> Array:
+        raise NotImplementedError
+
     def _weight_bias(self, layer: Linear, xp: ModuleType) -> tuple[Array, Array | None]:
         weight = layer.weight
         if "weight" in self.zero_params:
@@ -155,7 +181,9 @@ class _ParamRule(Rule):
         bias = None if "bias" in self.zero_params else layer.bias
         return weight, bias
 
-    def _signed(self, layer: Linear, xp: ModuleType) -> tuple[Array, Array | None, Array, Array | None]:
+    def _signed(
+        self, layer: Linear, xp: ModuleType
+    ) -> tuple[Array, Array | None, Array, Array | None]:
         """``(W+, b+, W-, b-)``, derived once per layer."""
         weight, bias = self._weight_bias(layer, xp)
         return layer.cached(
@@ -220,7 +248,14 @@ class Epsilon(_ParamRule):
         super().__init__(epsilon, zero_params)
 
     def relevance(
-        self, layer: Layer, x: Array, out: Array, R: Array, xp: ModuleType, *, nonnegative: bool = False
+        self,
+        layer: Layer,
+        x: Array,
+        out: Array,
+        R: Array,
+        xp: ModuleType,
+        *,
+        nonnegative: bool = False,
     ) -> Array:
         if isinstance(layer, Linear) and self.zero_params:
             weight, bias = self._weight_bias(layer, xp)
@@ -248,11 +283,13 @@ class ZPlus(_ParamRule):
     :math:`R_{in} = x^+ \odot W^{+\top}(R/s(z)) + x^- \odot W^{-\top}(R/s(z))`.
     """
 
-    def __init__(self, stabilizer: Stabilizer = 1e-6, zero_params: str | Iterable[str] | None = None):
+    def __init__(
+        self, stabilizer: Stabilizer = 1e-6, zero_params: str | Iterable[str] | None = None
+    ):
         super().__init__(stabilizer, zero_params)
 
-    def relevance(
-        self, layer: Layer, x: Array, out: Array, R: Array, xp: ModuleType, *, nonnegative: bool = False
+    def _linear_relevance(
+        self, layer: Linear, x: Array, out: Array, R: Array, xp: ModuleType, nonnegative: bool
     ) -> Array:
         w_pos, b_pos, w_neg, _ = self._signed(layer, xp)
         x_pos, x_neg = _input_parts(x, xp, nonnegative)
@@ -280,7 +317,9 @@ class AlphaBeta(_ParamRule):
         zero_params: str | Iterable[str] | None = None,
     ) -> None:
         if alpha < 0 or beta < 0:
-            raise ValueError(f"AlphaBeta needs alpha >= 0 and beta >= 0; got alpha={alpha}, beta={beta}.")
+            raise ValueError(
+                f"AlphaBeta needs alpha >= 0 and beta >= 0; got alpha={alpha}, beta={beta}."
+            )
         if abs((alpha - beta) - 1.0) > 1e-12:
             raise ValueError(
                 f"AlphaBeta needs alpha - beta == 1 to conserve relevance; got alpha={alpha}, "
@@ -290,14 +329,16 @@ class AlphaBeta(_ParamRule):
         self.alpha = float(alpha)
         self.beta = float(beta)
 
-    def relevance(
-        self, layer: Layer, x: Array, out: Array, R: Array, xp: ModuleType, *, nonnegative: bool = False
+    def _linear_relevance(
+        self, layer: Linear, x: Array, out: Array, R: Array, xp: ModuleType, nonnegative: bool
     ) -> Array:
         w_pos, b_pos, w_neg, b_neg = self._signed(layer, xp)
         x_pos, x_neg = _input_parts(x, xp, nonnegative)
         result = self.alpha * self._split(layer, x_pos, x_neg, w_pos, w_neg, b_pos, R, xp)
         if self.beta != 0.0:
-            result = result - self.beta * self._split(layer, x_pos, x_neg, w_neg, w_pos, b_neg, R, xp)
+            result = result - self.beta * self._split(
+                layer, x_pos, x_neg, w_neg, w_pos, b_neg, R, xp
+            )
         return result
 
 
@@ -325,21 +366,28 @@ class Gamma(_ParamRule):
         super().__init__(stabilizer, zero_params)
         self.gamma = float(gamma)
 
-    def _up_down(self, layer: Linear, xp: ModuleType) -> tuple[Array, Array | None, Array, Array | None]:
+    def _up_down(
+        self, layer: Linear, xp: ModuleType
+    ) -> tuple[Array, Array | None, Array, Array | None]:
         weight, bias = self._weight_bias(layer, xp)
         w_pos, b_pos, w_neg, b_neg = self._signed(layer, xp)
         g = self.gamma
 
-        def shifted(a: Array | None, part: Array | None) -> Array | None:
+        def shifted(a: Array | None, part: Array) -> Array | None:
             return None if a is None else a + g * part
 
         return layer.cached(
             ("gamma", g, self.zero_params),
-            lambda: (shifted(weight, w_pos), shifted(bias, b_pos), shifted(weight, w_neg), shifted(bias, b_neg)),
+            lambda: (
+                shifted(weight, w_pos),
+                shifted(bias, b_pos),
+                shifted(weight, w_neg),
+                shifted(bias, b_neg),
+            ),
         )
 
-    def relevance(
-        self, layer: Layer, x: Array, out: Array, R: Array, xp: ModuleType, *, nonnegative: bool = False
+    def _linear_relevance(
+        self, layer: Linear, x: Array, out: Array, R: Array, xp: ModuleType, nonnegative: bool
     ) -> Array:
         w_up, b_up, w_down, b_down = self._up_down(layer, xp)
         x_pos, x_neg = _input_parts(x, xp, nonnegative)
@@ -399,14 +447,14 @@ class ZBox(_ParamRule):
                 "pixels in [0, 1] or per-channel arrays for normalised images."
             )
         both_scalar = isinstance(low, (int, float)) and isinstance(high, (int, float))
-        if both_scalar and low > high:  # type: ignore[operator]
+        if both_scalar and low > high:
             raise ValueError(f"ZBox needs low <= high; got low={low}, high={high}.")
         super().__init__(stabilizer, zero_params)
         self.low = low
         self.high = high
 
-    def relevance(
-        self, layer: Layer, x: Array, out: Array, R: Array, xp: ModuleType, *, nonnegative: bool = False
+    def _linear_relevance(
+        self, layer: Linear, x: Array, out: Array, R: Array, xp: ModuleType, nonnegative: bool
     ) -> Array:
         low = _bound(self.low, x, xp, "low")
         high = _bound(self.high, x, xp, "high")
@@ -423,13 +471,24 @@ class ZBox(_ParamRule):
 
 
 class WSquare(_ParamRule):
-    r"""LRP-w²: :math:`R_{in} = (W^2)^\top\big(R / s(W^2 1 + b^2)\big)`; ignores the input values."""
+    r"""LRP-w²: :math:`R_{in} = (W^2)^\top\big(R / s(W^2 1 + b^2)\big)`; ignores the input.
 
-    def __init__(self, stabilizer: Stabilizer = 1e-6, zero_params: str | Iterable[str] | None = None):
+    Examples
+    --------
+    >>> import array_api_compat.numpy as xp
+    >>> from relprop.layers import Dense
+    >>> layer = Dense(xp.asarray([[1.0, -3.0]]))
+    >>> WSquare(0.0).relevance(layer, xp.ones((1, 2)), None, xp.asarray([[10.0]]), xp).tolist()
+    [[1.0, 9.0]]
+    """
+
+    def __init__(
+        self, stabilizer: Stabilizer = 1e-6, zero_params: str | Iterable[str] | None = None
+    ):
         super().__init__(stabilizer, zero_params)
 
-    def relevance(
-        self, layer: Layer, x: Array, out: Array, R: Array, xp: ModuleType, *, nonnegative: bool = False
+    def _linear_relevance(
+        self, layer: Linear, x: Array, out: Array, R: Array, xp: ModuleType, nonnegative: bool
     ) -> Array:
         weight, bias = self._weight_bias(layer, xp)
         w_sq, b_sq = layer.cached(
@@ -441,16 +500,18 @@ class WSquare(_ParamRule):
 
 
 class Flat(_ParamRule):
-    r"""LRP-flat: relevance spread uniformly over the receptive field, :math:`1^\top(R / s(1^\top 1))`.
+    r"""LRP-flat: relevance spread evenly over the receptive field, :math:`1^\top(R / s(1^\top 1))`.
 
     All weights are taken as 1 and the bias as 0 (zennit's convention).
     """
 
-    def __init__(self, stabilizer: Stabilizer = 1e-6, zero_params: str | Iterable[str] | None = None):
+    def __init__(
+        self, stabilizer: Stabilizer = 1e-6, zero_params: str | Iterable[str] | None = None
+    ):
         super().__init__(stabilizer, zero_params)
 
-    def relevance(
-        self, layer: Layer, x: Array, out: Array, R: Array, xp: ModuleType, *, nonnegative: bool = False
+    def _linear_relevance(
+        self, layer: Linear, x: Array, out: Array, R: Array, xp: ModuleType, nonnegative: bool
     ) -> Array:
         ones = layer.cached("ones", lambda: xp.ones_like(layer.weight))
         z = layer.linear(xp.ones_like(x), ones, None, xp)
@@ -462,11 +523,20 @@ class Pass(Rule):
 
     def check(self, layer: Layer) -> str | None:
         if isinstance(layer, Linear):
-            return f"rule Pass cannot be used on the linear layer {layer!r}; use Epsilon or Gradient"
+            return (
+                f"rule Pass cannot be used on the linear layer {layer!r}; use Epsilon or Gradient"
+            )
         return None
 
     def relevance(
-        self, layer: Layer, x: Array, out: Array, R: Array, xp: ModuleType, *, nonnegative: bool = False
+        self,
+        layer: Layer,
+        x: Array,
+        out: Array,
+        R: Array,
+        xp: ModuleType,
+        *,
+        nonnegative: bool = False,
     ) -> Array:
         return R if tuple(R.shape) == tuple(x.shape) else xp.reshape(R, x.shape)
 
@@ -475,6 +545,13 @@ class Gradient(Rule):
     """Relevance times the layer's Jacobian, :math:`J^\\top R` (max pools, reshapes, ...)."""
 
     def relevance(
-        self, layer: Layer, x: Array, out: Array, R: Array, xp: ModuleType, *, nonnegative: bool = False
+        self,
+        layer: Layer,
+        x: Array,
+        out: Array,
+        R: Array,
+        xp: ModuleType,
+        *,
+        nonnegative: bool = False,
     ) -> Array:
         return layer.vjp(x, R, xp)
