@@ -34,7 +34,7 @@ ZENNIT = "zennit==0.5.1"
 
 nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = [f"tests({name})" for name in BACKENDS] + ["lint", "types"]
+nox.options.sessions = [f"tests({name})" for name in BACKENDS] + ["examples", "lint", "types"]
 
 
 def _nvidia_gpu_available() -> bool:
@@ -78,15 +78,34 @@ def tests(session: nox.Session, backend: str) -> None:
     report = REPORTS / f"{backend}.xml"
     report.unlink(missing_ok=True)  # never leave a stale report behind
 
+    # The docstring examples are NumPy code: run them once, in the NumPy session.
+    doctests = ["--doctest-modules", "src/relprop", "tests"] if backend == "numpy" else []
+    if backend == "numpy" and not session.posargs:
+        doctests += [
+            "--ignore=src/relprop/autodiff/_torch.py",
+            "--ignore=src/relprop/autodiff/_jax.py",
+        ]
     # Default success_codes=[0]: exit code 5 (no tests collected) fails the session.
     session.run(
         "python",
         "-m",
         "pytest",
         f"--junitxml={report}",
-        *session.posargs,
+        *(session.posargs or doctests),
         env=env,
     )
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """Run every script in docs/examples/ (they need torch and jax side by side)."""
+    session.install("-r", "backends/torch.txt", "-r", "backends/jax.txt")
+    session.install("-e", ".")
+    scripts = sorted((ROOT / "docs" / "examples").glob("*.py"))
+    if not scripts:
+        session.error("no example scripts found in docs/examples/")
+    for script in scripts:
+        session.run("python", str(script), env={"JAX_PLATFORMS": "cpu"})
 
 
 @nox.session
