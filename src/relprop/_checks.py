@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import operator
 from collections.abc import Sequence
 from types import ModuleType
@@ -12,6 +13,12 @@ from array_api_compat import device
 from relprop._xp import Array, array_namespace, is_traced, library_of
 
 __all__ = ["check_input", "target_relevance"]
+
+
+def _fails(check: Array) -> bool:
+    """Whether a 0-d boolean check is known to be false. Inside ``jax.jit`` even a check of
+    a concrete (closed-over) array is traced: then it cannot be evaluated and is skipped."""
+    return not is_traced(check) and not bool(check)
 
 
 def check_input(x: Array, xp: ModuleType, params: dict[str, Array], name: str = "x") -> None:
@@ -34,7 +41,7 @@ def check_input(x: Array, xp: ModuleType, params: dict[str, Array], name: str = 
                 f"{param.dtype}; "
                 f"cast the input (xp.astype({name}, ...)) or the model (model.astype(...))."
             )
-    if not is_traced(x) and not bool(xp.all(xp.isfinite(x))):
+    if not is_traced(x) and _fails(xp.all(xp.isfinite(x))):
         raise ValueError(
             f"{name} contains NaN or infinite values; relevance of such input is undefined."
         )
@@ -46,6 +53,8 @@ def target_relevance(out: Array, target: object, xp: ModuleType, *, scale: bool 
     ``target`` is ``None`` (arg-max), an int, one int per sample (sequence or integer
     array), or a floating array of ``out``'s shape used as it is.
     """
+    if isinstance(target, numbers.Integral) and not isinstance(target, bool):
+        target = int(target)  # NumPy integer scalars, e.g. from out.argmax()
     if library_of(target) is not None:
         array_namespace(target=target, output=out)
         if xp.isdtype(target.dtype, "real floating"):  # type: ignore[attr-defined]
@@ -73,6 +82,8 @@ def _class_index(out: Array, target: Any, batch: int, classes: int, xp: ModuleTy
             raise IndexError(f"target={target} is out of range for a model with {classes} outputs.")
         return xp.full((batch,), target, dtype=xp.int64, device=device(out))
     if isinstance(target, Sequence) and not isinstance(target, str):
+        if any(isinstance(t, bool) for t in target):
+            raise TypeError(f"target entries must be ints, not bools; got {target!r}.")
         try:
             values = [operator.index(t) for t in target]
         except TypeError as error:
@@ -84,6 +95,8 @@ def _class_index(out: Array, target: Any, batch: int, classes: int, xp: ModuleTy
             raise TypeError(
                 f"target array has dtype {index.dtype}; use integers or a float relevance."
             )
+        if len(index.shape) == 0:  # one class for the whole batch
+            index = xp.broadcast_to(index, (batch,))
     else:
         raise TypeError(
             f"target must be an int, ints, or a floating array; got {type(target).__name__}."
@@ -92,7 +105,7 @@ def _class_index(out: Array, target: Any, batch: int, classes: int, xp: ModuleTy
         raise ValueError(
             f"target has shape {tuple(index.shape)}; one class per sample needs ({batch},)."
         )
-    if not is_traced(index) and not bool(xp.all((index >= 0) & (index < classes))):
+    if not is_traced(index) and _fails(xp.all((index >= 0) & (index < classes))):
         raise IndexError(f"target has a class index out of range [0, {classes}).")
     return index
 
@@ -105,6 +118,6 @@ def _relevance_array(target: Array, out: Array, xp: ModuleType) -> Array:
         )
     if target.dtype != out.dtype:
         raise TypeError(f"target array has dtype {target.dtype}; the model output has {out.dtype}.")
-    if not is_traced(target) and not bool(xp.all(xp.isfinite(target))):
+    if not is_traced(target) and _fails(xp.all(xp.isfinite(target))):
         raise ValueError("target array contains NaN or infinite values.")
     return target

@@ -212,7 +212,8 @@ def asarray(
         Nested sequences, a NumPy array, or any array supporting DLPack / ``__array__``.
     dtype
         A dtype of the target namespace, or a name such as ``"float64"``. ``None`` keeps
-        the data's own dtype (float64 stays float64, also on JAX).
+        the data's own dtype (float64 stays float64, also on JAX); Python data gets
+        NumPy's dtypes (floats are float64) on every backend.
     backend
         Override of ``RELPROP_BACKEND``.
     device
@@ -230,7 +231,13 @@ def asarray(
         enable_jax_float64()
     if isinstance(dtype, str):
         dtype = getattr(xp, dtype)
-    if library_of(obj) not in (None, name):
+    if library_of(obj) is None:
+        # Python data gets NumPy's dtypes (float64 for floats) on every backend,
+        # instead of each library's own default (float32 on torch and JAX)
+        import numpy as np
+
+        obj = np.asarray(obj)
+    elif library_of(obj) != name:
         obj = to_numpy(obj)
     kwargs: dict[str, Any] = {} if device is None else {"device": device}
     return xp.asarray(obj, dtype=dtype, **kwargs)

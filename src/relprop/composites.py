@@ -80,7 +80,8 @@ class Composite:
     """Rules for a model's layers: by name, by first occurrence of a type, by type.
 
     Precedence: ``name_map`` (a layer name or index) > ``first_map`` (the first layer,
-    in forward order, matching one of its types) > ``layer_map`` (first matching entry) >
+    in forward order, matching one of its types; a name override of that layer uses it
+    up, as in zennit) > ``layer_map`` (first matching entry) >
     activations :class:`~relprop.rules.Pass` > everything else
     :class:`~relprop.rules.Gradient`.
 
@@ -118,19 +119,17 @@ class Composite:
     def rules(self, names: Sequence[str], layers: Sequence[Layer]) -> list[Rule]:
         """The rule of each layer of a model given as parallel names and layers."""
         by_index = self._name_overrides(names)
-        first_done = False
+        first = next(
+            (i for i, layer in enumerate(layers) if _match(self.first_map, layer) is not None),
+            None,
+        )
         chosen: list[Rule] = []
         for index, layer in enumerate(layers):
-            if index in by_index:
-                chosen.append(by_index[index])
-                continue
-            if not first_done:
+            rule = by_index.get(index)
+            if rule is None and index == first:
                 rule = _match(self.first_map, layer)
-                if rule is not None:
-                    first_done = True
-                    chosen.append(rule)
-                    continue
-            rule = _match(self.layer_map, layer)
+            if rule is None:
+                rule = _match(self.layer_map, layer)
             if rule is None:
                 rule = Pass() if _is_activation(layer) else Gradient()
             chosen.append(rule)

@@ -92,6 +92,7 @@ class Linear(Layer):
         self.weight = _detached(weight)
         self.bias = None if bias is None else _detached(bias)
         self._cache: dict[Hashable, Any] = {}
+        self._cache_token: tuple[int, ...] | None = None
 
     def linear(self, x: Array, weight: Array, bias: Array | None, xp: ModuleType) -> Array:
         """The affine map with the given parameters (``bias=None``: no bias)."""
@@ -113,8 +114,18 @@ class Linear(Layer):
     def cached(self, key: Hashable, make: Callable[[], Any]) -> Any:
         """``make()``, computed once per layer and ``key`` (modified weights of a rule).
 
-        Values traced by ``jax.jit`` are not kept: they are only valid inside one trace.
+        Only kept while the parameters provably have not changed: JAX arrays are
+        immutable, and torch counts in-place writes (``Tensor._version``, bumped by an
+        optimizer step on shared parameters). NumPy, CuPy and array-api-strict arrays can
+        be written in place without a trace, so for them nothing is kept. Values traced by
+        ``jax.jit`` are not kept either: they are only valid inside one trace.
         """
+        token = self._params_version()
+        if token is None:
+            return make()
+        if token != self._cache_token:
+            self._cache.clear()
+            self._cache_token = token
         if key in self._cache:
             return self._cache[key]
         value = make()
@@ -122,6 +133,16 @@ class Linear(Layer):
         if not any(leaf is not None and is_traced(leaf) for leaf in leaves):
             self._cache[key] = value
         return value
+
+    def _params_version(self) -> tuple[int, ...] | None:
+        """A token that changes whenever a parameter is written, or ``None`` if unknowable."""
+        params = [p for p in (self.weight, self.bias) if p is not None]
+        library = library_of(self.weight)
+        if library == "jax":
+            return ()
+        if library == "torch":
+            return tuple(int(p._version) for p in params)
+        return None
 
 
 class Convolution(Linear):

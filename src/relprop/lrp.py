@@ -15,12 +15,16 @@ from relprop.rules import Rule
 __all__ = ["gradient", "gradient_x_input", "lrp"]
 
 
-def _prepare(model: Sequential, x: Array) -> tuple[ModuleType, list[Array]]:
+def _check_model(model: object) -> None:
     if not isinstance(model, Sequential):
         raise TypeError(
             f"model must be an rp.Sequential; got {type(model).__name__}. Build one from "
             "relprop layers (torch modules: see rp.Dense(module.weight, module.bias))."
         )
+
+
+def _prepare(model: Sequential, x: Array) -> tuple[ModuleType, list[Array]]:
+    _check_model(model)
     xp = model.namespace(x=x)
     check_input(x, xp, model.named_params())
     return xp, model.forward_record(x, xp)
@@ -117,8 +121,9 @@ def lrp(
     >>> R.tolist(), float(model(np.array([[1.0, 2.0]]))[0, 0])
     ([[2.0, 2.0]], 4.0)
     """
-    xp, activations = _prepare(model, x)
+    _check_model(model)
     rules = _rules(model, composite, rule)
+    xp, activations = _prepare(model, x)
     relevance = target_relevance(activations[-1], target, xp)
     nonnegative = model.input_nonnegative()
     per_layer = [relevance]

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from types import ModuleType
 
-from relprop._xp import Array, array_namespace, library_of
+from relprop._xp import Array, array_namespace, is_traced, library_of
 from relprop.layers import Layer, Linear
 
 __all__ = [
@@ -416,8 +416,9 @@ def _bound(value: float | Array, x: Array, xp: ModuleType, name: str) -> Array:
         return xp.broadcast_to(xp.astype(value, x.dtype), x.shape)
     except (ValueError, RuntimeError) as error:
         raise ValueError(
-            f"ZBox {name} of shape {tuple(value.shape)} does not broadcast to the first layer's "
-            f"input shape {tuple(x.shape)}; pass a float or an array of a broadcastable shape."
+            f"ZBox {name} of shape {tuple(value.shape)} does not broadcast to the input shape "
+            f"{tuple(x.shape)} of the layer it explains; pass a float or an array of a "
+            "broadcastable shape."
         ) from error
 
 
@@ -458,6 +459,9 @@ class ZBox(_ParamRule):
     ) -> Array:
         low = _bound(self.low, x, xp, "low")
         high = _bound(self.high, x, xp, "high")
+        inverted = xp.any(low > high)
+        if not is_traced(inverted) and bool(inverted):
+            raise ValueError("ZBox needs low <= high everywhere; some low bound exceeds its high.")
         weight, bias = self._weight_bias(layer, xp)
         w_pos, b_pos, w_neg, b_neg = self._signed(layer, xp)
         z_x = layer.linear(x, weight, bias, xp) if self.zero_params else out

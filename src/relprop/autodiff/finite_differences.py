@@ -53,12 +53,14 @@ def vjp(fn: Callable[[Array], Array], x: Array, v: Array, *, xp: ModuleType) -> 
     m = math.prod(sample_shape)
     steps = step_scale(xp, x.dtype) * xp.maximum(xp.abs(x), xp.ones_like(x))
     steps_by_direction = xp.matrix_transpose(xp.reshape(steps, (batch, m)))  # (m, batch)
-    eye = xp.eye(m, dtype=x.dtype, device=device(x))
+    positions = xp.arange(m, device=device(x))
     chunk = max(1, MAX_CHUNK_ELEMENTS // max(1, batch * m))
     columns = []
     for start in range(0, m, chunk):
         stop = min(start + chunk, m)
-        directions = xp.reshape(eye[start:stop, :], (-1, 1, *sample_shape))
+        # rows start..stop of the identity, built per chunk: the whole m x m never exists
+        rows = xp.expand_dims(positions[start:stop], axis=1) == xp.expand_dims(positions, axis=0)
+        directions = xp.reshape(xp.astype(rows, x.dtype), (-1, 1, *sample_shape))
         count = directions.shape[0]
         shift = directions * xp.expand_dims(steps, axis=0)  # (count, batch, *s)
         stacked = xp.concat([x + shift, x - shift], axis=0)
