@@ -8,7 +8,7 @@ against the Python array API standard, for NumPy, PyTorch, JAX, CuPy and array-a
 """
 
 from relprop import autodiff, composites, layers, rules
-from relprop._xp import BACKENDS, array_namespace, asarray, default_backend, to_numpy
+from relprop._xp import BACKENDS, array_namespace, asarray, default_backend, library_of, to_numpy
 from relprop.autodiff import grad, vjp
 from relprop.layers import (
     Dense,
@@ -49,6 +49,7 @@ __all__ = [
     "gradient",
     "gradient_x_input",
     "layers",
+    "library_of",
     "lrp",
     "rules",
     "to_numpy",
