@@ -37,7 +37,8 @@ from helpers import BACKEND, assert_close, random_weights
 
 import relprop as rp
 
-pytestmark = pytest.mark.skipif(BACKEND != "torch", reason="zennit parity needs torch tensors")
+if BACKEND != "torch":
+    pytest.skip("zennit parity needs torch tensors", allow_module_level=True)
 
 SIZES = (7, 9, 8, 5)
 TARGETS = [0, 3, 1, 4]

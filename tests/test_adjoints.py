@@ -1,0 +1,376 @@
+"""Every layer's explicit adjoint (``layer.vjp``) equals the backend's own VJP of its
+forward pass; ``Dense.transpose`` is the adjoint of ``Dense.linear``; ``rp.gradient``
+equals the autodiff gradient of the model; activations compute the textbook formulas.
+
+The autodiff oracle is ``rp.vjp(lambda a: layer.forward(a, xp), x, v)``: torch autograd
+and ``jax.vjp`` are exact (tolerance: rounding), NumPy and array-api-strict use central
+finite differences (documented accuracy: ~1e-10 relative for piecewise-linear maps away
+from kinks, O(h^2) ~ 1e-8 for smooth ones in float64; ~1e-3 in float32). Tolerances are
+relative to the largest expected entry (``atol = rtol * max|expected|``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from helpers import BACKEND, assert_close, dense_model, on_backend, random_weights
+
+import relprop as rp
+
+EXACT = BACKEND in ("torch", "jax")
+DTYPES = ["float64", "float32"]
+
+
+def rtol_for(dtype: str, kind: str) -> float:
+    if EXACT:
+        return 1e-12 if dtype == "float64" else 1e-6
+    if dtype == "float64":
+        return 1e-10 if kind == "linear" else 1e-8
+    return 1e-3
+
+
+def check(actual, expected: np.ndarray, dtype: str, kind: str) -> None:
+    rtol = rtol_for(dtype, kind)
+    scale = float(np.max(np.abs(expected))) or 1.0
+    assert_close(actual, expected, dtype=dtype, rtol=rtol, atol=rtol * scale)
+
+
+def autodiff_vjp(layer: rp.layers.Layer, x, v):
+    """The backend's own VJP of the layer's forward pass (the oracle)."""
+    xp = rp.array_namespace(x=x, **layer.params())
+    return rp.vjp(lambda a: layer.forward(a, xp), x, v)
+
+
+def away_from_zero(rng: np.random.Generator, shape: tuple, dtype: str, margin: float = 0.1):
+    """Values in [-2, -margin] U [margin, 2]: no finite-difference step crosses a kink."""
+    magnitude = rng.uniform(margin, 2.0, size=shape)
+    values = np.where(rng.random(shape) < 0.5, -magnitude, magnitude)
+    return values.astype(dtype).astype(np.float64)
+
+
+def identity_lambda() -> rp.Lambda:
+    return rp.Lambda(lambda a: a, name="identity")
+
+
+# (layer factory, kind of map, input shape per sample)
+ACTIVATIONS = {
+    "ReLU": (rp.ReLU, "linear"),
+    "LeakyReLU": (lambda: rp.LeakyReLU(0.1), "linear"),
+    "LeakyReLU-default": (rp.LeakyReLU, "linear"),
+    "Tanh": (rp.Tanh, "smooth"),
+    "Sigmoid": (rp.Sigmoid, "smooth"),
+    "Softplus": (rp.Softplus, "smooth"),
+    "Softplus-beta3": (lambda: rp.Softplus(3.0), "smooth"),
+    "Identity": (rp.Identity, "linear"),
+    "Dropout": (lambda: rp.Dropout(0.3), "linear"),
+}
+
+
+# ---------------------------------------------------------------------------------------
+# explicit vjp == backend VJP
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+def test_dense_vjp_matches_autodiff(bias: bool, dtype: str) -> None:
+    rng = np.random.default_rng(1)
+    (weight, b), = random_weights(rng, [5, 3], bias=bias)
+    layer = rp.Dense(on_backend(weight, dtype), None if b is None else on_backend(b, dtype))
+    x = on_backend(rng.normal(size=(4, 5)), dtype)
+    v_np = rng.normal(size=(4, 3)).astype(dtype).astype(np.float64)
+    v = on_backend(v_np, dtype)
+    xp = rp.array_namespace(x=x)
+    explicit = layer.vjp(x, v, xp)
+    check(explicit, rp.to_numpy(autodiff_vjp(layer, x, v)).astype(np.float64), dtype, "linear")
+    check(explicit, v_np @ weight.astype(dtype).astype(np.float64), dtype, "linear")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_vjp_matches_autodiff(name: str, dtype: str) -> None:
+    factory, kind = ACTIVATIONS[name]
+    layer = factory()
+    rng = np.random.default_rng(2)
+    x = on_backend(away_from_zero(rng, (3, 2, 4), dtype), dtype)
+    v = on_backend(rng.normal(size=(3, 2, 4)), dtype)
+    expected = rp.to_numpy(autodiff_vjp(layer, x, v)).astype(np.float64)
+    check(layer.vjp(x, v, rp.array_namespace(x=x)), expected, dtype, kind)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_large_inputs(dtype: str) -> None:
+    """+-50, and beyond where a naive exp(-x) overflows (float32 from 89, float64 from 710):
+    forward without overflow warnings, finite values that match the formula, vjp matches
+    autodiff and the analytic s(1 - s)."""
+    huge = 100.0 if dtype == "float32" else 800.0
+    x_np = np.array([[50.0, -50.0, 30.0, -30.0, huge, -huge, 0.5, -1.5]])
+    x = on_backend(x_np, dtype)
+    layer = rp.Sigmoid()
+    xp = rp.array_namespace(x=x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NumPy reports exp overflow as a RuntimeWarning
+        out = layer.forward(x, xp)
+        vjp = layer.vjp(x, on_backend(np.ones_like(x_np), dtype), xp)
+    exact = np.exp(-np.logaddexp(0.0, -x_np))  # 1/(1+e^-x) without overflow
+    out_np = rp.to_numpy(out)
+    assert np.all(np.isfinite(out_np))
+    tiny = float(np.finfo(dtype).tiny)
+    assert_close(out, exact, dtype=dtype, rtol=1e-6 if dtype == "float32" else 1e-14, atol=tiny)
+    derivative = exact * (1.0 - exact)
+    assert np.all(np.isfinite(rp.to_numpy(vjp)))
+    assert_close(vjp, derivative, dtype=dtype, rtol=1e-5 if dtype == "float32" else 1e-12,
+                 atol=1e-7 if dtype == "float32" else 1e-15)
+    v = on_backend(np.ones_like(x_np), dtype)
+    check(vjp, rp.to_numpy(autodiff_vjp(layer, x, v)).astype(np.float64), dtype, "smooth")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softplus_large_inputs(dtype: str) -> None:
+    x_np = np.array([[60.0, -60.0, 0.0, 2.0]])
+    x = on_backend(x_np, dtype)
+    layer = rp.Softplus()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = layer.forward(x, rp.array_namespace(x=x))
+    assert_close(out, np.logaddexp(0.0, x_np), dtype=dtype,
+                 rtol=1e-6 if dtype == "float32" else 1e-14)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("start_dim", "shape"), [(1, (3, 2, 3)), (2, (3, 2, 3, 2)), (1, (2, 5))])
+def test_flatten_vjp_matches_autodiff(start_dim: int, shape: tuple, dtype: str) -> None:
+    layer = rp.Flatten(start_dim)
+    rng = np.random.default_rng(3)
+    x = on_backend(rng.normal(size=shape), dtype)
+    xp = rp.array_namespace(x=x)
+    out = layer.forward(x, xp)
+    expected_shape = (*shape[:start_dim], int(np.prod(shape[start_dim:])))
+    assert tuple(out.shape) == expected_shape
+    v_np = rng.normal(size=expected_shape).astype(dtype).astype(np.float64)
+    v = on_backend(v_np, dtype)
+    explicit = layer.vjp(x, v, xp)
+    check(explicit, rp.to_numpy(autodiff_vjp(layer, x, v)).astype(np.float64), dtype, "linear")
+    check(explicit, v_np.reshape(shape), dtype, "linear")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lambda_without_vjp_uses_autodiff(dtype: str) -> None:
+    """No user vjp: the adapter's J^T v, checked against the analytic derivative (comparing
+    with ``rp.vjp`` would only compare the adapter with itself)."""
+
+    def fn(a):
+        xp = rp.array_namespace(x=a)
+        return xp.sin(a) * a[:, :1]
+
+    layer = rp.Lambda(fn)
+    rng = np.random.default_rng(4)
+    x_np = rng.uniform(-2, 2, size=(3, 4)).astype(dtype).astype(np.float64)
+    v_np = rng.normal(size=(3, 4)).astype(dtype).astype(np.float64)
+    x, v = on_backend(x_np, dtype), on_backend(v_np, dtype)
+    expected = v_np * np.cos(x_np) * x_np[:, :1]
+    expected[:, 0] += np.sum(v_np * np.sin(x_np), axis=1)
+    check(layer.vjp(x, v, rp.array_namespace(x=x)), expected, dtype, "smooth")
+    check(layer(x), np.sin(x_np) * x_np[:, :1], dtype, "linear")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_lambda_with_user_vjp(dtype: str) -> None:
+    """A user vjp is used as given (not the adapter) and, when right, equals autodiff."""
+    calls = []
+
+    def cube(a):
+        return a**3
+
+    def cube_vjp(a, v):
+        calls.append(tuple(a.shape))
+        return 3.0 * a**2 * v
+
+    layer = rp.Lambda(cube, cube_vjp, name="cube")
+    rng = np.random.default_rng(5)
+    x_np = rng.uniform(-2, 2, size=(3, 4)).astype(dtype).astype(np.float64)
+    v_np = rng.normal(size=(3, 4)).astype(dtype).astype(np.float64)
+    x, v = on_backend(x_np, dtype), on_backend(v_np, dtype)
+    explicit = layer.vjp(x, v, rp.array_namespace(x=x))
+    assert calls == [(3, 4)]
+    check(explicit, 3.0 * x_np**2 * v_np, dtype, "smooth")
+    check(explicit, rp.to_numpy(autodiff_vjp(layer, x, v)).astype(np.float64), dtype, "smooth")
+    # a deliberately different "vjp" proves the user's function takes precedence
+    wrong = rp.Lambda(cube, lambda a, w: 2.0 * w)
+    check(wrong.vjp(x, v, rp.array_namespace(x=x)), 2.0 * v_np, dtype, "linear")
+
+
+# ---------------------------------------------------------------------------------------
+# Dense.linear / Dense.transpose
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_dense_transpose_is_adjoint_of_linear(seed: int, dtype: str) -> None:
+    """Dot-product test <linear(x, W), v> == <x, transpose(v, W)> for random W (not the
+    layer's own weight), plus both maps against NumPy."""
+    rng = np.random.default_rng(seed)
+    layer = rp.Dense(on_backend(rng.normal(size=(3, 5)), dtype))
+    W_np = rng.normal(size=(6, 5)).astype(dtype).astype(np.float64)
+    x_np = rng.normal(size=(4, 5)).astype(dtype).astype(np.float64)
+    v_np = rng.normal(size=(4, 6)).astype(dtype).astype(np.float64)
+    W, x, v = (on_backend(a, dtype) for a in (W_np, x_np, v_np))
+    xp = rp.array_namespace(x=x)
+    forward = layer.linear(x, W, None, xp)
+    backward = layer.transpose(v, W, xp)
+    check(forward, x_np @ W_np.T, dtype, "linear")
+    check(backward, v_np @ W_np, dtype, "linear")
+    lhs = float(xp.sum(forward * v))
+    rhs = float(xp.sum(x * backward))
+    scale = float(np.sum(np.abs(x_np @ W_np.T) * np.abs(v_np)))
+    assert abs(lhs - rhs) <= (1e-13 if dtype == "float64" else 1e-5) * scale, (lhs, rhs)
+    assert lhs == pytest.approx(float(np.sum((x_np @ W_np.T) * v_np)), rel=1e-5, abs=1e-5 * scale)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_linear_with_bias(dtype: str) -> None:
+    rng = np.random.default_rng(6)
+    W_np, b_np, x_np = (rng.normal(size=s).astype(dtype).astype(np.float64)
+                        for s in ((3, 5), (3,), (2, 5)))
+    layer = rp.Dense(on_backend(W_np, dtype), on_backend(b_np, dtype))
+    x = on_backend(x_np, dtype)
+    xp = rp.array_namespace(x=x)
+    check(layer.linear(x, layer.weight, layer.bias, xp), x_np @ W_np.T + b_np, dtype, "linear")
+    check(layer(x), x_np @ W_np.T + b_np, dtype, "linear")
+    check(layer.linear(x, layer.weight, None, xp), x_np @ W_np.T, dtype, "linear")
+
+
+# ---------------------------------------------------------------------------------------
+# rp.gradient == autodiff of the model
+# ---------------------------------------------------------------------------------------
+
+
+def small_model(dtype: str, activation) -> rp.Sequential:
+    rng = np.random.default_rng(7)
+    return dense_model(random_weights(rng, [4, 6, 5, 3]), dtype, activation=activation)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", [rp.ReLU, rp.Tanh, rp.Softplus, rp.Sigmoid],
+                         ids=lambda a: a.__name__)
+@pytest.mark.parametrize("target", [0, 2])
+def test_gradient_matches_autodiff(target: int, activation, dtype: str) -> None:
+    model = small_model(dtype, activation)
+    rng = np.random.default_rng(8)
+    x = on_backend(away_from_zero(rng, (3, 4), dtype, margin=0.05), dtype)
+    xp = model.namespace(x=x)
+    relevance = rp.gradient(model, x, target)
+    oracle = rp.grad(lambda a: model.forward(a, xp)[:, target], x)
+    kind = "linear" if activation is rp.ReLU else "smooth"
+    check(relevance, rp.to_numpy(oracle).astype(np.float64), dtype, kind)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gradient_per_sample_targets_and_lambda(dtype: str) -> None:
+    """A model with Flatten, Dropout, LeakyReLU and a user Lambda; one target per sample."""
+    rng = np.random.default_rng(9)
+    (w1, b1), (w2, b2) = random_weights(rng, [6, 5, 3])
+
+    def square(a):
+        return a * a
+
+    model = rp.Sequential([
+        rp.Flatten(),
+        rp.Dense(on_backend(w1, dtype), on_backend(b1, dtype)),
+        rp.LeakyReLU(0.2),
+        rp.Dropout(0.5),
+        rp.Lambda(square, name="square"),
+        rp.Dense(on_backend(w2, dtype), on_backend(b2, dtype)),
+    ])
+    x = on_backend(rng.normal(size=(4, 2, 3)), dtype)
+    targets = [2, 0, 1, 2]
+    onehot = on_backend(np.eye(3)[targets], dtype)
+    xp = model.namespace(x=x)
+    relevance = rp.gradient(model, x, targets)
+    oracle = rp.vjp(lambda a: model.forward(a, xp), x, onehot)
+    check(relevance, rp.to_numpy(oracle).astype(np.float64), dtype, "smooth")
+    same = rp.gradient(model, x, onehot)  # a float array target is the cotangent
+    check(same, rp.to_numpy(oracle).astype(np.float64), dtype, "smooth")
+
+
+def test_gradient_against_closed_form() -> None:
+    """Dense-ReLU-Dense: d f_c / dx = W1^T diag(1[z > 0]) w2_c (no autodiff involved)."""
+    rng = np.random.default_rng(10)
+    params = random_weights(rng, [4, 6, 3])
+    model = dense_model(params)
+    x_np = rng.normal(size=(5, 4))
+    (w1, b1), (w2, _) = params
+    active = (x_np @ w1.T + b1) > 0
+    expected = (active * w2[1]) @ w1
+    check(rp.gradient(model, on_backend(x_np), 1), expected, "float64", "linear")
+    check(rp.gradient_x_input(model, on_backend(x_np), 1), x_np * expected, "float64", "linear")
+
+
+# ---------------------------------------------------------------------------------------
+# forward values against NumPy formulas
+# ---------------------------------------------------------------------------------------
+
+FORMULAS = {
+    "ReLU": (rp.ReLU, lambda x: np.maximum(x, 0.0)),
+    "LeakyReLU": (lambda: rp.LeakyReLU(0.1), lambda x: np.where(x > 0, x, 0.1 * x)),
+    "LeakyReLU-default": (rp.LeakyReLU, lambda x: np.where(x > 0, x, 0.01 * x)),
+    "Tanh": (rp.Tanh, np.tanh),
+    "Sigmoid": (rp.Sigmoid, lambda x: 1.0 / (1.0 + np.exp(-x))),
+    "Softplus": (rp.Softplus, lambda x: np.log1p(np.exp(x))),
+    "Softplus-beta2": (lambda: rp.Softplus(2.0), lambda x: np.log1p(np.exp(2.0 * x)) / 2.0),
+    "Identity": (rp.Identity, lambda x: x),
+    "Dropout": (lambda: rp.Dropout(0.9), lambda x: x),
+}
+
+DERIVATIVES = {
+    "ReLU": lambda x: (x > 0).astype(float),
+    "LeakyReLU": lambda x: np.where(x > 0, 1.0, 0.1),
+    "LeakyReLU-default": lambda x: np.where(x > 0, 1.0, 0.01),
+    "Tanh": lambda x: 1.0 / np.cosh(x) ** 2,
+    "Sigmoid": lambda x: np.exp(-x) / (1.0 + np.exp(-x)) ** 2,
+    "Softplus": lambda x: 1.0 / (1.0 + np.exp(-x)),
+    "Softplus-beta2": lambda x: 1.0 / (1.0 + np.exp(-2.0 * x)),
+    "Identity": np.ones_like,
+    "Dropout": np.ones_like,
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(FORMULAS))
+def test_activation_forward_and_vjp_formulas(name: str, dtype: str) -> None:
+    factory, formula = FORMULAS[name]
+    layer = factory()
+    rng = np.random.default_rng(11)
+    x_np = np.concatenate([rng.uniform(-4, 4, size=(2, 6)), [[0.0, -0.0, 1e-3, -1e-3, 8.0, -8.0]]])
+    x_np = x_np.astype(dtype).astype(np.float64)
+    v_np = rng.normal(size=x_np.shape).astype(dtype).astype(np.float64)
+    x, v = on_backend(x_np, dtype), on_backend(v_np, dtype)
+    xp = rp.array_namespace(x=x)
+    rtol = 1e-14 if dtype == "float64" else 1e-6
+    assert_close(layer.forward(x, xp), formula(x_np), dtype=dtype, rtol=rtol, atol=rtol)
+    assert_close(layer(x), formula(x_np), dtype=dtype, rtol=rtol, atol=rtol)
+    assert_close(layer.vjp(x, v, xp), v_np * DERIVATIVES[name](x_np), dtype=dtype,
+                 rtol=10 * rtol, atol=10 * rtol)
+
+
+def test_relu_derivative_at_zero_is_zero() -> None:
+    """As in torch: ReLU'(0) = 0, so the gradient at an exact zero vanishes."""
+    x = on_backend(np.array([[0.0, 1.0, -1.0]]))
+    v = on_backend(np.ones((1, 3)))
+    assert_close(rp.ReLU().vjp(x, v, rp.array_namespace(x=x)), np.array([[0.0, 1.0, 0.0]]))
+
+
+def test_layers_do_not_modify_inputs() -> None:
+    rng = np.random.default_rng(12)
+    x_np = rng.normal(size=(3, 2, 3))
+    x = on_backend(x_np)
+    v = on_backend(rng.normal(size=(3, 2, 3)))
+    xp = rp.array_namespace(x=x)
+    for factory, _ in ACTIVATIONS.values():
+        layer = factory()
+        layer.forward(x, xp)
+        layer.vjp(x, v, xp)
+    assert_close(x, x_np, rtol=0.0)
