@@ -98,8 +98,13 @@ def tests(session: nox.Session, backend: str) -> None:
 
 @nox.session
 def examples(session: nox.Session) -> None:
-    """Run the guides' code and every script in docs/examples/ (torch and jax side by side)."""
-    session.install("-r", "backends/test.txt", "-r", "backends/torch.txt", "-r", "backends/jax.txt")
+    """Run the guides' code and every script in docs/examples/ (all CPU backends side by side)."""
+    session.install(
+        "-r", "backends/test.txt",
+        "-r", "backends/torch.txt",
+        "-r", "backends/jax.txt",
+        "-r", "backends/strict.txt",
+    )
     session.install("-e", ".")
     session.run("python", "-m", "pytest", "tests/test_docs.py", env={"JAX_PLATFORMS": "cpu"})
     scripts = sorted((ROOT / "docs" / "examples").glob("*.py"))

@@ -1,6 +1,7 @@
 """The documentation's code runs: every ```python block of a guide, in order and in one
-namespace, then its ```pycon blocks as doctests. The guides use torch and JAX side by side,
-so this runs in the ``examples`` nox session, which installs both."""
+namespace, then its ```pycon blocks as doctests. The guides use torch, JAX and
+array-api-strict side by side, so this runs in the ``examples`` nox session, which installs
+every CPU backend."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 pytest.importorskip("torch", reason="the guides need torch and jax side by side (nox -s examples)")
 pytest.importorskip("jax", reason="the guides need torch and jax side by side (nox -s examples)")
+pytest.importorskip("array_api_strict", reason="the guides use array-api-strict (nox -s examples)")
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 GUIDES = ["user_guide.md", "rules.md"]
