@@ -102,3 +102,24 @@ def test_numpy_weights_written_in_place_are_not_served_stale():
         rp.to_numpy(rp.lrp(fresh, x, target=0, rule=ZPlus())),
         rtol=0,
     )
+
+
+def test_import_relprop_loads_no_optional_array_library():
+    """``import relprop`` (and the demo's NumPy path) must work with NumPy alone."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, relprop, relprop.demo; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'torch', 'jax', 'cupy', 'array_api_strict', 'matplotlib', 'tqdm', 'pandas'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "RELPROP_BACKEND": "numpy"},
+    )
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
