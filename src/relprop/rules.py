@@ -207,9 +207,9 @@ class _ParamRule(Rule):
         if x_neg is not None:
             z = z + layer.linear(x_neg, w_neg_input, None, xp)
         s = R / stabilize(z, self.stabilizer, xp)
-        result = x_pos * layer.transpose(s, w_pos_input, xp)
+        result = x_pos * layer.transpose(s, w_pos_input, xp, x_pos.shape)
         if x_neg is not None:
-            result = result + x_neg * layer.transpose(s, w_neg_input, xp)
+            result = result + x_neg * layer.transpose(s, w_neg_input, xp, x_pos.shape)
         return result
 
 
@@ -260,7 +260,7 @@ class Epsilon(_ParamRule):
         if isinstance(layer, Linear) and self.zero_params:
             weight, bias = self._weight_bias(layer, xp)
             s = R / stabilize(layer.linear(x, weight, bias, xp), self.stabilizer, xp)
-            return x * layer.transpose(s, weight, xp)
+            return x * layer.transpose(s, weight, xp, x.shape)
         s = R / stabilize(out, self.stabilizer, xp)
         return x * layer.vjp(x, s, xp)
 
@@ -399,10 +399,10 @@ class Gamma(_ParamRule):
             z_n = z_n + layer.linear(x_neg, w_up, None, xp)
         r_p = xp.where(out > 0, R, zero) / stabilize(z_p, self.stabilizer, xp)
         r_n = xp.where(out < 0, R, zero) / stabilize(z_n, self.stabilizer, xp)
-        result = x_pos * (layer.transpose(r_p, w_up, xp) + layer.transpose(r_n, w_down, xp))
+        result = x_pos * (layer.transpose(r_p, w_up, xp, x.shape) + layer.transpose(r_n, w_down, xp, x.shape))
         if x_neg is not None:
             result = result + x_neg * (
-                layer.transpose(r_p, w_down, xp) + layer.transpose(r_n, w_up, xp)
+                layer.transpose(r_p, w_down, xp, x.shape) + layer.transpose(r_n, w_up, xp, x.shape)
             )
         return result
 
@@ -468,9 +468,9 @@ class ZBox(_ParamRule):
         z = z_x - layer.linear(low, w_pos, b_pos, xp) - layer.linear(high, w_neg, b_neg, xp)
         s = R / stabilize(z, self.stabilizer, xp)
         return (
-            x * layer.transpose(s, weight, xp)
-            - low * layer.transpose(s, w_pos, xp)
-            - high * layer.transpose(s, w_neg, xp)
+            x * layer.transpose(s, weight, xp, x.shape)
+            - low * layer.transpose(s, w_pos, xp, x.shape)
+            - high * layer.transpose(s, w_neg, xp, x.shape)
         )
 
 
@@ -500,7 +500,7 @@ class WSquare(_ParamRule):
             lambda: (weight**2, None if bias is None else bias**2),
         )
         z = layer.linear(xp.ones_like(x), w_sq, b_sq, xp)
-        return layer.transpose(R / stabilize(z, self.stabilizer, xp), w_sq, xp)
+        return layer.transpose(R / stabilize(z, self.stabilizer, xp), w_sq, xp, x.shape)
 
 
 class Flat(_ParamRule):
@@ -519,7 +519,7 @@ class Flat(_ParamRule):
     ) -> Array:
         ones = layer.cached("ones", lambda: xp.ones_like(layer.weight))
         z = layer.linear(xp.ones_like(x), ones, None, xp)
-        return layer.transpose(R / stabilize(z, self.stabilizer, xp), ones, xp)
+        return layer.transpose(R / stabilize(z, self.stabilizer, xp), ones, xp, x.shape)
 
 
 class Pass(Rule):

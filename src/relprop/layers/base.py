@@ -1,0 +1,161 @@
+"""The layer protocol: a forward pass and the exact vector-Jacobian product (``vjp``).
+
+Linear layers (dense, convolutions) expose their affine map with arbitrary parameters,
+``linear(x, weight, bias)``, and its transpose, ``transpose(v, weight)``: the LRP rules
+build their modified forward passes from exactly these two, so a rule written once works
+for every linear layer. Element-wise activations, reshapes, pools and user functions expose
+``forward`` and ``vjp``. Layers never modify their parameters or inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from types import ModuleType
+from typing import Any
+
+from relprop._xp import Array, array_namespace, is_traced, library_of
+
+__all__ = ["Activation", "Convolution", "Layer", "Linear", "describe", "parameter_arrays"]
+
+
+def _detached(a: Array) -> Array:
+    """The same memory without an autograd history (torch parameters carry one)."""
+    if library_of(a) == "torch" and a.requires_grad:
+        return a.detach()
+    return a
+
+
+class Layer:
+    """Base class: a map of one batched array, ``(batch, ...) -> (batch, ...)``.
+
+    Subclasses implement :meth:`forward` and :meth:`vjp`; both take the namespace ``xp``
+    resolved once at the public entry point.
+    """
+
+    nonnegative_output: bool = False
+    """Whether every output is >= 0 (lets rules drop terms that vanish)."""
+    preserves_sign: bool = False
+    """Whether a non-negative input gives a non-negative output (reshapes, identity)."""
+
+    def forward(self, x: Array, xp: ModuleType) -> Array:
+        """The layer's output for a batch ``x``."""
+        raise NotImplementedError
+
+    def vjp(self, x: Array, v: Array, xp: ModuleType) -> Array:
+        r"""Exact :math:`J(x)^\top v`, the gradient backward pass of this layer."""
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Array]:
+        """Named parameters (``None`` where a layer has no such parameter)."""
+        return {}
+
+    def map_params(self, fn: Callable[[Array], Array]) -> Layer:
+        """A copy whose parameters are ``fn(param)``; parameter-free layers return self."""
+        return self
+
+    def check_input(self, shape: tuple[int, ...]) -> str | None:
+        """A description of what is wrong with an input of ``shape``, or ``None``."""
+        return None
+
+    def __call__(self, x: Array) -> Array:
+        return self.forward(x, array_namespace(x=x, **self.params()))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Linear(Layer):
+    """An affine layer ``z = A(x; weight) + bias`` with ``A`` linear in ``x`` and ``weight``.
+
+    Subclasses implement :meth:`linear` and :meth:`transpose`; everything else (forward,
+    vjp, cached modified parameters for the rules) follows.
+    """
+
+    def __init__(self, weight: Array, bias: Array | None = None) -> None:
+        array_namespace(weight=weight, bias=bias)
+        self.weight = _detached(weight)
+        self.bias = None if bias is None else _detached(bias)
+        self._cache: dict[Hashable, Any] = {}
+        self._cache_token: tuple[int, ...] | None = None
+
+    def linear(self, x: Array, weight: Array, bias: Array | None, xp: ModuleType) -> Array:
+        """The affine map with the given parameters (``bias=None``: no bias)."""
+        raise NotImplementedError
+
+    def transpose(
+        self, v: Array, weight: Array, xp: ModuleType, input_shape: tuple[int, ...] | None = None
+    ) -> Array:
+        r"""The adjoint of ``x -> linear(x, weight, None)`` applied to ``v``.
+
+        ``input_shape`` is the shape of ``x``; layers whose output size does not determine
+        their input size (strided convolutions) need it.
+        """
+        raise NotImplementedError
+
+    def forward(self, x: Array, xp: ModuleType) -> Array:
+        return self.linear(x, self.weight, self.bias, xp)
+
+    def vjp(self, x: Array, v: Array, xp: ModuleType) -> Array:
+        return self.transpose(v, self.weight, xp, tuple(x.shape))
+
+    def params(self) -> dict[str, Array]:
+        return {"weight": self.weight, "bias": self.bias}
+
+    def cached(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """``make()``, computed once per layer and ``key`` (modified weights of a rule).
+
+        Only kept while the parameters provably have not changed: JAX arrays are
+        immutable, and torch counts in-place writes (``Tensor._version``, bumped by an
+        optimizer step on shared parameters). NumPy, CuPy and array-api-strict arrays can
+        be written in place without a trace, so for them nothing is kept. Values traced by
+        ``jax.jit`` are not kept either: they are only valid inside one trace.
+        """
+        token = self._params_version()
+        if token is None:
+            return make()
+        if token != self._cache_token:
+            self._cache.clear()
+            self._cache_token = token
+        if key in self._cache:
+            return self._cache[key]
+        value = make()
+        leaves = value if isinstance(value, tuple) else (value,)
+        if not any(leaf is not None and is_traced(leaf) for leaf in leaves):
+            self._cache[key] = value
+        return value
+
+    def _params_version(self) -> tuple[int, ...] | None:
+        """A token that changes whenever a parameter is written, or ``None`` if unknowable."""
+        params = [p for p in (self.weight, self.bias) if p is not None]
+        library = library_of(self.weight)
+        if library == "jax":
+            return ()
+        if library == "torch":
+            return tuple(int(p._version) for p in params)
+        return None
+
+
+class Convolution(Linear):
+    """Category of convolutional layers (composites give them their own rules)."""
+
+
+class Activation(Layer):
+    """Category of element-wise activations (LRP passes relevance through them)."""
+
+    def check_input(self, shape: tuple[int, ...]) -> str | None:
+        return None if len(shape) >= 1 else "expects a batched input"
+
+
+def describe(layer: Layer, index: int, name: str) -> str:
+    """How error messages name a layer: ``layer 2 ('fc2', Dense(10 -> 3))``."""
+    return f"layer {index} ({name!r}, {layer!r})"
+
+
+def parameter_arrays(layers: Mapping[str, Layer]) -> dict[str, Array]:
+    """Every parameter by a readable name (``"fc1.weight"``), skipping absent ones."""
+    return {
+        f"{name}.{key}": value
+        for name, layer in layers.items()
+        for key, value in layer.params().items()
+        if value is not None
+    }
