@@ -7,34 +7,61 @@ against the Python array API standard, for NumPy, PyTorch, JAX, CuPy and array-a
 [[1.0, 2.0]]
 """
 
-from relprop import autodiff, composites, layers, rules
+from relprop import autodiff, canonizers, composites, dtd, layers, rules
 from relprop._xp import BACKENDS, array_namespace, asarray, default_backend, library_of, to_numpy
 from relprop.autodiff import grad, vjp
+from relprop.interop import from_torch
+from relprop.io import load, save
 from relprop.layers import (
+    AdaptiveAvgPool1d,
+    AdaptiveAvgPool2d,
+    Add,
+    AvgPool1d,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Concat,
+    Conv1d,
+    Conv2d,
     Dense,
     Dropout,
     Flatten,
     Identity,
     Lambda,
     LeakyReLU,
+    MaxPool1d,
+    MaxPool2d,
     ReLU,
     Sigmoid,
     Softplus,
     Tanh,
 )
 from relprop.lrp import gradient, gradient_x_input, lrp
-from relprop.model import Sequential
+from relprop.model import Graph, Sequential
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS",
+    "AdaptiveAvgPool1d",
+    "AdaptiveAvgPool2d",
+    "Add",
+    "AvgPool1d",
+    "AvgPool2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Concat",
+    "Conv1d",
+    "Conv2d",
     "Dense",
     "Dropout",
     "Flatten",
+    "Graph",
     "Identity",
     "Lambda",
     "LeakyReLU",
+    "MaxPool1d",
+    "MaxPool2d",
     "ReLU",
     "Sequential",
     "Sigmoid",
@@ -43,15 +70,20 @@ __all__ = [
     "array_namespace",
     "asarray",
     "autodiff",
+    "canonizers",
     "composites",
     "default_backend",
+    "dtd",
+    "from_torch",
     "grad",
     "gradient",
     "gradient_x_input",
     "layers",
     "library_of",
+    "load",
     "lrp",
     "rules",
+    "save",
     "to_numpy",
     "vjp",
 ]

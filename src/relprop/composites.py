@@ -23,13 +23,25 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from relprop._xp import Array
-from relprop.layers import Activation, Convolution, Dense, Lambda, Layer, Linear
+from relprop.canonizers import Canonizer
+from relprop.layers import (
+    Activation,
+    Add,
+    AvgPool,
+    BatchNorm,
+    Convolution,
+    Dense,
+    Lambda,
+    Layer,
+    Linear,
+)
 from relprop.rules import (
     AlphaBeta,
     Epsilon,
     Flat,
     Gamma,
     Gradient,
+    Norm,
     Pass,
     Rule,
     Stabilizer,
@@ -93,6 +105,10 @@ class Composite:
         Like ``layer_map``, applied only to the first layer that matches it.
     name_map
         Layer name (``"fc1"``, ``"0"``) or index (``0``, ``-1``) to rule.
+    canonizers
+        Rewrites applied to the model before rules are chosen, e.g.
+        ``[rp.canonizers.MergeBatchNorm()]`` (names and indices then refer to the
+        rewritten model). The user's model is never modified.
 
     Examples
     --------
@@ -106,7 +122,12 @@ class Composite:
         layer_map: LayerMap | None = None,
         first_map: LayerMap | None = None,
         name_map: Mapping[str | int, Rule] | None = None,
+        canonizers: Sequence[Canonizer] = (),
     ) -> None:
+        self.canonizers = tuple(canonizers)
+        for canonizer in self.canonizers:
+            if not isinstance(canonizer, Canonizer):
+                raise TypeError(f"canonizers must be relprop Canonizers; got {canonizer!r}.")
         self.layer_map = _pairs(layer_map)
         self.first_map = _pairs(first_map)
         self.name_map = dict(name_map or {})
@@ -161,68 +182,82 @@ def _match(pairs: Iterable[tuple[tuple[type, ...], Rule]], layer: Layer) -> Rule
     return next((rule for types, rule in pairs if isinstance(layer, types)), None)
 
 
+def layer_map_base(stabilizer: Stabilizer = 1e-6) -> list[tuple[tuple[type, ...], Rule]]:
+    """The entries every named composite ends with (zennit's ``layer_map_base``):
+    activations Pass, sums and average pools Norm, batch norms Pass."""
+    return [
+        ((Activation,), Pass()),
+        ((Add,), Norm(stabilizer)),
+        ((AvgPool,), Norm(stabilizer)),
+        ((BatchNorm,), Pass()),
+    ]
+
+
 def uniform(rule: Rule) -> Composite:
-    """One rule for every linear layer (dense, conv); activations Pass, the rest Gradient.
+    """One rule for every linear layer (dense, conv), and :func:`layer_map_base` for the rest.
 
     This is what ``rp.lrp(..., rule=rule)`` uses.
     """
-    return Composite(layer_map={Linear: rule})
+    return Composite(layer_map=[((Linear,), rule), *layer_map_base()])
 
 
 class _Named(Composite):
-    """A named composite: the user's maps first, then the composite's own."""
+    """A named composite: the user's maps first, then :func:`layer_map_base`, then the
+    composite's own rules for convolutions and dense layers."""
 
     def __init__(
         self,
         own_layer_map: LayerMap,
         own_first_map: LayerMap | None,
+        stabilizer: Stabilizer,
         layer_map: LayerMap | None,
         first_map: LayerMap | None,
         name_map: Mapping[str | int, Rule] | None,
+        canonizers: Sequence[Canonizer],
     ) -> None:
-        super().__init__(name_map=name_map)
-        self.layer_map = _pairs(layer_map) + [((Activation,), Pass())] + _pairs(own_layer_map)
+        super().__init__(name_map=name_map, canonizers=canonizers)
+        self.layer_map = _pairs(layer_map) + layer_map_base(stabilizer) + _pairs(own_layer_map)
         self.first_map = _pairs(first_map) + _pairs(own_first_map)
 
 
+_OPTIONS_DOC = """
+    Parameters
+    ----------
+    epsilon
+        Epsilon of the dense layers' rule.
+    stabilizer
+        Stabiliser of every other rule.
+    layer_map, first_map, name_map, canonizers
+        As for :class:`Composite`; the user's ``layer_map`` and ``first_map`` entries
+        come before the composite's own.
+    zero_params
+        ``"bias"`` to explain every linear layer without its bias.
+"""
+
+
 class EpsilonPlus(_Named):
-    """Epsilon for dense layers, ZPlus for convolutions (zennit's ``EpsilonPlus``)."""
+    __doc__ = "Epsilon for dense layers, ZPlus for convolutions (zennit's ``EpsilonPlus``).\n"
+    __doc__ += _OPTIONS_DOC
 
     def __init__(
         self,
         epsilon: Stabilizer = 1e-6,
         stabilizer: Stabilizer = 1e-6,
         layer_map: LayerMap | None = None,
+        first_map: LayerMap | None = None,
         name_map: Mapping[str | int, Rule] | None = None,
         zero_params: str | Iterable[str] | None = None,
+        canonizers: Sequence[Canonizer] = (),
     ) -> None:
         own = [
             (Convolution, ZPlus(stabilizer, zero_params=zero_params)),
             (Dense, Epsilon(epsilon, zero_params=zero_params)),
         ]
-        super().__init__(own, None, layer_map, None, name_map)
+        super().__init__(own, None, stabilizer, layer_map, first_map, name_map, canonizers)
 
 
 class EpsilonAlpha2Beta1(_Named):
-    """Epsilon for dense layers, AlphaBeta(2, 1) for convolutions."""
-
-    def __init__(
-        self,
-        epsilon: Stabilizer = 1e-6,
-        stabilizer: Stabilizer = 1e-6,
-        layer_map: LayerMap | None = None,
-        name_map: Mapping[str | int, Rule] | None = None,
-        zero_params: str | Iterable[str] | None = None,
-    ) -> None:
-        own = [
-            (Convolution, AlphaBeta(2.0, 1.0, stabilizer, zero_params=zero_params)),
-            (Dense, Epsilon(epsilon, zero_params=zero_params)),
-        ]
-        super().__init__(own, None, layer_map, None, name_map)
-
-
-class EpsilonPlusFlat(_Named):
-    """EpsilonPlus with the Flat rule for the first linear layer (dense or conv)."""
+    __doc__ = "Epsilon for dense layers, AlphaBeta(2, 1) for convolutions.\n" + _OPTIONS_DOC
 
     def __init__(
         self,
@@ -232,22 +267,38 @@ class EpsilonPlusFlat(_Named):
         first_map: LayerMap | None = None,
         name_map: Mapping[str | int, Rule] | None = None,
         zero_params: str | Iterable[str] | None = None,
+        canonizers: Sequence[Canonizer] = (),
+    ) -> None:
+        own = [
+            (Convolution, AlphaBeta(2.0, 1.0, stabilizer, zero_params=zero_params)),
+            (Dense, Epsilon(epsilon, zero_params=zero_params)),
+        ]
+        super().__init__(own, None, stabilizer, layer_map, first_map, name_map, canonizers)
+
+
+class EpsilonPlusFlat(_Named):
+    __doc__ = "EpsilonPlus with Flat for the first linear layer (dense or conv).\n" + _OPTIONS_DOC
+
+    def __init__(
+        self,
+        epsilon: Stabilizer = 1e-6,
+        stabilizer: Stabilizer = 1e-6,
+        layer_map: LayerMap | None = None,
+        first_map: LayerMap | None = None,
+        name_map: Mapping[str | int, Rule] | None = None,
+        zero_params: str | Iterable[str] | None = None,
+        canonizers: Sequence[Canonizer] = (),
     ) -> None:
         own = [
             (Convolution, ZPlus(stabilizer, zero_params=zero_params)),
             (Dense, Epsilon(epsilon, zero_params=zero_params)),
         ]
-        super().__init__(
-            own,
-            [(Linear, Flat(stabilizer, zero_params=zero_params))],
-            layer_map,
-            first_map,
-            name_map,
-        )
+        first = [(Linear, Flat(stabilizer, zero_params=zero_params))]
+        super().__init__(own, first, stabilizer, layer_map, first_map, name_map, canonizers)
 
 
 class EpsilonAlpha2Beta1Flat(_Named):
-    """EpsilonAlpha2Beta1 with the Flat rule for the first linear layer (dense or conv)."""
+    __doc__ = "EpsilonAlpha2Beta1 with Flat for the first linear layer.\n" + _OPTIONS_DOC
 
     def __init__(
         self,
@@ -257,18 +308,14 @@ class EpsilonAlpha2Beta1Flat(_Named):
         first_map: LayerMap | None = None,
         name_map: Mapping[str | int, Rule] | None = None,
         zero_params: str | Iterable[str] | None = None,
+        canonizers: Sequence[Canonizer] = (),
     ) -> None:
         own = [
             (Convolution, AlphaBeta(2.0, 1.0, stabilizer, zero_params=zero_params)),
             (Dense, Epsilon(epsilon, zero_params=zero_params)),
         ]
-        super().__init__(
-            own,
-            [(Linear, Flat(stabilizer, zero_params=zero_params))],
-            layer_map,
-            first_map,
-            name_map,
-        )
+        first = [(Linear, Flat(stabilizer, zero_params=zero_params))]
+        super().__init__(own, first, stabilizer, layer_map, first_map, name_map, canonizers)
 
 
 class EpsilonGammaBox(_Named):
@@ -276,6 +323,8 @@ class EpsilonGammaBox(_Named):
 
     ``low`` and ``high`` bound the input (pixels); they are required. As in zennit, the
     ZBox rule applies only to a first *convolution*: a dense-only network gets none.
+    ``gamma`` is the convolutions' Gamma; the other options are as for
+    :class:`EpsilonPlus`.
     """
 
     def __init__(
@@ -289,10 +338,12 @@ class EpsilonGammaBox(_Named):
         first_map: LayerMap | None = None,
         name_map: Mapping[str | int, Rule] | None = None,
         zero_params: str | Iterable[str] | None = None,
+        canonizers: Sequence[Canonizer] = (),
     ) -> None:
         box = ZBox(low, high, stabilizer, zero_params=zero_params)
         own = [
             (Convolution, Gamma(gamma, stabilizer, zero_params=zero_params)),
             (Dense, Epsilon(epsilon, zero_params=zero_params)),
         ]
-        super().__init__(own, [(Convolution, box)], layer_map, first_map, name_map)
+        first = [(Convolution, box)]
+        super().__init__(own, first, stabilizer, layer_map, first_map, name_map, canonizers)

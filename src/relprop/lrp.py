@@ -2,35 +2,67 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 from typing import Literal, overload
 
 from relprop._checks import check_input, target_relevance
 from relprop._xp import Array
+from relprop.canonizers import canonize
 from relprop.composites import Composite, uniform
 from relprop.layers import describe
-from relprop.model import Sequential
+from relprop.layers.merge import Merge
+from relprop.model import INPUT, Model, Node, Sequential
 from relprop.rules import Rule
 
 __all__ = ["gradient", "gradient_x_input", "lrp"]
 
 
 def _check_model(model: object) -> None:
-    if not isinstance(model, Sequential):
+    if not isinstance(model, Model):
         raise TypeError(
-            f"model must be an rp.Sequential; got {type(model).__name__}. Build one from "
-            "relprop layers (torch modules: see rp.Dense(module.weight, module.bias))."
+            f"model must be an rp.Sequential or rp.Graph; got {type(model).__name__}. Build one "
+            "from relprop layers (torch modules: see rp.Dense(module.weight, module.bias))."
         )
 
 
-def _prepare(model: Sequential, x: Array) -> tuple[ModuleType, list[Array]]:
+def _prepare(model: Model, x: Array) -> tuple[ModuleType, dict[str, Array]]:
     _check_model(model)
     xp = model.namespace(x=x)
     check_input(x, xp, model.named_params())
-    return xp, model.forward_record(x, xp)
+    return xp, model.run(x, xp)
 
 
-def _rules(model: Sequential, composite: Composite | None, rule: Rule | None) -> list[Rule]:
+def _accumulate(received: dict[str, Array], name: str, value: Array) -> None:
+    """A node read by several consumers receives the sum of what they send back."""
+    received[name] = received[name] + value if name in received else value
+
+
+def _backward(
+    nodes: tuple[Node, ...],
+    values: dict[str, Array],
+    start: Array,
+    step: Callable[[int, Node, list[Array], Array], list[Array]],
+    xp: ModuleType,
+) -> dict[str, Array]:
+    """Walk the nodes backwards from ``start`` at the output; return what each node got."""
+    received = {nodes[-1].name: start}
+    reached: dict[str, Array] = {}
+    for index in range(len(nodes) - 1, -1, -1):
+        node = nodes[index]
+        if node.name not in received:  # the output does not depend on this node
+            continue
+        reached[node.name] = received.pop(node.name)
+        inputs = [values[name] for name in node.inputs]
+        for name, part in zip(
+            node.inputs, step(index, node, inputs, reached[node.name]), strict=True
+        ):
+            _accumulate(received, name, part)
+    reached[INPUT] = received.get(INPUT, xp.zeros_like(values[INPUT]))
+    return reached
+
+
+def _rules(model: Model, composite: Composite | None, rule: Rule | None) -> list[Rule]:
     if composite is not None and rule is not None:
         raise TypeError("pass either composite= or rule=, not both.")
     if rule is not None:
@@ -54,7 +86,7 @@ def _rules(model: Sequential, composite: Composite | None, rule: Rule | None) ->
 
 @overload
 def lrp(
-    model: Sequential,
+    model: Model,
     x: Array,
     target: object = ...,
     *,
@@ -64,23 +96,23 @@ def lrp(
 ) -> Array: ...
 @overload
 def lrp(
-    model: Sequential,
+    model: Model,
     x: Array,
     target: object = ...,
     *,
     composite: Composite | None = ...,
     rule: Rule | None = ...,
     return_layers: Literal[True],
-) -> tuple[Array, list[Array]]: ...
+) -> tuple[Array, list[Array] | dict[str, Array]]: ...
 def lrp(
-    model: Sequential,
+    model: Model,
     x: Array,
     target: object = None,
     *,
     composite: Composite | None = None,
     rule: Rule | None = None,
     return_layers: bool = False,
-) -> Array | tuple[Array, list[Array]]:
+) -> Array | tuple[Array, list[Array] | dict[str, Array]]:
     r"""Layer-wise Relevance Propagation of one output per sample back to the input.
 
     The output relevance is the explained logit itself, :math:`R^{(L)}_c = f_c(x)` (zero
@@ -103,7 +135,10 @@ def lrp(
     rule
         Instead of a composite: one rule for every linear layer (activations pass).
     return_layers
-        Also return the relevance at every layer's input and at the output.
+        Also return the relevance at every layer: for a Sequential a list (below), for a
+        Graph a dict from node name to the relevance at that node's output, with
+        ``"input"`` for the input relevance. Where several consumers read a node, its
+        relevance is the sum of what they send back.
 
     Returns
     -------
@@ -122,27 +157,31 @@ def lrp(
     ([[2.0, 2.0]], 4.0)
     """
     _check_model(model)
+    if isinstance(composite, Composite) and composite.canonizers:
+        model = canonize(model, composite.canonizers)
     rules = _rules(model, composite, rule)
-    xp, activations = _prepare(model, x)
-    relevance = target_relevance(activations[-1], target, xp)
-    nonnegative = model.input_nonnegative()
-    per_layer = [relevance]
-    for index in range(len(model) - 1, -1, -1):
-        relevance = rules[index].relevance(
-            model.layers[index],
-            activations[index],
-            activations[index + 1],
-            relevance,
-            xp,
-            nonnegative=nonnegative[index],
-        )
-        per_layer.append(relevance)
-    if return_layers:
-        return relevance, per_layer[::-1]
-    return relevance
+    xp, values = _prepare(model, x)
+    nodes = model.nodes()
+    nonnegative = model.output_nonnegative()
+
+    def step(index: int, node: Node, inputs: list[Array], relevance: Array) -> list[Array]:
+        out = values[node.name]
+        if isinstance(node.layer, Merge):
+            return rules[index].relevance_many(node.layer, inputs, out, relevance, xp)
+        flag = nonnegative[node.inputs[0]]
+        return [rules[index].relevance(node.layer, inputs[0], out, relevance, xp, nonnegative=flag)]
+
+    start = target_relevance(values[nodes[-1].name], target, xp)
+    reached = _backward(nodes, values, start, step, xp)
+    if not return_layers:
+        return reached[INPUT]
+    if isinstance(model, Sequential):
+        zero = {name: xp.zeros_like(values[name]) for name in model.names}
+        return reached[INPUT], [reached[INPUT]] + [reached.get(n, zero[n]) for n in model.names]
+    return reached[INPUT], reached
 
 
-def gradient(model: Sequential, x: Array, target: object = None) -> Array:
+def gradient(model: Model, x: Array, target: object = None) -> Array:
     r"""Input gradient of the target output, :math:`\partial f_c / \partial x`.
 
     ``target`` is read as in :func:`lrp`, except that an index target selects the output
@@ -156,14 +195,19 @@ def gradient(model: Sequential, x: Array, target: object = None) -> Array:
     >>> rp.gradient(model, np.array([[1.0, 1.0]]), target=0).tolist()
     [[3.0, -1.0]]
     """
-    xp, activations = _prepare(model, x)
-    cotangent = target_relevance(activations[-1], target, xp, scale=False)
-    for index in range(len(model) - 1, -1, -1):
-        cotangent = model.layers[index].vjp(activations[index], cotangent, xp)
-    return cotangent
+    xp, values = _prepare(model, x)
+    nodes = model.nodes()
+
+    def step(index: int, node: Node, inputs: list[Array], cotangent: Array) -> list[Array]:
+        if isinstance(node.layer, Merge):
+            return node.layer.vjp_many(inputs, cotangent, xp)
+        return [node.layer.vjp(inputs[0], cotangent, xp)]
+
+    start = target_relevance(values[nodes[-1].name], target, xp, scale=False)
+    return _backward(nodes, values, start, step, xp)[INPUT]
 
 
-def gradient_x_input(model: Sequential, x: Array, target: object = None) -> Array:
+def gradient_x_input(model: Model, x: Array, target: object = None) -> Array:
     r"""Gradient times input, :math:`x \odot \partial f_c / \partial x`.
 
     Examples

@@ -1,18 +1,168 @@
-"""Models: a chain of layers whose forward pass can record every layer's input."""
+"""Models: a chain of layers (:class:`Sequential`) or a small DAG (:class:`Graph`).
+
+Both are a list of :class:`Node` in topological order; the LRP and gradient passes walk
+that list backwards, summing the relevance a node receives from all its consumers.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, overload
 
 from relprop._xp import Array, array_namespace, asarray, backend_name, library_of
 from relprop.layers import Layer, describe, parameter_arrays
+from relprop.layers.merge import Merge
 
-__all__ = ["Sequential"]
+__all__ = ["INPUT", "Graph", "Model", "Node", "Sequential"]
+
+INPUT = "input"
+"""Name of the model input in a graph's node inputs."""
 
 
-class Sequential:
+@dataclass(frozen=True)
+class Node:
+    """A layer and the names of the nodes (or :data:`INPUT`) it reads."""
+
+    name: str
+    layer: Layer
+    inputs: tuple[str, ...]
+
+
+class Model:
+    """What :class:`Sequential` and :class:`Graph` share: nodes, parameters, conversion."""
+
+    names: tuple[str, ...]
+    layers: tuple[Layer, ...]
+
+    def nodes(self) -> tuple[Node, ...]:
+        """Every node in topological order; the last one is the output."""
+        raise NotImplementedError
+
+    def rebuild(self, layers: Sequence[Layer]) -> Model:
+        """The same structure with other layers (one per node, in order)."""
+        raise NotImplementedError
+
+    def named_params(self) -> dict[str, Array]:
+        """Every parameter array, named ``"<layer name>.<param>"``."""
+        return parameter_arrays(dict(zip(self.names, self.layers, strict=True)))
+
+    def namespace(self, **inputs: Array) -> ModuleType:
+        """The namespace of the parameters and ``inputs``, checking they share a library."""
+        return array_namespace(**inputs, **self.named_params())
+
+    def output_nonnegative(self) -> dict[str, bool]:
+        """For each node (and the input), whether its output is >= 0 by construction."""
+        flags = {INPUT: False}
+        for node in self.nodes():
+            layer = node.layer
+            flags[node.name] = layer.nonnegative_output or (
+                layer.preserves_sign and all(flags[i] for i in node.inputs)
+            )
+        return flags
+
+    def run(self, x: Array, xp: ModuleType) -> dict[str, Array]:
+        """The output of every node (and ``INPUT``: ``x``), checking shapes on the way."""
+        values = {INPUT: x}
+        for index, node in enumerate(self.nodes()):
+            inputs = [values[i] for i in node.inputs]
+            if isinstance(node.layer, Merge):
+                problem = node.layer.check_inputs([tuple(a.shape) for a in inputs])
+            else:
+                problem = node.layer.check_input(tuple(inputs[0].shape))
+            if problem is not None:
+                raise ValueError(f"{describe(node.layer, index, node.name)} {problem}.")
+            if isinstance(node.layer, Merge):
+                values[node.name] = node.layer.forward_many(inputs, xp)
+            else:
+                values[node.name] = node.layer.forward(inputs[0], xp)
+        return values
+
+    def forward(self, x: Array, xp: ModuleType | None = None) -> Array:
+        """The model's output."""
+        if xp is None:
+            xp = self.namespace(x=x)
+        return self.run(x, xp)[self.nodes()[-1].name]
+
+    def __call__(self, x: Array) -> Array:
+        return self.forward(x)
+
+    def map_params(self, fn: Callable[[Array], Array]) -> Model:
+        """A new model whose parameters are ``fn(param)``; this one is left as it is."""
+        return self.rebuild([layer.map_params(fn) for layer in self.layers])
+
+    def to(self, backend: str | ModuleType, *, device: object = None) -> Model:
+        """A copy of the model with its parameters in another library (and/or device).
+
+        Parameters
+        ----------
+        backend
+            ``"numpy"``, ``"torch"``, ``"jax"``, ``"cupy"``, ``"array_api_strict"`` or a
+            namespace.
+        device
+            Target device of that library; default its default device.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import relprop as rp
+        >>> model = rp.Sequential([rp.Dense(np.eye(2))])
+        >>> rp.library_of(model.to("numpy").layers[0].weight)  # or "torch", "jax", ...
+        'numpy'
+        """
+        name = backend if isinstance(backend, str) else backend_name(backend)
+        return self.map_params(lambda a: asarray(a, backend=name, device=device))
+
+    def astype(self, dtype: object) -> Model:
+        """A copy of the model with every parameter cast to ``dtype``."""
+
+        def cast(a: Array) -> Array:
+            xp = array_namespace(param=a)
+            target = getattr(xp, dtype) if isinstance(dtype, str) else dtype
+            if library_of(a) == "jax" and "float64" in str(target):
+                from relprop._xp import enable_jax_float64
+
+                enable_jax_float64()
+            return xp.astype(a, target)
+
+        return self.map_params(cast)
+
+    def items(self) -> Iterator[tuple[str, Layer]]:
+        return iter(zip(self.names, self.layers, strict=True))
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers)
+
+    def _index(self, key: int | str) -> int:
+        if isinstance(key, str):
+            if key not in self.names:
+                raise KeyError(f"No layer named {key!r}; the names are {list(self.names)}.")
+            return self.names.index(key)
+        return key
+
+
+def _check_layers(kind: str, pairs: Sequence[tuple[str, Any]]) -> None:
+    if not pairs:
+        raise ValueError(f"{kind} needs at least one layer.")
+    for index, (name, layer) in enumerate(pairs):
+        if not isinstance(layer, Layer):
+            raise TypeError(
+                f"{kind} item {index} ({name!r}) is a {type(layer).__name__}, not a "
+                "relprop layer; wrap functions in rp.Lambda(fn) and torch modules with "
+                "rp.Dense(module.weight, module.bias) and the like."
+            )
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{kind} layer names must be unique; got {names}.")
+    if INPUT in names:
+        raise ValueError(f"{kind} layer names must not be {INPUT!r} (the model input's name).")
+
+
+class Sequential(Model):
     """Layers applied one after another.
 
     Parameters
@@ -43,104 +193,36 @@ class Sequential:
                 (str(item[0]), item[1]) if isinstance(item, tuple) else (str(i), item)
                 for i, item in enumerate(layers)
             ]
-        if not pairs:
-            raise ValueError("Sequential needs at least one layer.")
+        _check_layers("Sequential", pairs)
         for index, (name, layer) in enumerate(pairs):
-            if not isinstance(layer, Layer):
+            if isinstance(layer, Merge):
                 raise TypeError(
-                    f"Sequential item {index} ({name!r}) is a {type(layer).__name__}, not a "
-                    "relprop layer; wrap functions in rp.Lambda(fn) and torch modules with "
-                    "rp.Dense(module.weight, module.bias) and the like."
+                    f"Sequential item {index} ({name!r}) is a {type(layer).__name__}, which "
+                    "takes several inputs; build an rp.Graph instead."
                 )
-        names = [name for name, _ in pairs]
-        if len(set(names)) != len(names):
-            raise ValueError(f"Sequential layer names must be unique; got {names}.")
-        self.names: tuple[str, ...] = tuple(names)
+        self.names: tuple[str, ...] = tuple(name for name, _ in pairs)
         self.layers: tuple[Layer, ...] = tuple(layer for _, layer in pairs)
+        self._nodes = tuple(
+            Node(name, layer, (INPUT if i == 0 else self.names[i - 1],))
+            for i, (name, layer) in enumerate(pairs)
+        )
         array_namespace(**self.named_params())
 
-    def named_params(self) -> dict[str, Array]:
-        """Every parameter array, named ``"<layer name>.<param>"``."""
-        return parameter_arrays(dict(zip(self.names, self.layers, strict=True)))
+    def nodes(self) -> tuple[Node, ...]:
+        return self._nodes
 
-    def namespace(self, **inputs: Array) -> ModuleType:
-        """The namespace of the parameters and ``inputs``, checking they share a library."""
-        return array_namespace(**inputs, **self.named_params())
+    def rebuild(self, layers: Sequence[Layer]) -> Sequential:
+        return Sequential(list(zip(self.names, layers, strict=True)))
 
     def input_nonnegative(self) -> tuple[bool, ...]:
         """For each layer, whether its input is >= 0 by construction (after a ReLU...)."""
-        flags = [False]
-        for layer in self.layers[:-1]:
-            flags.append(layer.nonnegative_output or (layer.preserves_sign and flags[-1]))
-        return tuple(flags)
+        flags = self.output_nonnegative()
+        return tuple(flags[node.inputs[0]] for node in self._nodes)
 
     def forward_record(self, x: Array, xp: ModuleType) -> list[Array]:
         """``[x, a_1, ..., a_L]``: the input of every layer, then the output."""
-        activations = [x]
-        for index, layer in enumerate(self.layers):
-            problem = layer.check_input(tuple(activations[-1].shape))
-            if problem is not None:
-                raise ValueError(f"{describe(layer, index, self.names[index])} {problem}.")
-            activations.append(layer.forward(activations[-1], xp))
-        return activations
-
-    def forward(self, x: Array, xp: ModuleType | None = None) -> Array:
-        """The model's output."""
-        if xp is None:
-            xp = self.namespace(x=x)
-        return self.forward_record(x, xp)[-1]
-
-    def __call__(self, x: Array) -> Array:
-        return self.forward(x)
-
-    def map_params(self, fn: Callable[[Array], Array]) -> Sequential:
-        """A new model whose parameters are ``fn(param)``; this one is left as it is."""
-        return Sequential([(name, layer.map_params(fn)) for name, layer in self.items()])
-
-    def to(self, backend: str | ModuleType, *, device: object = None) -> Sequential:
-        """A copy of the model with its parameters in another library (and/or device).
-
-        Parameters
-        ----------
-        backend
-            ``"numpy"``, ``"torch"``, ``"jax"``, ``"cupy"``, ``"array_api_strict"`` or a
-            namespace.
-        device
-            Target device of that library; default its default device.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> import relprop as rp
-        >>> model = rp.Sequential([rp.Dense(np.eye(2))])
-        >>> rp.library_of(model.to("numpy").layers[0].weight)  # or "torch", "jax", ...
-        'numpy'
-        """
-        name = backend if isinstance(backend, str) else backend_name(backend)
-        return self.map_params(lambda a: asarray(a, backend=name, device=device))
-
-    def astype(self, dtype: object) -> Sequential:
-        """A copy of the model with every parameter cast to ``dtype``."""
-
-        def cast(a: Array) -> Array:
-            xp = array_namespace(param=a)
-            target = getattr(xp, dtype) if isinstance(dtype, str) else dtype
-            if library_of(a) == "jax" and "float64" in str(target):
-                from relprop._xp import enable_jax_float64
-
-                enable_jax_float64()
-            return xp.astype(a, target)
-
-        return self.map_params(cast)
-
-    def items(self) -> Iterator[tuple[str, Layer]]:
-        return iter(zip(self.names, self.layers, strict=True))
-
-    def __len__(self) -> int:
-        return len(self.layers)
-
-    def __iter__(self) -> Iterator[Layer]:
-        return iter(self.layers)
+        values = self.run(x, xp)
+        return [x] + [values[name] for name in self.names]
 
     @overload
     def __getitem__(self, key: int | str) -> Layer: ...
@@ -149,12 +231,77 @@ class Sequential:
     def __getitem__(self, key: int | str | slice) -> Layer | Sequential:
         if isinstance(key, slice):
             return Sequential(list(zip(self.names[key], self.layers[key], strict=True)))
-        if isinstance(key, str):
-            if key not in self.names:
-                raise KeyError(f"No layer named {key!r}; the names are {list(self.names)}.")
-            return self.layers[self.names.index(key)]
-        return self.layers[key]
+        return self.layers[self._index(key)]
 
     def __repr__(self) -> str:
         body = "\n".join(f"  ({name}): {layer!r}" for name, layer in self.items())
         return f"Sequential(\n{body}\n)"
+
+
+class Graph(Model):
+    """A directed acyclic graph of layers, for networks that are not a chain (ResNets).
+
+    Parameters
+    ----------
+    nodes
+        ``(name, layer, inputs)`` triples in topological order; ``inputs`` names earlier
+        nodes or ``"input"`` (one name, or a sequence of names for :class:`~relprop.Add`
+        and :class:`~relprop.Concat`). The last node is the output.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import relprop as rp
+    >>> block = rp.Graph([
+    ...     ("fc", rp.Dense(np.eye(2)), "input"),
+    ...     ("relu", rp.ReLU(), "fc"),
+    ...     ("add", rp.Add(), ["relu", "input"]),
+    ... ])
+    >>> block(np.array([[1.0, -2.0]])).tolist()
+    [[2.0, -2.0]]
+    """
+
+    def __init__(self, nodes: Sequence[tuple[str, Layer, str | Sequence[str]]]) -> None:
+        triples = []
+        for item in nodes:
+            if not (isinstance(item, tuple) and len(item) == 3):
+                raise TypeError(f"Graph nodes are (name, layer, inputs) triples; got {item!r}.")
+            name, layer, inputs = item
+            inputs = (inputs,) if isinstance(inputs, str) else tuple(inputs)
+            triples.append((str(name), layer, inputs))
+        _check_layers("Graph", [(name, layer) for name, layer, _ in triples])
+        known = {INPUT}
+        built = []
+        for index, (name, layer, inputs) in enumerate(triples):
+            unknown = [i for i in inputs if i not in known]
+            if unknown:
+                raise ValueError(
+                    f"Graph node {index} ({name!r}) reads {unknown}, which no earlier node "
+                    f"produces; list nodes in topological order (known: {sorted(known)})."
+                )
+            wanted = "at least 2 inputs" if isinstance(layer, Merge) else "exactly 1 input"
+            if (len(inputs) >= 2) != isinstance(layer, Merge) or not inputs:
+                raise ValueError(
+                    f"Graph node {index} ({name!r}, {layer!r}) needs {wanted}; got {list(inputs)}."
+                )
+            known.add(name)
+            built.append(Node(name, layer, inputs))
+        self._nodes = tuple(built)
+        self.names = tuple(node.name for node in built)
+        self.layers = tuple(node.layer for node in built)
+        array_namespace(**self.named_params())
+
+    def nodes(self) -> tuple[Node, ...]:
+        return self._nodes
+
+    def rebuild(self, layers: Sequence[Layer]) -> Graph:
+        return Graph(
+            [(n.name, layer, n.inputs) for n, layer in zip(self._nodes, layers, strict=True)]
+        )
+
+    def __getitem__(self, key: int | str) -> Layer:
+        return self.layers[self._index(key)]
+
+    def __repr__(self) -> str:
+        body = "\n".join(f"  ({n.name}): {n.layer!r} <- {', '.join(n.inputs)}" for n in self._nodes)
+        return f"Graph(\n{body}\n)"

@@ -25,11 +25,12 @@ ReLU) are skipped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import ModuleType
 
 from relprop._xp import Array, array_namespace, is_traced, library_of
 from relprop.layers import Layer, Linear
+from relprop.layers.merge import Merge
 
 __all__ = [
     "AlphaBeta",
@@ -131,8 +132,19 @@ class Rule:
         """
         raise NotImplementedError
 
+    def relevance_many(
+        self, layer: Merge, xs: Sequence[Array], out: Array, R: Array, xp: ModuleType
+    ) -> list[Array]:
+        """Relevance at each input of a layer with several inputs (sums, concatenation)."""
+        raise TypeError(self.check(layer))
+
     def check(self, layer: Layer) -> str | None:
         """Why this rule cannot be used on ``layer``, or ``None``."""
+        if isinstance(layer, Merge) and type(self).relevance_many is Rule.relevance_many:
+            return (
+                f"rule {self!r} cannot split relevance between the inputs of {layer!r}; use "
+                "Norm (proportional to each input's contribution) or Gradient"
+            )
         if self.needs_params and not isinstance(layer, Linear):
             return (
                 f"rule {self!r} modifies weights and needs a linear layer with parameters "
@@ -263,6 +275,12 @@ class Epsilon(_ParamRule):
             return x * layer.transpose(s, weight, xp, x.shape)
         s = R / stabilize(out, self.stabilizer, xp)
         return x * layer.vjp(x, s, xp)
+
+    def relevance_many(
+        self, layer: Merge, xs: Sequence[Array], out: Array, R: Array, xp: ModuleType
+    ) -> list[Array]:
+        s = R / stabilize(out, self.stabilizer, xp)
+        return [x * g for x, g in zip(xs, layer.vjp_many(xs, s, xp), strict=True)]
 
     def __repr__(self) -> str:
         zero = f", zero_params={self.zero_params}" if self.zero_params else ""
@@ -399,7 +417,9 @@ class Gamma(_ParamRule):
             z_n = z_n + layer.linear(x_neg, w_up, None, xp)
         r_p = xp.where(out > 0, R, zero) / stabilize(z_p, self.stabilizer, xp)
         r_n = xp.where(out < 0, R, zero) / stabilize(z_n, self.stabilizer, xp)
-        result = x_pos * (layer.transpose(r_p, w_up, xp, x.shape) + layer.transpose(r_n, w_down, xp, x.shape))
+        result = x_pos * (
+            layer.transpose(r_p, w_up, xp, x.shape) + layer.transpose(r_n, w_down, xp, x.shape)
+        )
         if x_neg is not None:
             result = result + x_neg * (
                 layer.transpose(r_p, w_down, xp, x.shape) + layer.transpose(r_n, w_up, xp, x.shape)
@@ -530,7 +550,7 @@ class Pass(Rule):
             return (
                 f"rule Pass cannot be used on the linear layer {layer!r}; use Epsilon or Gradient"
             )
-        return None
+        return super().check(layer)
 
     def relevance(
         self,
@@ -559,3 +579,8 @@ class Gradient(Rule):
         nonnegative: bool = False,
     ) -> Array:
         return layer.vjp(x, R, xp)
+
+    def relevance_many(
+        self, layer: Merge, xs: Sequence[Array], out: Array, R: Array, xp: ModuleType
+    ) -> list[Array]:
+        return layer.vjp_many(xs, R, xp)

@@ -9,11 +9,36 @@ from relprop.layers.base import (
     describe,
     parameter_arrays,
 )
+from relprop.layers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d
+from relprop.layers.conv import Conv1d, Conv2d
 from relprop.layers.dense import Dense
+from relprop.layers.merge import Add, Concat, Merge
+from relprop.layers.pool import (
+    AdaptiveAvgPool1d,
+    AdaptiveAvgPool2d,
+    AvgPool,
+    AvgPool1d,
+    AvgPool2d,
+    MaxPool,
+    MaxPool1d,
+    MaxPool2d,
+)
 from relprop.layers.shape import Dropout, Flatten, Identity, Lambda
 
 __all__ = [
     "Activation",
+    "AdaptiveAvgPool1d",
+    "AdaptiveAvgPool2d",
+    "Add",
+    "AvgPool",
+    "AvgPool1d",
+    "AvgPool2d",
+    "BatchNorm",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Concat",
+    "Conv1d",
+    "Conv2d",
     "Convolution",
     "Dense",
     "Dropout",
@@ -23,6 +48,10 @@ __all__ = [
     "Layer",
     "LeakyReLU",
     "Linear",
+    "MaxPool",
+    "MaxPool1d",
+    "MaxPool2d",
+    "Merge",
     "ReLU",
     "Sigmoid",
     "Softplus",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import ModuleType
+from typing import Any
 
 from relprop._xp import Array
 from relprop.layers.base import Activation
@@ -33,6 +34,9 @@ class LeakyReLU(Activation):
 
     def vjp(self, x: Array, v: Array, xp: ModuleType) -> Array:
         return xp.where(x > 0, v, self.negative_slope * v)
+
+    def config(self) -> dict[str, Any]:
+        return {"negative_slope": self.negative_slope}
 
     def __repr__(self) -> str:
         return f"LeakyReLU({self.negative_slope})"
@@ -78,6 +82,9 @@ class Softplus(Activation):
 
     def vjp(self, x: Array, v: Array, xp: ModuleType) -> Array:
         return v * Sigmoid().forward(self.beta * x, xp)
+
+    def config(self) -> dict[str, Any]:
+        return {"beta": self.beta}
 
     def __repr__(self) -> str:
         return f"Softplus(beta={self.beta})"

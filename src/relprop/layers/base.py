@@ -49,6 +49,10 @@ class Layer:
         """Named parameters (``None`` where a layer has no such parameter)."""
         return {}
 
+    def config(self) -> dict[str, Any]:
+        """Hyper-parameters: everything but the arrays (what a file needs to rebuild it)."""
+        return {}
+
     def map_params(self, fn: Callable[[Array], Array]) -> Layer:
         """A copy whose parameters are ``fn(param)``; parameter-free layers return self."""
         return self

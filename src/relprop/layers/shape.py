@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 from relprop._xp import Array
 from relprop.layers.base import Layer
@@ -30,6 +31,9 @@ class Dropout(Identity):
 
     def __init__(self, p: float = 0.5) -> None:
         self.p = float(p)
+
+    def config(self) -> dict[str, Any]:
+        return {"p": self.p}
 
     def __repr__(self) -> str:
         return f"Dropout(p={self.p})"
@@ -58,6 +62,9 @@ class Flatten(Layer):
         if len(shape) <= self.start_dim:
             return f"needs more than {self.start_dim} axes, got shape {shape}"
         return None
+
+    def config(self) -> dict[str, Any]:
+        return {"start_dim": self.start_dim}
 
     def __repr__(self) -> str:
         return f"Flatten(start_dim={self.start_dim})"

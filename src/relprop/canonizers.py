@@ -1,0 +1,170 @@
+"""Canonizers: rewrite a model into an equivalent one that LRP explains better.
+
+A canonizer is a pure function of the model: it returns a new model and never touches the
+one it is given (nor the arrays it shares with a torch module).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import ModuleType
+
+from relprop._xp import Array
+from relprop.layers import BatchNorm, Conv1d, Conv2d, Convolution, Dense, Layer, Linear
+from relprop.model import INPUT, Graph, Model, Node, Sequential
+from relprop.ops._args import normalize_pads
+
+__all__ = ["Canonizer", "MergeBatchNorm", "canonize"]
+
+
+class Canonizer:
+    """Base class: ``apply(model)`` returns an equivalent, rewritten model."""
+
+    def apply(self, model: Model) -> Model:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def canonize(model: Model, canonizers: Sequence[Canonizer]) -> Model:
+    """``model`` rewritten by each canonizer in turn.
+
+    Examples
+    --------
+    >>> import numpy as np, relprop as rp
+    >>> bn = rp.BatchNorm1d(np.zeros(2), np.full(2, 4.0 - 1e-5))
+    >>> model = rp.Sequential([rp.Dense(np.eye(2)), bn])
+    >>> fused = canonize(model, [MergeBatchNorm()])
+    >>> fused, fused(np.ones((1, 2))).round(6).tolist()
+    (Sequential(
+      (0): Dense(2 -> 2)
+    ), [[0.5, 0.5]])
+    """
+    for canonizer in canonizers:
+        if not isinstance(canonizer, Canonizer):
+            raise TypeError(f"canonizers must be relprop Canonizers; got {canonizer!r}.")
+        model = canonizer.apply(model)
+    return model
+
+
+def _per_channel(a: Array, ndim: int, axis: int, xp: ModuleType) -> Array:
+    shape = [1] * ndim
+    shape[axis] = int(a.shape[0])
+    return xp.reshape(a, tuple(shape))
+
+
+def _with_params(layer: Linear, weight: Array, bias: Array) -> Linear:
+    if isinstance(layer, Dense):
+        return Dense(weight, bias)
+    if isinstance(layer, (Conv1d, Conv2d)):
+        return type(layer)(weight, bias, **layer.config())
+    raise TypeError(f"MergeBatchNorm cannot rebuild {layer!r}.")
+
+
+def _merge_after(linear: Linear, bn: BatchNorm, xp: ModuleType) -> Linear:
+    r"""``bn(linear(x))`` as one layer: :math:`W' = a W` (per output), :math:`b' = a b + c`."""
+    scale, shift = bn.scale_shift(xp)
+    weight = linear.weight * _per_channel(scale, len(linear.weight.shape), 0, xp)
+    bias = shift if linear.bias is None else scale * linear.bias + shift
+    return _with_params(linear, weight, bias)
+
+
+def _merge_before(bn: BatchNorm, linear: Linear, xp: ModuleType) -> Linear | None:
+    r"""``linear(bn(x))`` as one layer: :math:`W' = W a` (per input), :math:`b' = b + W c`.
+
+    Only where this is exact: dense layers, and convolutions with one group and no
+    padding (zero padding of ``bn(x)`` is not ``bn`` of zero padding).
+    """
+    if isinstance(linear, Convolution):
+        config = linear.config()
+        padding = config["padding"]
+        spatial = len(linear.weight.shape) - 2
+        unpadded = padding == "valid" or (
+            padding != "same"
+            and all(side == 0 for pair in normalize_pads(padding, spatial) for side in pair)
+        )
+        if config["groups"] != 1 or not unpadded:
+            return None
+    scale, shift = bn.scale_shift(xp)
+    ndim = len(linear.weight.shape)
+    weight = linear.weight * _per_channel(scale, ndim, 1, xp)
+    spatial_axes = tuple(range(1, ndim))
+    moved = xp.sum(linear.weight * _per_channel(shift, ndim, 1, xp), axis=spatial_axes)
+    bias = moved if linear.bias is None else linear.bias + moved
+    return _with_params(linear, weight, bias)
+
+
+class MergeBatchNorm(Canonizer):
+    """Fuse inference-time batch norms into the neighbouring linear layer.
+
+    A batch norm right after a dense or conv layer (which feeds nothing else) is fused into
+    it, as zennit's ``SequentialMergeBatchNorm`` does; one right before a dense layer, or a
+    convolution without padding and groups, is fused into that layer too. Either way the
+    fused layer keeps the linear layer's name and the batch norm disappears.
+
+    .. math:: \\mathrm{bn}(Wx + b) = (aW)x + (ab + c), \\qquad
+        W(ax + c) + b = (Wa)x + (Wc + b)
+
+    with :math:`\\mathrm{bn}(y) = a y + c` per channel.
+    """
+
+    def apply(self, model: Model) -> Model:
+        xp = model.namespace()
+        nodes = list(model.nodes())
+        consumers: dict[str, list[str]] = {}
+        for node in nodes:
+            for name in node.inputs:
+                consumers.setdefault(name, []).append(node.name)
+        by_name = {node.name: node for node in nodes}
+        replaced: dict[str, Layer] = {}
+        removed: dict[str, str] = {}  # batch norm node -> the node that now stands for it
+        for node in nodes:
+            if not isinstance(node.layer, BatchNorm) or len(node.inputs) != 1:
+                continue
+            source = node.inputs[0]
+            producer = by_name.get(source)
+            if (
+                producer is not None
+                and isinstance(producer.layer, Linear)
+                and consumers.get(source) == [node.name]
+                and source not in replaced
+            ):
+                replaced[source] = _merge_after(producer.layer, node.layer, xp)
+                removed[node.name] = source
+                continue
+            readers = consumers.get(node.name, [])
+            if len(readers) == 1 and isinstance(by_name[readers[0]].layer, Linear):
+                reader = by_name[readers[0]]
+                merged = _merge_before(node.layer, reader.layer, xp)  # type: ignore[arg-type]
+                if merged is not None and reader.name not in replaced:
+                    replaced[reader.name] = merged
+                    removed[node.name] = source
+        if not removed:
+            return model
+        return _rebuild(model, nodes, replaced, removed)
+
+
+def _rebuild(
+    model: Model, nodes: list[Node], replaced: dict[str, Layer], removed: dict[str, str]
+) -> Model:
+    def resolve(name: str) -> str:
+        while name in removed:
+            name = removed[name]
+        return name
+
+    kept = [n for n in nodes if n.name not in removed]
+    if isinstance(model, Sequential):
+        return Sequential([(n.name, replaced.get(n.name, n.layer)) for n in kept])
+    if nodes[-1].name in removed and resolve(nodes[-1].name) != kept[-1].name:
+        raise ValueError("MergeBatchNorm would change the graph's output node.")
+    return Graph(
+        [
+            (
+                n.name,
+                replaced.get(n.name, n.layer),
+                [resolve(i) if i != INPUT else INPUT for i in n.inputs],
+            )
+            for n in kept
+        ]
+    )

@@ -1,0 +1,88 @@
+"""Deep Taylor Decomposition: root points, train-free and full-backward DTD, root finders.
+
+>>> import relprop as rp
+>>> model = rp.dtd.MLP(3, 10, 10, 2, seed=1, backend="numpy")
+>>> x = rp.dtd.sample_inputs(model, 5, threshold=0.1, output=0)
+>>> rp.dtd.root_point(x, model.layers[0], rule="z+").root.shape
+(5, 10, 10)
+"""
+
+from relprop.dtd import local_linear
+from relprop.dtd.finders import (
+    CacheInfo,
+    ClosedFormRootFinder,
+    InterpolationRootFinder,
+    MetropolisHastingsRootFinder,
+    RootFinder,
+    RootResult,
+)
+from relprop.dtd.full_backward import (
+    FullBackwardFn,
+    FullBackwardResult,
+    OutputRelevanceFn,
+    OutputResult,
+    RelevanceFn,
+    full_backward,
+    full_backward_builder,
+    get_decompose_relevance_fns,
+)
+from relprop.dtd.local_linear import (
+    InterpolationResult,
+    MetropolisHastingsResult,
+    region_keys,
+    same_region,
+    sample_interpolation,
+    sample_metropolis_hastings,
+)
+from relprop.dtd.network import (
+    MLP,
+    activation_pattern,
+    dense_indices,
+    forward,
+    input_gradient,
+    output_fn,
+    sample_inputs,
+    slice_output,
+)
+from relprop.dtd.roots import RULES, RootPoints, root_point
+from relprop.dtd.train_free import ConsistencyError, TrainFreeResult, train_free
+
+__all__ = [
+    "MLP",
+    "RULES",
+    "ConsistencyError",
+    "RootPoints",
+    "TrainFreeResult",
+    "activation_pattern",
+    "dense_indices",
+    "forward",
+    "input_gradient",
+    "output_fn",
+    "root_point",
+    "sample_inputs",
+    "slice_output",
+    "train_free",
+]
+__all__ += [
+    "CacheInfo",
+    "ClosedFormRootFinder",
+    "FullBackwardFn",
+    "FullBackwardResult",
+    "InterpolationResult",
+    "InterpolationRootFinder",
+    "MetropolisHastingsResult",
+    "MetropolisHastingsRootFinder",
+    "OutputRelevanceFn",
+    "OutputResult",
+    "RelevanceFn",
+    "RootFinder",
+    "RootResult",
+    "full_backward",
+    "full_backward_builder",
+    "get_decompose_relevance_fns",
+    "local_linear",
+    "region_keys",
+    "same_region",
+    "sample_interpolation",
+    "sample_metropolis_hastings",
+]

@@ -1,0 +1,80 @@
+"""Import models from other frameworks.
+
+:func:`from_torch` turns a ``torch.nn.Module`` into a relprop model that shares the
+module's tensors. torch is imported only when :func:`from_torch` is called, so
+``import relprop`` keeps working with NumPy alone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from relprop.model import Graph, Sequential
+
+__all__ = ["from_torch"]
+
+
+def from_torch(module: Any, example_input: Any = None) -> Sequential | Graph:
+    """A relprop model computing what the torch ``module`` computes, sharing its tensors.
+
+    An ``nn.Sequential`` (nested ones too) of supported modules becomes an
+    :class:`~relprop.Sequential` whose layers are named as in ``module.named_modules()``
+    (``"features.0"``); any other module is traced with ``torch.fx`` into an
+    :class:`~relprop.Graph` (residual networks: ``x + y``, ``F.relu``, ``torch.flatten``,
+    ``torch.cat``, ``x.view(x.size(0), -1)``, ``x.mean((2, 3))``, functional pools, ...;
+    anything else raises, naming the traced node). Nodes of ``call_module`` calls are
+    named by the module's qualified name (``"layer1.0.conv1"``; a module called again gets
+    ``"_1"``, ``"_2"``, ...); other nodes keep torch.fx's node name (``"add"``).
+
+    The layers hold the module's parameters and buffers themselves (detached, same
+    memory: no copies), so later in-place updates of the module show in the relprop
+    model. ``model.to("numpy")`` / ``model.to("jax")`` make a copy on another library.
+
+    Supported modules (the module must be in eval mode, ``module.eval()``):
+    ``Linear``, ``Conv1d``, ``Conv2d`` (``padding_mode="zeros"``; ``padding="same"`` /
+    ``"valid"`` too), ``ReLU``, ``LeakyReLU``, ``Tanh``, ``Sigmoid``, ``Softplus``,
+    ``Flatten`` (``end_dim=-1``), ``Identity``, ``Dropout`` / ``Dropout1d`` /
+    ``Dropout2d``, ``MaxPool1d`` / ``MaxPool2d`` (``return_indices=False``),
+    ``AvgPool1d`` / ``AvgPool2d`` (``divisor_override=None``), ``AdaptiveAvgPool1d`` /
+    ``AdaptiveAvgPool2d``, ``BatchNorm1d`` / ``BatchNorm2d`` (with running statistics;
+    inference form).
+
+    Parameters
+    ----------
+    module
+        A ``torch.nn.Module`` in eval mode.
+    example_input
+        Optional input batch. If given, both the torch module and the relprop model are
+        run on it and a ``ValueError`` is raised when their outputs differ (relative
+        tolerance 1e-9 in float64, 1e-4 otherwise); tracing also uses its shapes (needed
+        for ``x.view(-1, n)``).
+
+    Returns
+    -------
+    Sequential or Graph
+
+    Raises
+    ------
+    TypeError
+        For an unsupported module (naming its qualified name and type and listing the
+        supported ones) or an unsupported function in a traced ``forward``.
+    ValueError
+        For a module in training mode, an unsupported setting of a supported module
+        (``padding_mode="reflect"``, ``return_indices=True``, ...), a ``forward`` that
+        cannot be traced, or outputs that differ on ``example_input``.
+
+    Examples
+    --------
+    (Not a doctest: the docstring examples run in the NumPy-only session.) ::
+
+        net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU()).eval()
+        model = rp.from_torch(net)                 # model.names == ("0", "1")
+        model.layers[0].weight.data_ptr() == net[0].weight.data_ptr()   # True
+        x = torch.randn(4, 3)
+        relevance = rp.lrp(model, x, composite=rp.composites.EpsilonPlusFlat())
+        on_numpy = rp.lrp(model.to("numpy"), x.numpy(), composite=rp.composites.EpsilonPlusFlat())
+    """
+    from relprop.interop.torch import from_torch as convert
+
+    return convert(module, example_input)

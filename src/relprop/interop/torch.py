@@ -1,0 +1,959 @@
+"""``from_torch``: a relprop model from a ``torch.nn.Module``, sharing its tensors.
+
+Two paths:
+
+* an ``nn.Sequential`` (nested ones flattened) whose leaves are all supported modules
+  becomes an :class:`~relprop.Sequential`, one layer per leaf, named by the leaf's
+  qualified name (``"features.0"``);
+* anything else is traced with ``torch.fx`` into an :class:`~relprop.Graph`: supported
+  modules are leaves of the trace (``call_module`` nodes, named by qualified name), and
+  the functions of the ``forward`` (``x + y``, ``F.relu``, ``torch.flatten``,
+  ``torch.cat``, ``x.view(x.size(0), -1)``, functional pools, ...) map to relprop layers.
+
+torch is imported inside the functions only, so that this module imports (and its
+doctests collect) without torch.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from relprop.layers import (
+    AdaptiveAvgPool1d,
+    AdaptiveAvgPool2d,
+    Add,
+    AvgPool1d,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Concat,
+    Conv1d,
+    Conv2d,
+    Dense,
+    Dropout,
+    Flatten,
+    Identity,
+    Layer,
+    LeakyReLU,
+    MaxPool1d,
+    MaxPool2d,
+    ReLU,
+    Sigmoid,
+    Softplus,
+    Tanh,
+)
+from relprop.model import INPUT, Graph, Sequential
+
+__all__ = ["SUPPORTED_MODULES", "from_torch"]
+
+SUPPORTED_MODULES = (
+    "Linear",
+    "Conv1d",
+    "Conv2d",
+    "ReLU",
+    "LeakyReLU",
+    "Tanh",
+    "Sigmoid",
+    "Softplus",
+    "Flatten",
+    "Identity",
+    "Dropout",
+    "Dropout1d",
+    "Dropout2d",
+    "MaxPool1d",
+    "MaxPool2d",
+    "AvgPool1d",
+    "AvgPool2d",
+    "AdaptiveAvgPool1d",
+    "AdaptiveAvgPool2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+)
+"""The ``torch.nn`` modules :func:`from_torch` converts (plus ``nn.Sequential``)."""
+
+_SUPPORTED_FUNCTIONS = (
+    "x + y / torch.add / Tensor.add (two tensors), torch.relu / F.relu / Tensor.relu, "
+    "torch.tanh, torch.sigmoid, F.leaky_relu, F.softplus, torch.flatten / Tensor.flatten, "
+    "Tensor.view / Tensor.reshape / torch.reshape to (batch, -1), torch.cat (dim >= 1), "
+    "torch.mean / Tensor.mean over the spatial axes (global average pooling), "
+    "F.max_pool1d/2d, F.avg_pool1d/2d, F.adaptive_avg_pool1d/2d, F.dropout (eval), "
+    "Tensor.contiguous, x.size(0) / x.shape[0]"
+)
+
+
+def _module_kind(module: Any) -> str:
+    cls = type(module)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _unsupported_module(module: Any, qualname: str) -> TypeError:
+    return TypeError(
+        f"from_torch: module {qualname or '(root)'!r} of type {_module_kind(module)} is not "
+        f"supported. Supported modules: torch.nn.{', torch.nn.'.join(SUPPORTED_MODULES)}; "
+        "nn.Sequential containers of them, and other modules whose forward torch.fx can "
+        "trace into these modules and the supported functions "
+        f"({_SUPPORTED_FUNCTIONS})."
+    )
+
+
+def _setting_error(module: Any, qualname: str, problem: str) -> ValueError:
+    return ValueError(
+        f"from_torch: module {qualname or '(root)'!r} ({_module_kind(module)}) {problem}."
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# modules
+# ---------------------------------------------------------------------------------------
+
+
+def _tuple(value: Any) -> Any:
+    """torch's per-axis settings as plain ints / tuples of ints."""
+    if isinstance(value, (tuple, list)):
+        return tuple(int(v) for v in value)
+    return int(value)
+
+
+def _conv_padding(module: Any) -> Any:
+    """torch's conv padding (ints or ``"same"`` / ``"valid"``) as relprop padding."""
+    padding = module.padding
+    if padding == "valid":
+        return 0
+    if padding == "same":
+        pads = []
+        for kernel, dilation in zip(module.kernel_size, module.dilation, strict=True):
+            total = int(dilation) * (int(kernel) - 1)
+            pads.append((total // 2, total - total // 2))  # torch puts the odd one after
+        if all(before == after for before, after in pads):
+            return tuple(before for before, _ in pads)
+        return tuple(pads)
+    return _tuple(padding)
+
+
+def _conv(cls: type[Conv1d] | type[Conv2d]) -> Callable[[Any, str], Layer]:
+    def convert(module: Any, qualname: str) -> Layer:
+        if module.padding_mode != "zeros":
+            raise _setting_error(
+                module, qualname,
+                f"has padding_mode={module.padding_mode!r}; only 'zeros' is supported",
+            )
+        return cls(
+            module.weight,
+            module.bias,
+            stride=_tuple(module.stride),
+            padding=_conv_padding(module),
+            dilation=_tuple(module.dilation),
+            groups=int(module.groups),
+        )
+
+    return convert
+
+
+def _max_pool(cls: type[MaxPool1d] | type[MaxPool2d]) -> Callable[[Any, str], Layer]:
+    def convert(module: Any, qualname: str) -> Layer:
+        if module.return_indices:
+            raise _setting_error(
+                module, qualname, "has return_indices=True; only return_indices=False is supported"
+            )
+        return cls(
+            _tuple(module.kernel_size),
+            None if module.stride is None else _tuple(module.stride),
+            padding=_tuple(module.padding),
+            dilation=_tuple(module.dilation),
+            ceil_mode=bool(module.ceil_mode),
+        )
+
+    return convert
+
+
+def _avg_pool(cls: type[AvgPool1d] | type[AvgPool2d]) -> Callable[[Any, str], Layer]:
+    def convert(module: Any, qualname: str) -> Layer:
+        if getattr(module, "divisor_override", None) is not None:
+            raise _setting_error(
+                module, qualname,
+                f"has divisor_override={module.divisor_override}; only None is supported",
+            )
+        return cls(
+            _tuple(module.kernel_size),
+            None if module.stride is None else _tuple(module.stride),
+            padding=_tuple(module.padding),
+            ceil_mode=bool(module.ceil_mode),
+            count_include_pad=bool(module.count_include_pad),
+        )
+
+    return convert
+
+
+def _adaptive(
+    cls: type[AdaptiveAvgPool1d] | type[AdaptiveAvgPool2d],
+) -> Callable[[Any, str], Layer]:
+    def convert(module: Any, qualname: str) -> Layer:
+        size = module.output_size
+        if isinstance(size, (tuple, list)):
+            size = tuple(None if s is None else int(s) for s in size)
+        return cls(size)
+
+    return convert
+
+
+def _batchnorm(cls: type[BatchNorm1d] | type[BatchNorm2d]) -> Callable[[Any, str], Layer]:
+    def convert(module: Any, qualname: str) -> Layer:
+        if module.running_mean is None or module.running_var is None:
+            raise _setting_error(
+                module, qualname,
+                "has no running statistics (track_running_stats=False): it normalises "
+                "with the statistics of each batch, which relprop does not model",
+            )
+        return cls(module.running_mean, module.running_var, module.weight, module.bias,
+                   eps=float(module.eps))
+
+    return convert
+
+
+def _flatten(module: Any, qualname: str) -> Layer:
+    if module.end_dim != -1 or module.start_dim < 1:
+        raise _setting_error(
+            module, qualname,
+            f"has start_dim={module.start_dim}, end_dim={module.end_dim}; relprop's Flatten "
+            "needs start_dim >= 1 (axis 0 is the batch) and end_dim=-1",
+        )
+    return Flatten(int(module.start_dim))
+
+
+def _softplus(module: Any, qualname: str) -> Layer:
+    if module.threshold < 20:
+        raise _setting_error(
+            module, qualname,
+            f"has threshold={module.threshold}; relprop's Softplus is exact (no linear "
+            "region), which matches torch to ~1e-9 only for threshold >= 20",
+        )
+    return Softplus(float(module.beta))
+
+
+@lru_cache(maxsize=1)
+def _module_table() -> dict[type, Callable[[Any, str], Layer]]:
+    from torch import nn
+
+    return {
+        nn.Linear: lambda m, q: Dense(m.weight, m.bias),
+        nn.Conv1d: _conv(Conv1d),
+        nn.Conv2d: _conv(Conv2d),
+        nn.ReLU: lambda m, q: ReLU(),
+        nn.LeakyReLU: lambda m, q: LeakyReLU(float(m.negative_slope)),
+        nn.Tanh: lambda m, q: Tanh(),
+        nn.Sigmoid: lambda m, q: Sigmoid(),
+        nn.Softplus: _softplus,
+        nn.Flatten: _flatten,
+        nn.Identity: lambda m, q: Identity(),
+        nn.Dropout: lambda m, q: Dropout(float(m.p)),
+        nn.Dropout1d: lambda m, q: Dropout(float(m.p)),
+        nn.Dropout2d: lambda m, q: Dropout(float(m.p)),
+        nn.MaxPool1d: _max_pool(MaxPool1d),
+        nn.MaxPool2d: _max_pool(MaxPool2d),
+        nn.AvgPool1d: _avg_pool(AvgPool1d),
+        nn.AvgPool2d: _avg_pool(AvgPool2d),
+        nn.AdaptiveAvgPool1d: _adaptive(AdaptiveAvgPool1d),
+        nn.AdaptiveAvgPool2d: _adaptive(AdaptiveAvgPool2d),
+        nn.BatchNorm1d: _batchnorm(BatchNorm1d),
+        nn.BatchNorm2d: _batchnorm(BatchNorm2d),
+    }
+
+
+def _converter(module: Any) -> Callable[[Any, str], Layer] | None:
+    """The converter of ``module``'s class, or of a base class whose ``forward`` it keeps."""
+    table = _module_table()
+    forward = getattr(type(module), "forward", None)
+    for cls in type(module).__mro__:
+        if cls in table:
+            return table[cls] if forward is getattr(cls, "forward", None) else None
+    return None
+
+
+def _convert_module(module: Any, qualname: str) -> Layer:
+    convert = _converter(module)
+    if convert is None:
+        raise _unsupported_module(module, qualname)
+    return convert(module, qualname)
+
+
+def _is_plain_sequential(module: Any) -> bool:
+    from torch import nn
+
+    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+
+
+def _sequential_leaves(module: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(qualified name, module)`` of every leaf, in order; repeated modules repeat
+    (``named_children`` would drop them)."""
+    for name, child in module._modules.items():
+        if child is None:
+            continue
+        if _is_plain_sequential(child):
+            yield from _sequential_leaves(child, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", child
+
+
+def _check_eval(module: Any) -> None:
+    for qualname, sub in module.named_modules(remove_duplicate=False):
+        if sub.training:
+            where = "the module" if not qualname else f"its submodule {qualname!r}"
+            raise ValueError(
+                f"from_torch: {where} ({_module_kind(sub)}) is in training mode; call "
+                "module.eval() first (relprop explains the inference-time network: dropout "
+                "off, batch norm with its running statistics)."
+            )
+
+
+# ---------------------------------------------------------------------------------------
+# torch.fx
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    """A tensor of the trace: the relprop node producing it (or :data:`INPUT`)."""
+
+    name: str
+    shape: tuple[int, ...] | None
+
+    def __repr__(self) -> str:
+        return f"<tensor {self.name!r}>"
+
+
+@dataclass(frozen=True)
+class _Size:
+    """``x.size()`` / ``x.shape`` of a traced tensor."""
+
+    of: _Tensor
+
+
+class _Batch:
+    """The batch size, ``x.size(0)``: only a placeholder in reshapes."""
+
+    def __repr__(self) -> str:
+        return "<batch size>"
+
+
+_BATCH = _Batch()
+_REQUIRED = object()
+
+
+def _target_name(node: Any) -> str:
+    target = node.target
+    if isinstance(target, str):
+        return f"Tensor.{target}" if node.op == "call_method" else target
+    import torch
+
+    name = str(getattr(target, "__name__", target))
+    for prefix, namespace in (("torch", torch), ("F", torch.nn.functional),
+                              ("operator", operator)):
+        if getattr(namespace, name, None) is target:
+            return f"{prefix}.{name}"
+    module = str(getattr(target, "__module__", None) or "")
+    return f"{module}.{name}" if module else name
+
+
+class _FxImporter:
+    def __init__(
+        self, root: Any, graph_module: Any, shapes: dict[Any, tuple[int, ...]] | None
+    ) -> None:
+        self.root = root
+        self.modules = dict(root.named_modules(remove_duplicate=False))
+        self.gm = graph_module
+        self.shapes = shapes
+        self.nodes: list[tuple[str, Layer, list[str]]] = []
+        self.used = {INPUT}
+        self.calls: dict[str, int] = {}
+        self.env: dict[Any, Any] = {}
+        self.functions = self._function_table()
+        self.methods = self._method_table()
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def fail(self, node: Any, problem: str, kind: type[Exception] = ValueError) -> Exception:
+        return kind(
+            f"from_torch: traced node {node.name!r} ({node.op} {_target_name(node)}) {problem}."
+        )
+
+    def unique(self, base: str) -> str:
+        name, k = base, 0
+        while name in self.used:
+            k += 1
+            name = f"{base}_{k}"
+        self.used.add(name)
+        return name
+
+    def shape_of(self, node: Any) -> tuple[int, ...] | None:
+        return None if self.shapes is None else self.shapes.get(node)
+
+    def emit(self, node: Any, name: str, layer: Layer, inputs: list[_Tensor]) -> _Tensor:
+        name = self.unique(name)
+        self.nodes.append((name, layer, [i.name for i in inputs]))
+        return _Tensor(name, self.shape_of(node))
+
+    def value(self, arg: Any) -> Any:
+        from torch import fx
+
+        if isinstance(arg, fx.Node):
+            return self.env[arg]
+        if isinstance(arg, list):
+            return [self.value(a) for a in arg]
+        if isinstance(arg, tuple):
+            return tuple(self.value(a) for a in arg)
+        if isinstance(arg, dict):
+            return {k: self.value(v) for k, v in arg.items()}
+        return arg
+
+    def bind(
+        self, node: Any, args: tuple, kwargs: dict, spec: list[tuple[str, Any]]
+    ) -> dict[str, Any]:
+        """Positional and keyword arguments by parameter name, defaults filled in."""
+        if len(args) > len(spec):
+            raise self.fail(node, f"has {len(args)} positional arguments; expected at most "
+                            f"{len(spec)}", TypeError)
+        bound = {name: value for (name, _), value in zip(spec, args, strict=False)}
+        for key, value in kwargs.items():
+            if key not in {name for name, _ in spec} or key in bound:
+                raise self.fail(node, f"has an unexpected argument {key}={value!r}", TypeError)
+            bound[key] = value
+        for name, default in spec:
+            if name not in bound:
+                if default is _REQUIRED:
+                    raise self.fail(node, f"lacks the argument {name!r}", TypeError)
+                bound[name] = default
+        return bound
+
+    def tensor(self, node: Any, value: Any, what: str = "its input") -> _Tensor:
+        if not isinstance(value, _Tensor):
+            raise self.fail(node, f"needs a tensor as {what}; got {value!r}")
+        return value
+
+    def check_in_place(self, node: Any, order: dict[Any, int]) -> None:
+        """An in-place op on a tensor read again later: fx records values, not mutations."""
+        from torch import fx
+
+        mutated = node.args[0] if node.args else None
+        if not isinstance(mutated, fx.Node):
+            return
+        later = [u.name for u in mutated.users if u is not node and order[u] > order[node]]
+        if later:
+            raise self.fail(
+                node,
+                f"modifies {mutated.name!r} in place, which {later} read afterwards; torch.fx "
+                "records values, not mutations, so the import would differ from torch. Use "
+                "the out-of-place version (inplace=False)",
+            )
+
+    def is_in_place(self, node: Any) -> bool:
+        if node.op == "call_module":
+            return bool(getattr(self.modules.get(node.target), "inplace", False))
+        if node.kwargs.get("inplace") is True:
+            return True
+        if node.target in (operator.iadd, operator.imul):
+            return True
+        target = node.target
+        name = str(target if node.op == "call_method" else getattr(target, "__name__", ""))
+        return name.endswith("_") and not name.startswith("_")  # relu_, add_, ...
+
+    # -- the trace ------------------------------------------------------------------------
+
+    def run(self) -> Graph:
+        graph = self.gm.graph
+        order = {node: index for index, node in enumerate(graph.nodes)}
+        outputs = [node for node in graph.nodes if node.op == "output"]
+        needed = self.ancestors(outputs[-1])
+        placeholders = [n for n in graph.nodes if n.op == "placeholder" and n in needed]
+        if len(placeholders) > 1:
+            raise ValueError(
+                f"from_torch: the forward of {_module_kind(self.root)} reads several inputs "
+                f"({[n.name for n in placeholders]}); relprop models have one input."
+            )
+        result: Any = None
+        for node in graph.nodes:
+            if node not in needed:
+                continue
+            if node.op == "placeholder":
+                self.env[node] = _Tensor(INPUT, self.shape_of(node))
+            elif node.op == "get_attr":
+                raise self.fail(
+                    node,
+                    f"reads the attribute {node.target!r} of the module directly; relprop "
+                    "imports parameters only through supported modules (wrap the computation "
+                    "in one, e.g. nn.Linear instead of F.linear(x, self.weight))",
+                    TypeError,
+                )
+            elif node.op == "output":
+                result = self.value(node.args[0])
+            else:
+                if self.is_in_place(node):
+                    self.check_in_place(node, order)
+                self.env[node] = self.call(node)
+        if not isinstance(result, _Tensor):
+            raise ValueError(
+                f"from_torch: the forward of {_module_kind(self.root)} returns {result!r}; "
+                "relprop models return one tensor."
+            )
+        if not self.nodes or self.nodes[-1][0] != result.name:
+            self.emit(outputs[-1], "output", Identity(), [result])
+        return Graph([(name, layer, inputs) for name, layer, inputs in self.nodes])
+
+    @staticmethod
+    def ancestors(node: Any) -> set[Any]:
+        seen = {node}
+        stack = [node]
+        while stack:
+            for parent in stack.pop().all_input_nodes:
+                if parent not in seen:
+                    seen.add(parent)
+                    stack.append(parent)
+        return seen
+
+    def call(self, node: Any) -> Any:
+        args = self.value(tuple(node.args))
+        kwargs = self.value(dict(node.kwargs))
+        if node.op == "call_module":
+            return self.call_module(node, args, kwargs)
+        if node.op == "call_method":
+            handler = self.methods.get(node.target)
+        else:
+            handler = None
+            for target, candidate in self.functions:
+                if node.target is target:
+                    handler = candidate
+                    break
+        if handler is None:
+            raise self.fail(
+                node,
+                f"is not supported; supported functions: {_SUPPORTED_FUNCTIONS}; supported "
+                f"modules: torch.nn.{', torch.nn.'.join(SUPPORTED_MODULES)}",
+                TypeError,
+            )
+        return handler(node, args, kwargs)
+
+    def call_module(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
+        qualname = str(node.target)
+        module = self.modules[qualname]
+        layer = _convert_module(module, qualname)
+        if kwargs or len(args) != 1:
+            raise self.fail(node, "calls the module with other than one positional argument")
+        x = self.tensor(node, args[0])
+        count = self.calls.get(qualname, 0)
+        self.calls[qualname] = count + 1
+        return self.emit(node, qualname if not count else f"{qualname}_{count}", layer, [x])
+
+    # -- functions and methods ------------------------------------------------------------
+
+    def _function_table(self) -> list[tuple[Any, Callable[[Any, tuple, dict], Any]]]:
+        import torch
+        import torch.nn.functional as F
+
+        unary = self.unary
+        table: list[tuple[Any, Callable[[Any, tuple, dict], Any]]] = [
+            (operator.add, self.add),
+            (operator.iadd, self.add),
+            (torch.add, self.add),
+            (operator.mul, self.arithmetic(operator.mul)),
+            (operator.floordiv, self.arithmetic(operator.floordiv)),
+            (operator.sub, self.arithmetic(operator.sub)),
+            (operator.getitem, self.item),
+            (getattr, self.attribute),
+            (torch.relu, unary(lambda b: ReLU(), [])),
+            (torch.relu_, unary(lambda b: ReLU(), [])),
+            (F.relu, unary(lambda b: ReLU(), [("inplace", False)])),
+            (torch.tanh, unary(lambda b: Tanh(), [])),
+            (torch.sigmoid, unary(lambda b: Sigmoid(), [])),
+            (F.leaky_relu, unary(lambda b: LeakyReLU(float(b["negative_slope"])),
+                                 [("negative_slope", 0.01), ("inplace", False)])),
+            (F.softplus, self.softplus),
+            (torch.flatten, self.flatten),
+            (torch.reshape, self.reshape),
+            (torch.mean, self.mean),
+            (torch.cat, self.cat),
+            (F.adaptive_avg_pool1d, self.adaptive(AdaptiveAvgPool1d)),
+            (F.adaptive_avg_pool2d, self.adaptive(AdaptiveAvgPool2d)),
+            (F.max_pool1d, self.max_pool(MaxPool1d)),
+            (F.max_pool2d, self.max_pool(MaxPool2d)),
+            (F.avg_pool1d, self.avg_pool(AvgPool1d)),
+            (F.avg_pool2d, self.avg_pool(AvgPool2d)),
+            (F.dropout, self.dropout),
+            (F.dropout1d, self.dropout),
+            (F.dropout2d, self.dropout),
+        ]
+        for name in ("concat", "concatenate"):
+            if hasattr(torch, name):
+                table.append((getattr(torch, name), self.cat))
+        return table
+
+    def _method_table(self) -> dict[str, Callable[[Any, tuple, dict], Any]]:
+        return {
+            "add": self.add,
+            "add_": self.add,
+            "relu": self.unary(lambda b: ReLU(), []),
+            "relu_": self.unary(lambda b: ReLU(), []),
+            "tanh": self.unary(lambda b: Tanh(), []),
+            "sigmoid": self.unary(lambda b: Sigmoid(), []),
+            "flatten": self.flatten,
+            "mean": self.mean,
+            "view": self.reshape,
+            "reshape": self.reshape,
+            "size": self.size,
+            "contiguous": self.contiguous,
+        }
+
+    def unary(
+        self, make: Callable[[dict[str, Any]], Layer], options: list[tuple[str, Any]]
+    ) -> Callable[[Any, tuple, dict], _Tensor]:
+        def handle(node: Any, args: tuple, kwargs: dict) -> _Tensor:
+            bound = self.bind(node, args, kwargs, [("input", _REQUIRED), *options])
+            return self.emit(node, node.name, make(bound), [self.tensor(node, bound["input"])])
+
+        return handle
+
+    def add(self, node: Any, args: tuple, kwargs: dict) -> Any:
+        bound = self.bind(node, args, kwargs,
+                          [("input", _REQUIRED), ("other", _REQUIRED), ("alpha", 1)])
+        a, b = bound["input"], bound["other"]
+        if not isinstance(a, _Tensor) and not isinstance(b, _Tensor):
+            return self.arithmetic(operator.add)(node, (a, b), {})
+        if not (isinstance(a, _Tensor) and isinstance(b, _Tensor)):
+            raise self.fail(node, f"adds a constant ({a!r} + {b!r}); relprop's Add sums "
+                            "tensors of the network only", TypeError)
+        if bound["alpha"] != 1:
+            raise self.fail(node, f"has alpha={bound['alpha']}; only alpha=1 is supported",
+                            TypeError)
+        return self.emit(node, node.name, Add(), [a, b])
+
+    def arithmetic(self, op: Callable[[Any, Any], Any]) -> Callable[[Any, tuple, dict], Any]:
+        def handle(node: Any, args: tuple, kwargs: dict) -> Any:
+            if kwargs or len(args) != 2 or not all(
+                isinstance(a, int) and not isinstance(a, bool) for a in args
+            ):
+                raise self.fail(
+                    node,
+                    f"computes with {list(args)}; only the batch size (x.size(0)) in "
+                    "reshapes and integer arithmetic on known sizes are supported",
+                    TypeError,
+                )
+            return op(*args)
+
+        return handle
+
+    def dim(self, node: Any, x: _Tensor, index: Any) -> Any:
+        if not isinstance(index, int):
+            raise self.fail(node, f"indexes a shape with {index!r}", TypeError)
+        if index == 0 or (x.shape is not None and index == -len(x.shape)):
+            return _BATCH
+        if x.shape is None:
+            raise self.fail(
+                node,
+                f"reads axis {index} of the shape of {x.name!r}, which is only known from "
+                "an example: pass example_input to from_torch",
+            )
+        return x.shape[index]
+
+    def size(self, node: Any, args: tuple, kwargs: dict) -> Any:
+        bound = self.bind(node, args, kwargs, [("input", _REQUIRED), ("dim", None)])
+        x = self.tensor(node, bound["input"])
+        return _Size(x) if bound["dim"] is None else self.dim(node, x, bound["dim"])
+
+    def attribute(self, node: Any, args: tuple, kwargs: dict) -> Any:
+        if len(args) == 2 and isinstance(args[0], _Tensor) and args[1] == "shape":
+            return _Size(args[0])
+        raise self.fail(node, "reads an attribute other than a tensor's .shape", TypeError)
+
+    def item(self, node: Any, args: tuple, kwargs: dict) -> Any:
+        if len(args) == 2 and isinstance(args[0], _Size):
+            return self.dim(node, args[0].of, args[1])
+        raise self.fail(node, "indexes something other than a tensor's shape (slicing a "
+                        "tensor is not supported)", TypeError)
+
+    def contiguous(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
+        return self.tensor(node, args[0] if args else None)
+
+    def start_dim(self, node: Any, x: _Tensor, start: int, end: int) -> int:
+        ndim = None if x.shape is None else len(x.shape)
+        if start < 0 and ndim is not None:
+            start += ndim
+        if end < 0 and ndim is not None:
+            end += ndim
+        if start < 1 or not (end == -1 or (ndim is not None and end == ndim - 1)):
+            raise self.fail(
+                node,
+                f"flattens axes {start}..{end}; relprop's Flatten needs start_dim >= 1 (axis "
+                "0 is the batch) and end_dim = -1",
+            )
+        return start
+
+    def flatten(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
+        bound = self.bind(node, args, kwargs,
+                          [("input", _REQUIRED), ("start_dim", 0), ("end_dim", -1)])
+        x = self.tensor(node, bound["input"])
+        start = self.start_dim(node, x, int(bound["start_dim"]), int(bound["end_dim"]))
+        return self.emit(node, node.name, Flatten(start), [x])
+
+    def reshape(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
+        if not args:
+            raise self.fail(node, "has no input", TypeError)
+        x = self.tensor(node, args[0])
+        shape: Any = args[1:] if len(args) > 1 else kwargs.get("shape", kwargs.get("size"))
+        if not isinstance(shape, (tuple, list)):
+            raise self.fail(node, f"reshapes to {shape!r}", TypeError)
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = shape[0]
+        shape = tuple(shape)
+        flat = None
+        if x.shape is not None:
+            flat = math.prod(x.shape[1:])
+        ok = len(shape) == 2 and (
+            (shape[0] is _BATCH and (shape[1] == -1 or isinstance(shape[1], int)))
+            or (shape[0] == -1 and isinstance(shape[1], int) and shape[1] == flat)
+        )
+        if not ok:
+            hint = ""
+            if len(shape) == 2 and shape[0] == -1 and flat is None:
+                hint = (
+                    " (x.view(-1, n) is a flatten only if n is the size of one sample: pass "
+                    "example_input so that the shapes are known)"
+                )
+            raise self.fail(
+                node,
+                f"reshapes to {shape}; only (batch, -1) reshapes, x.view(x.size(0), -1), "
+                f"are supported{hint}",
+            )
+        return self.emit(node, node.name, Flatten(1), [x])
+
+    def mean(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
+        """Global average pooling written as a mean over the spatial axes."""
+        bound = self.bind(node, args, kwargs, [("input", _REQUIRED), ("dim", None),
+                                               ("keepdim", False), ("dtype", None)])
+        x = self.tensor(node, bound["input"])
+        dims = bound["dim"]
+        dims = (dims,) if isinstance(dims, int) else tuple(dims or ())
+        pools: dict[tuple[int, ...], type[AdaptiveAvgPool1d] | type[AdaptiveAvgPool2d]] = {
+            (2,): AdaptiveAvgPool1d, (-1,): AdaptiveAvgPool1d,
+            (2, 3): AdaptiveAvgPool2d, (-2, -1): AdaptiveAvgPool2d,
+        }
+        pool = pools.get(tuple(sorted(dims)))
+        if pool is not None and x.shape is not None and len(x.shape) != 2 + pool.spatial:
+            pool = None
+        if pool is None or bound["dtype"] is not None:
+            raise self.fail(
+                node,
+                f"averages over dim={bound['dim']!r}; only the spatial axes of a "
+                "(batch, channels, ...) input are supported (global average pooling: "
+                "dim=(2, 3) or (-2, -1); 1d: dim=2 or -1)",
+            )
+        if bound["keepdim"]:
+            return self.emit(node, node.name, pool(1), [x])
+        pooled = self.emit(node, f"{node.name}_pool", pool(1), [x])
+        return self.emit(node, node.name, Flatten(1), [pooled])
+
+    def cat(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
+        kwargs = {("dim" if k == "axis" else k): v for k, v in kwargs.items()}
+        bound = self.bind(node, args, kwargs, [("tensors", _REQUIRED), ("dim", 0)])
+        tensors = [self.tensor(node, t, "every input") for t in bound["tensors"]]
+        dim = int(bound["dim"])
+        ndim = None if tensors[0].shape is None else len(tensors[0].shape)
+        if dim == 0 or (ndim is not None and dim == -ndim):
+            raise self.fail(node, "concatenates along the batch axis 0; use dim >= 1")
+        if len(tensors) == 1:
+            return tensors[0]
+        return self.emit(node, node.name, Concat(dim), tensors)
+
+    def softplus(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
+        bound = self.bind(node, args, kwargs,
+                          [("input", _REQUIRED), ("beta", 1.0), ("threshold", 20.0)])
+        if bound["threshold"] < 20:
+            raise self.fail(node, f"has threshold={bound['threshold']}; only >= 20 is "
+                            "supported (relprop's Softplus has no linear region)")
+        return self.emit(node, node.name, Softplus(float(bound["beta"])),
+                         [self.tensor(node, bound["input"])])
+
+    def adaptive(
+        self, cls: type[AdaptiveAvgPool1d] | type[AdaptiveAvgPool2d]
+    ) -> Callable[[Any, tuple, dict], _Tensor]:
+        def handle(node: Any, args: tuple, kwargs: dict) -> _Tensor:
+            bound = self.bind(node, args, kwargs, [("input", _REQUIRED),
+                                                   ("output_size", _REQUIRED)])
+            size = bound["output_size"]
+            if isinstance(size, (tuple, list)):
+                size = tuple(None if s is None else int(s) for s in size)
+            return self.emit(node, node.name, cls(size),
+                             [self.tensor(node, bound["input"])])
+
+        return handle
+
+    def max_pool(
+        self, cls: type[MaxPool1d] | type[MaxPool2d]
+    ) -> Callable[[Any, tuple, dict], _Tensor]:
+        spec = [("input", _REQUIRED), ("kernel_size", _REQUIRED), ("stride", None),
+                ("padding", 0), ("dilation", 1), ("ceil_mode", False), ("return_indices", False)]
+
+        def handle(node: Any, args: tuple, kwargs: dict) -> _Tensor:
+            b = self.bind(node, args, kwargs, spec)
+            if b["return_indices"]:
+                raise self.fail(node, "has return_indices=True; only False is supported")
+            stride = b["stride"]
+            layer = cls(
+                _tuple(b["kernel_size"]),
+                None if stride is None or stride == [] else _tuple(stride),
+                padding=_tuple(b["padding"]),
+                dilation=_tuple(b["dilation"]),
+                ceil_mode=bool(b["ceil_mode"]),
+            )
+            return self.emit(node, node.name, layer, [self.tensor(node, b["input"])])
+
+        return handle
+
+    def avg_pool(
+        self, cls: type[AvgPool1d] | type[AvgPool2d]
+    ) -> Callable[[Any, tuple, dict], _Tensor]:
+        spec = [("input", _REQUIRED), ("kernel_size", _REQUIRED), ("stride", None),
+                ("padding", 0), ("ceil_mode", False), ("count_include_pad", True),
+                ("divisor_override", None)]
+
+        def handle(node: Any, args: tuple, kwargs: dict) -> _Tensor:
+            b = self.bind(node, args, kwargs, spec)
+            if b["divisor_override"] is not None:
+                raise self.fail(node, f"has divisor_override={b['divisor_override']}; only "
+                                "None is supported")
+            stride = b["stride"]
+            layer = cls(
+                _tuple(b["kernel_size"]),
+                None if stride is None or stride == [] else _tuple(stride),
+                padding=_tuple(b["padding"]),
+                ceil_mode=bool(b["ceil_mode"]),
+                count_include_pad=bool(b["count_include_pad"]),
+            )
+            return self.emit(node, node.name, layer, [self.tensor(node, b["input"])])
+
+        return handle
+
+    def dropout(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
+        bound = self.bind(node, args, kwargs, [("input", _REQUIRED), ("p", 0.5),
+                                               ("training", True), ("inplace", False)])
+        if bound["training"]:
+            raise self.fail(
+                node,
+                "drops out at random (training=True); pass training=self.training and call "
+                "module.eval() first",
+            )
+        return self.emit(node, node.name, Dropout(float(bound["p"])),
+                         [self.tensor(node, bound["input"])])
+
+
+def _trace(module: Any) -> Any:
+    """``torch.fx`` trace with every convertible module (torch's or a subclass keeping its
+    forward) as a leaf."""
+    from torch import fx
+
+    class Tracer(fx.Tracer):
+        def is_leaf_module(self, m: Any, qualname: str) -> bool:
+            return _converter(m) is not None or super().is_leaf_module(m, qualname)
+
+    try:
+        graph = Tracer().trace(module)
+    except Exception as error:  # noqa: BLE001 - any tracing failure gets the same advice
+        raise ValueError(
+            f"from_torch: torch.fx cannot trace the forward of {_module_kind(module)} "
+            f"({type(error).__name__}: {error}). Models whose forward branches on tensor "
+            "values or shapes cannot be traced; write the network as nn.Sequential or "
+            "with supported modules and functions."
+        ) from error
+    return fx.GraphModule(module, graph)
+
+
+def _shapes(graph_module: Any, example: Any) -> dict[Any, tuple[int, ...]]:
+    """The shape of every tensor the traced graph computes on ``example`` (a copy)."""
+    import torch
+    from torch import fx
+
+    shapes: dict[Any, tuple[int, ...]] = {}
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, node: Any) -> Any:
+            result = super().run_node(node)
+            if isinstance(result, torch.Tensor):
+                shapes[node] = tuple(int(s) for s in result.shape)
+            return result
+
+    with torch.no_grad():
+        Recorder(graph_module).run(example.clone())
+    return shapes
+
+
+def _from_fx(module: Any, example: Any) -> Graph:
+    graph_module = _trace(module)
+    shapes = None if example is None else _shapes(graph_module, example)
+    return _FxImporter(module, graph_module, shapes).run()
+
+
+# ---------------------------------------------------------------------------------------
+# entry point
+# ---------------------------------------------------------------------------------------
+
+
+def _self_check(module: Any, model: Sequential | Graph, example: Any) -> None:
+    import torch
+
+    with torch.no_grad():
+        expected = module(example.clone())  # a forward may write to its input
+    if not isinstance(expected, torch.Tensor):
+        raise ValueError(
+            f"from_torch: the module returns {type(expected).__name__}, not one tensor."
+        )
+    actual = model(example.detach())
+    if tuple(actual.shape) != tuple(expected.shape):
+        raise ValueError(
+            f"from_torch: the imported model's output has shape {tuple(actual.shape)} on "
+            f"example_input; torch's has {tuple(expected.shape)}."
+        )
+    if expected.numel() == 0:
+        return
+    rtol = 1e-9 if expected.dtype == torch.float64 else 1e-4
+    scale = float(expected.abs().max())
+    atol = rtol * scale + 100 * float(torch.finfo(expected.dtype).eps)
+    if not torch.allclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True):
+        diff = float((actual - expected).abs().max())
+        raise ValueError(
+            f"from_torch: the imported model's output differs from torch's on example_input "
+            f"by up to {diff:.3g} (output scale {scale:.3g}, tolerance rtol={rtol:g}); the "
+            "module's forward does something the import does not model (an in-place "
+            "operation on a tensor that is used again, say)."
+        )
+
+
+def from_torch(module: Any, example_input: Any = None) -> Sequential | Graph:
+    """See :func:`relprop.interop.from_torch`."""
+    import torch
+
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(
+            f"from_torch needs a torch.nn.Module; got {type(module).__name__}."
+        )
+    _check_eval(module)
+    example = None
+    if example_input is not None:
+        example = torch.as_tensor(example_input).detach()
+    model: Sequential | Graph
+    if _is_plain_sequential(module) and all(
+        _converter(leaf) is not None for _, leaf in _sequential_leaves(module)
+    ):
+        pairs = [(name, _convert_module(leaf, name)) for name, leaf in _sequential_leaves(module)]
+        model = Sequential(pairs or [("identity", Identity())])
+    elif _converter(module) is not None or (
+        type(module).__module__.startswith("torch.nn") and not _is_plain_sequential(module)
+    ):
+        # a single torch module: one layer (or the unsupported-module error)
+        model = Sequential([(type(module).__name__, _convert_module(module, ""))])
+    else:
+        model = _from_fx(module, example)
+    if example is not None:
+        _self_check(module, model, example)
+    return model

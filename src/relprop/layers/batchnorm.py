@@ -1,0 +1,125 @@
+"""Batch normalisation at inference time: a per-channel affine map."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from relprop._xp import Array, array_namespace
+from relprop.layers.base import Layer, _detached
+
+__all__ = ["BatchNorm", "BatchNorm1d", "BatchNorm2d"]
+
+
+class BatchNorm(Layer):
+    r"""Inference-time batch norm, per channel (axis 1), with the running statistics:
+    :math:`y = (x - \mu) / \sqrt{\sigma^2 + \epsilon}\,\gamma + \beta`.
+
+    Composites give it Pass (as zennit does); canonizers fuse it into the neighbouring
+    linear layer first (:class:`relprop.canonizers.MergeBatchNorm`).
+
+    Parameters
+    ----------
+    running_mean, running_var
+        ``(channels,)``.
+    weight, bias
+        :math:`\gamma` and :math:`\beta`, ``(channels,)``; ``None`` for 1 and 0
+        (``affine=False``).
+    eps
+        As in torch (default ``1e-5``).
+    """
+
+    spatial: int = 0
+
+    def __init__(
+        self,
+        running_mean: Array,
+        running_var: Array,
+        weight: Array | None = None,
+        bias: Array | None = None,
+        eps: float = 1e-5,
+    ) -> None:
+        array_namespace(
+            running_mean=running_mean, running_var=running_var, weight=weight, bias=bias
+        )
+        channels = tuple(running_mean.shape)
+        for name, value in (("running_var", running_var), ("weight", weight), ("bias", bias)):
+            if value is not None and tuple(value.shape) != channels:
+                raise ValueError(
+                    f"{type(self).__name__} {name} has shape {tuple(value.shape)}; running_mean "
+                    f"has {channels}: all must be (channels,)."
+                )
+        self.running_mean = _detached(running_mean)
+        self.running_var = _detached(running_var)
+        self.weight = None if weight is None else _detached(weight)
+        self.bias = None if bias is None else _detached(bias)
+        self.eps = float(eps)
+
+    @property
+    def channels(self) -> int:
+        return int(self.running_mean.shape[0])
+
+    def scale_shift(self, xp: ModuleType) -> tuple[Array, Array]:
+        r"""``(a, c)`` with :math:`y = a x + c` per channel."""
+        scale = 1.0 / xp.sqrt(self.running_var + self.eps)
+        if self.weight is not None:
+            scale = scale * self.weight
+        shift = -self.running_mean * scale
+        if self.bias is not None:
+            shift = shift + self.bias
+        return scale, shift
+
+    def _per_channel(self, a: Array, ndim: int, xp: ModuleType) -> Array:
+        return xp.reshape(a, (1, self.channels) + (1,) * (ndim - 2))
+
+    def forward(self, x: Array, xp: ModuleType) -> Array:
+        scale, shift = self.scale_shift(xp)
+        ndim = len(x.shape)
+        return x * self._per_channel(scale, ndim, xp) + self._per_channel(shift, ndim, xp)
+
+    def vjp(self, x: Array, v: Array, xp: ModuleType) -> Array:
+        scale, _ = self.scale_shift(xp)
+        return v * self._per_channel(scale, len(x.shape), xp)
+
+    def params(self) -> dict[str, Array]:
+        return {
+            "running_mean": self.running_mean,
+            "running_var": self.running_var,
+            "weight": self.weight,
+            "bias": self.bias,
+        }
+
+    def config(self) -> dict[str, Any]:
+        return {"eps": self.eps}
+
+    def map_params(self, fn: Callable[[Array], Array]) -> BatchNorm:
+        def maybe(a: Array | None) -> Array | None:
+            return None if a is None else fn(a)
+
+        return type(self)(
+            fn(self.running_mean),
+            fn(self.running_var),
+            maybe(self.weight),
+            maybe(self.bias),
+            self.eps,
+        )
+
+    def check_input(self, shape: tuple[int, ...]) -> str | None:
+        ndims = (2, 3) if self.spatial == 0 else (2 + self.spatial,)
+        if len(shape) not in ndims or shape[1] != self.channels:
+            return f"expects {self.channels} channels on axis 1, got input shape {shape}"
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.channels}, eps={self.eps})"
+
+
+class BatchNorm1d(BatchNorm):
+    """Batch norm of ``(batch, channels)`` or ``(batch, channels, length)`` inputs."""
+
+
+class BatchNorm2d(BatchNorm):
+    """Batch norm of ``(batch, channels, height, width)`` inputs."""
+
+    spatial = 2

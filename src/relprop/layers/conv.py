@@ -1,0 +1,140 @@
+"""Convolutions (1d and 2d, torch layout); the maths lives in :mod:`relprop.ops.conv`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from relprop._xp import Array, array_namespace
+from relprop.layers.base import Convolution
+from relprop.ops.conv import conv, conv_transpose
+
+__all__ = ["Conv1d", "Conv2d"]
+
+
+class _ConvNd(Convolution):
+    """Shared by :class:`Conv1d` and :class:`Conv2d`; ``spatial`` is the number of axes."""
+
+    spatial: int = 0
+
+    def __init__(
+        self,
+        weight: Array,
+        bias: Array | None = None,
+        stride: int | tuple[int, ...] = 1,
+        padding: Any = 0,
+        dilation: int | tuple[int, ...] = 1,
+        groups: int = 1,
+    ) -> None:
+        xp = array_namespace(weight=weight, bias=bias)
+        name = type(self).__name__
+        if len(weight.shape) != 2 + self.spatial:
+            raise ValueError(
+                f"{name} weight must have shape (out_channels, in_channels / groups, "
+                f"{', '.join(['k'] * self.spatial)}); got {tuple(weight.shape)}."
+            )
+        if not xp.isdtype(weight.dtype, "real floating"):
+            raise TypeError(f"{name} weight has dtype {weight.dtype}; use a real floating dtype.")
+        if groups < 1 or weight.shape[0] % groups:
+            raise ValueError(f"{name} groups={groups} must divide out_channels={weight.shape[0]}.")
+        if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+            raise ValueError(
+                f"{name} bias must have shape ({weight.shape[0]},); got {tuple(bias.shape)}."
+            )
+        super().__init__(weight, bias)
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+        self.groups = groups
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.weight.shape[1]) * self.groups
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.weight.shape[0])
+
+    def config(self) -> dict[str, Any]:
+        """The hyper-parameters (everything but the arrays)."""
+        return {
+            "stride": self.stride,
+            "padding": self.padding,
+            "dilation": self.dilation,
+            "groups": self.groups,
+        }
+
+    def linear(self, x: Array, weight: Array, bias: Array | None, xp: ModuleType) -> Array:
+        return conv(x, weight, bias, xp=xp, **self.config())
+
+    def transpose(
+        self, v: Array, weight: Array, xp: ModuleType, input_shape: tuple[int, ...] | None = None
+    ) -> Array:
+        if input_shape is None:
+            raise TypeError(f"{type(self).__name__}.transpose needs the input shape.")
+        return conv_transpose(v, weight, input_shape=input_shape, xp=xp, **self.config())
+
+    def map_params(self, fn: Callable[[Array], Array]) -> _ConvNd:
+        bias = None if self.bias is None else fn(self.bias)
+        return type(self)(fn(self.weight), bias, **self.config())
+
+    def check_input(self, shape: tuple[int, ...]) -> str | None:
+        if len(shape) != 2 + self.spatial or shape[1] != self.in_channels:
+            axes = ", ".join(["batch", str(self.in_channels)] + ["..."] * self.spatial)
+            return f"expects input of shape ({axes}), got {shape}"
+        return None
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v}" for k, v in self.config().items())
+        kernel = tuple(int(k) for k in self.weight.shape[2:])
+        bias = "" if self.bias is not None else ", bias=False"
+        return (
+            f"{type(self).__name__}({self.in_channels} -> {self.out_channels}, kernel={kernel}, "
+            f"{options}{bias})"
+        )
+
+
+class Conv1d(_ConvNd):
+    """1d convolution (cross-correlation) of ``(batch, channels, length)`` inputs.
+
+    Parameters
+    ----------
+    weight
+        ``(out_channels, in_channels / groups, kernel)``.
+    bias
+        ``(out_channels,)`` or ``None``.
+    stride, padding, dilation, groups
+        As in ``torch.nn.Conv1d``; ``padding`` may also be ``(before, after)`` pairs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> Conv1d(np.ones((1, 1, 2)))(np.array([[[1.0, 2.0, 3.0]]])).tolist()
+    [[[3.0, 5.0]]]
+    """
+
+    spatial = 1
+
+
+class Conv2d(_ConvNd):
+    """2d convolution (cross-correlation) of ``(batch, channels, height, width)`` inputs.
+
+    Parameters
+    ----------
+    weight
+        ``(out_channels, in_channels / groups, kernel_h, kernel_w)``.
+    bias
+        ``(out_channels,)`` or ``None``.
+    stride, padding, dilation, groups
+        As in ``torch.nn.Conv2d``; ``padding`` may also be per-side pairs
+        ``((top, bottom), (left, right))``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> Conv2d(np.ones((1, 1, 2, 2)))(np.ones((1, 1, 3, 3))).tolist()
+    [[[[4.0, 4.0], [4.0, 4.0]]]]
+    """
+
+    spatial = 2

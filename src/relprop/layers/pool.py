@@ -1,0 +1,193 @@
+"""Pooling layers; the maths lives in :mod:`relprop.ops.pool`.
+
+Max pools route relevance to the window maxima (their gradient; ties split evenly, where
+torch would pick one index). Average pools are parameter-free linear maps: composites
+give them the Norm rule, as zennit does.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from relprop._xp import Array
+from relprop.layers.base import Layer
+from relprop.ops.pool import (
+    adaptive_avg_pool,
+    adaptive_avg_pool_transpose,
+    avg_pool,
+    avg_pool_transpose,
+    max_pool,
+    max_pool_vjp,
+)
+
+__all__ = [
+    "AdaptiveAvgPool1d",
+    "AdaptiveAvgPool2d",
+    "AvgPool",
+    "AvgPool1d",
+    "AvgPool2d",
+    "MaxPool",
+    "MaxPool1d",
+    "MaxPool2d",
+]
+
+
+class _Pool(Layer):
+    spatial: int = 0
+    preserves_sign = True
+
+    def config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def check_input(self, shape: tuple[int, ...]) -> str | None:
+        if len(shape) != 2 + self.spatial:
+            return f"expects (batch, channels, {', '.join(['...'] * self.spatial)}), got {shape}"
+        return None
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v}" for k, v in self.config().items())
+        return f"{type(self).__name__}({options})"
+
+
+class MaxPool(_Pool):
+    """Max pooling; its vjp sends each window's value to the window's maxima.
+
+    Parameters follow ``torch.nn.MaxPool1d/2d`` (``stride=None`` means ``kernel_size``;
+    ``padding`` may also be ``(before, after)`` pairs; padding never wins).
+    """
+
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, ...],
+        stride: int | tuple[int, ...] | None = None,
+        padding: Any = 0,
+        dilation: int | tuple[int, ...] = 1,
+        ceil_mode: bool = False,
+    ) -> None:
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+        self.ceil_mode = ceil_mode
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "padding": self.padding,
+            "dilation": self.dilation,
+            "ceil_mode": self.ceil_mode,
+        }
+
+    def forward(self, x: Array, xp: ModuleType) -> Array:
+        return max_pool(x, xp=xp, **self.config())
+
+    def vjp(self, x: Array, v: Array, xp: ModuleType) -> Array:
+        return max_pool_vjp(x, v, xp=xp, **self.config())
+
+
+class MaxPool1d(MaxPool):
+    """Max pooling of ``(batch, channels, length)`` inputs."""
+
+    spatial = 1
+
+
+class MaxPool2d(MaxPool):
+    """Max pooling of ``(batch, channels, height, width)`` inputs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> MaxPool2d(2)(np.arange(16.0).reshape(1, 1, 4, 4)).tolist()
+    [[[[5.0, 7.0], [13.0, 15.0]]]]
+    """
+
+    spatial = 2
+
+
+class AvgPool(_Pool):
+    """Category of average pools: parameter-free linear maps (composites: Norm)."""
+
+
+class _WindowAvgPool(AvgPool):
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, ...],
+        stride: int | tuple[int, ...] | None = None,
+        padding: Any = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+    ) -> None:
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = padding
+        self.ceil_mode = ceil_mode
+        self.count_include_pad = count_include_pad
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "padding": self.padding,
+            "ceil_mode": self.ceil_mode,
+            "count_include_pad": self.count_include_pad,
+        }
+
+    def forward(self, x: Array, xp: ModuleType) -> Array:
+        return avg_pool(x, xp=xp, **self.config())
+
+    def vjp(self, x: Array, v: Array, xp: ModuleType) -> Array:
+        return avg_pool_transpose(v, tuple(x.shape), xp=xp, **self.config())
+
+
+class AvgPool1d(_WindowAvgPool):
+    """Average pooling of ``(batch, channels, length)`` inputs (``torch.nn.AvgPool1d``)."""
+
+    spatial = 1
+
+
+class AvgPool2d(_WindowAvgPool):
+    """Average pooling of ``(batch, channels, height, width)`` inputs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> AvgPool2d(2)(np.arange(16.0).reshape(1, 1, 4, 4)).tolist()
+    [[[[2.5, 4.5], [10.5, 12.5]]]]
+    """
+
+    spatial = 2
+
+
+class _AdaptiveAvgPool(AvgPool):
+    def __init__(self, output_size: int | tuple[int, ...]) -> None:
+        self.output_size = output_size
+
+    def config(self) -> dict[str, Any]:
+        return {"output_size": self.output_size}
+
+    def forward(self, x: Array, xp: ModuleType) -> Array:
+        return adaptive_avg_pool(x, self.output_size, xp=xp)
+
+    def vjp(self, x: Array, v: Array, xp: ModuleType) -> Array:
+        return adaptive_avg_pool_transpose(v, tuple(x.shape), xp=xp)
+
+
+class AdaptiveAvgPool1d(_AdaptiveAvgPool):
+    """Adaptive average pooling of ``(batch, channels, length)`` inputs."""
+
+    spatial = 1
+
+
+class AdaptiveAvgPool2d(_AdaptiveAvgPool):
+    """Adaptive average pooling to ``output_size`` (``1``: global average pooling).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> AdaptiveAvgPool2d(1)(np.arange(4.0).reshape(1, 1, 2, 2)).tolist()
+    [[[[1.5]]]]
+    """
+
+    spatial = 2

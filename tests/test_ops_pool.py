@@ -1,0 +1,576 @@
+"""``relprop.ops`` pooling and padding on the backend under test.
+
+Oracles: per-output-element loops in NumPy float64 written from torch's definitions
+(output size with ``ceil_mode``, average divisors with ``count_include_pad``, adaptive
+windows ``[floor(i L / m), ceil((i + 1) L / m))``), the tie-splitting rule of
+``max_pool_vjp`` written as a loop, the dot-product identity for every linear op, the
+backend's own VJP (torch autograd, ``jax.vjp``, finite differences on NumPy /
+array-api-strict: exact up to rounding for piecewise-linear maps away from kinks), and,
+on torch, ``torch.nn.functional``. Native and portable paths are compared on every backend.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from helpers import BACKEND, assert_close, on_backend
+
+import relprop as rp
+from relprop import ops
+
+EXACT = BACKEND in ("torch", "jax")
+RTOL = {"float64": 1e-12, "float32": 1e-5}
+VJP_RTOL = 1e-12 if EXACT else 1e-8
+NATIVE_IDS = ["native", "portable"]
+
+
+def close(actual, expected: np.ndarray, dtype: str = "float64", rtol: float | None = None):
+    """Library, dtype, shape, then values within ``rtol`` relative to the largest entry."""
+    rtol = RTOL[dtype] if rtol is None else rtol
+    finite = np.abs(expected[np.isfinite(expected)])
+    scale = float(finite.max()) if finite.size else 1.0
+    assert_close(actual, expected, dtype=dtype, rtol=rtol, atol=rtol * (scale or 1.0))
+
+
+def per_axis(value, n):
+    return (value,) * n if isinstance(value, int) else tuple(value)
+
+
+def pairs(padding, n):
+    if isinstance(padding, int):
+        return [(padding, padding)] * n
+    return [(p, p) if isinstance(p, int) else tuple(p) for p in padding]
+
+
+def dot(a, b) -> float:
+    return float(np.vdot(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)))
+
+
+# ---------------------------------------------------------------------------------------
+# NumPy loop references (torch's definitions)
+# ---------------------------------------------------------------------------------------
+
+
+def geometry(spatial, kernel, stride, pads, dilation, ceil_mode):
+    """torch's output size; a last ceil-mode window must start inside input + left pad."""
+    out = []
+    for size, k, s, d, (b, a) in zip(spatial, kernel, stride, dilation, pads, strict=True):
+        room = size + b + a - d * (k - 1) - 1
+        o = -(-room // s) + 1 if ceil_mode else room // s + 1
+        if ceil_mode and (o - 1) * s >= size + b:
+            o -= 1
+        out.append(o)
+    return out
+
+
+def windows(spatial, kernel, stride, pads, dilation, out):
+    """For each output index j: the input positions of its taps (None: padding/overhang)
+    and the taps counted with padding (inside [0, before + size + after))."""
+    n = len(spatial)
+    for j in np.ndindex(*out):
+        taps, in_padded = [], 0
+        for t in np.ndindex(*kernel):
+            pos = [j[a] * stride[a] + t[a] * dilation[a] for a in range(n)]
+            inside_padded = all(
+                0 <= p < pads[a][0] + spatial[a] + pads[a][1] for a, p in enumerate(pos)
+            )
+            in_padded += inside_padded
+            inside = all(pads[a][0] <= p < pads[a][0] + spatial[a] for a, p in enumerate(pos))
+            taps.append(tuple(p - pads[a][0] for a, p in enumerate(pos)) if inside else None)
+        yield j, taps, in_padded
+
+
+def ref_max_pool(x, kernel, stride, pads, dilation, ceil_mode):
+    spatial = x.shape[2:]
+    out_sp = geometry(spatial, kernel, stride, pads, dilation, ceil_mode)
+    out = np.full((*x.shape[:2], *out_sp), -np.inf)
+    for j, taps, _ in windows(spatial, kernel, stride, pads, dilation, out_sp):
+        for tap in taps:
+            if tap is not None:
+                out[(..., *j)] = np.maximum(out[(..., *j)], x[(..., *tap)])
+    return out
+
+
+def ref_max_pool_vjp(x, v, kernel, stride, pads, dilation, ceil_mode):
+    """Each window's v split evenly among its maximal elements."""
+    spatial = x.shape[2:]
+    out_sp = geometry(spatial, kernel, stride, pads, dilation, ceil_mode)
+    g = np.zeros_like(x)
+    for i, c in np.ndindex(*x.shape[:2]):
+        for j, taps, _ in windows(spatial, kernel, stride, pads, dilation, out_sp):
+            values = {tap: x[(i, c, *tap)] for tap in taps if tap is not None}
+            top = max(values.values())
+            winners = [tap for tap, value in values.items() if value == top]
+            for tap in winners:
+                g[(i, c, *tap)] += v[(i, c, *j)] / len(winners)
+    return g
+
+
+def ref_avg_pool(x, kernel, stride, pads, ceil_mode, include_pad):
+    n = x.ndim - 2
+    spatial = x.shape[2:]
+    ones = (1,) * n
+    out_sp = geometry(spatial, kernel, stride, pads, ones, ceil_mode)
+    out = np.zeros((*x.shape[:2], *out_sp))
+    for j, taps, in_padded in windows(spatial, kernel, stride, pads, ones, out_sp):
+        inside = [tap for tap in taps if tap is not None]
+        total = sum((x[(..., *tap)] for tap in inside), np.zeros(x.shape[:2]))
+        out[(..., *j)] = total / (in_padded if include_pad else len(inside))
+    return out
+
+
+def ref_avg_pool_transpose(v, shape, kernel, stride, pads, ceil_mode, include_pad):
+    n = len(shape) - 2
+    spatial = shape[2:]
+    ones = (1,) * n
+    out_sp = geometry(spatial, kernel, stride, pads, ones, ceil_mode)
+    g = np.zeros(shape)
+    for j, taps, in_padded in windows(spatial, kernel, stride, pads, ones, out_sp):
+        inside = [tap for tap in taps if tap is not None]
+        divisor = in_padded if include_pad else len(inside)
+        for tap in inside:
+            g[(..., *tap)] += v[(..., *j)] / divisor
+    return g
+
+
+def adaptive_windows(spatial, out):
+    bounds = [
+        [((i * size) // m, -(-((i + 1) * size) // m)) for i in range(m)]
+        for size, m in zip(spatial, out, strict=True)
+    ]
+    for j in np.ndindex(*out):
+        ranges = [range(*bounds[a][j[a]]) for a in range(len(out))]
+        yield j, list(itertools.product(*ranges))
+
+
+def ref_adaptive(x, out):
+    y = np.zeros((*x.shape[:2], *out))
+    for j, taps in adaptive_windows(x.shape[2:], out):
+        y[(..., *j)] = sum(x[(..., *tap)] for tap in taps) / len(taps)
+    return y
+
+
+def ref_adaptive_transpose(v, shape):
+    g = np.zeros(shape)
+    for j, taps in adaptive_windows(shape[2:], v.shape[2:]):
+        for tap in taps:
+            g[(..., *tap)] += v[(..., *j)] / len(taps)
+    return g
+
+
+# ---------------------------------------------------------------------------------------
+# cases (few shapes: JAX compiles per shape)
+# ---------------------------------------------------------------------------------------
+
+X2, X1 = (2, 3, 7, 6), (2, 3, 9)
+
+MAX_CASES = {
+    "2d-k2": dict(x=X2, kernel_size=2, stride=None, padding=0, dilation=1, ceil_mode=False),
+    # ceil mode with an overhang past the padding on both axes
+    "2d-k2x3-s2-ceil": dict(x=X2, kernel_size=(2, 3), stride=2, padding=(0, 1), dilation=1,
+                            ceil_mode=True),
+    "2d-asym-dil": dict(x=X2, kernel_size=2, stride=1, padding=((1, 0), (0, 1)),
+                        dilation=(2, 1), ceil_mode=False),
+    # ceil mode where torch drops a last window that would start in the right padding
+    "1d-k2-s2-p1-ceil": dict(x=X1, kernel_size=2, stride=2, padding=1, dilation=1,
+                             ceil_mode=True),
+    "1d-k3-s1-dil2": dict(x=X1, kernel_size=3, stride=1, padding=((2, 1),), dilation=2,
+                          ceil_mode=False),
+}
+
+AVG_CASES = {
+    "2d-k2": dict(x=X2, kernel_size=2, stride=None, padding=0, ceil_mode=False,
+                  count_include_pad=True),
+    "2d-k2x3-s2-ceil-include": dict(x=X2, kernel_size=(2, 3), stride=2, padding=(0, 1),
+                                    ceil_mode=True, count_include_pad=True),
+    "2d-k2x3-s2-ceil-exclude": dict(x=X2, kernel_size=(2, 3), stride=2, padding=(0, 1),
+                                    ceil_mode=True, count_include_pad=False),
+    "2d-asym-exclude": dict(x=X2, kernel_size=(2, 3), stride=(1, 2),
+                            padding=((1, 0), (1, 1)), ceil_mode=False,
+                            count_include_pad=False),
+    "1d-k2-s2-p1-ceil-include": dict(x=X1, kernel_size=2, stride=2, padding=1,
+                                     ceil_mode=True, count_include_pad=True),
+    "1d-k3-s2-asym-exclude": dict(x=X1, kernel_size=3, stride=2, padding=((1, 0),),
+                                  ceil_mode=True, count_include_pad=False),
+}
+
+ADAPTIVE_CASES = {
+    "2d-global": dict(x=X2, output_size=1),
+    "2d-3x4": dict(x=X2, output_size=(3, 4)),
+    "2d-none-2": dict(x=X2, output_size=(None, 2)),
+    "1d-4": dict(x=X1, output_size=4),
+    "1d-global": dict(x=X1, output_size=1),
+}
+
+# JAX compiles every op once per shape and geometry (~50 ms per eager op here, ~0.3-1 s
+# per jitted function): on JAX the ops run on the cases in JAX_CASES, and the portable
+# paths (many small eager ops) on JAX_PORTABLE; the other cases are skipped there
+# (visibly) and run on every other backend. Between them the JAX cases cover 1d and 2d,
+# stride, asymmetric padding, dilation, ceil mode with an overhang, both
+# count_include_pad settings, global and general adaptive pooling.
+JAX_CASES = {"2d-k2x3-s2-ceil", "1d-k3-s1-dil2", "2d-k2x3-s2-ceil-include",
+             "1d-k3-s2-asym-exclude", "2d-3x4", "2d-global", "1d-4"}
+JAX_PORTABLE = {"2d-k2x3-s2-ceil", "1d-k3-s1-dil2", "1d-k3-s2-asym-exclude", "2d-3x4"}
+JAX_SKIP = pytest.mark.skip(reason="on JAX only the JAX_CASES / JAX_PORTABLE cases run")
+
+
+def params(cases, natives=(True, False)):
+    result = []
+    for name in sorted(cases):
+        for native in natives:
+            skip = BACKEND == "jax" and name not in (JAX_CASES if native else JAX_PORTABLE)
+            result.append(pytest.param(name, native, id=f"{name}-{NATIVE_IDS[not native]}",
+                                       marks=JAX_SKIP if skip else ()))
+    return result
+
+
+def portable_params(cases):
+    return [pytest.param(p.values[0], id=p.id.removesuffix("-portable"), marks=p.marks)
+            for p in params(cases, natives=(False,))]
+
+
+def max_args(case):
+    n = len(case["x"]) - 2
+    kernel = per_axis(case["kernel_size"], n)
+    stride = kernel if case["stride"] is None else per_axis(case["stride"], n)
+    return kernel, stride, pairs(case["padding"], n), per_axis(case["dilation"], n)
+
+
+def avg_args(case):
+    n = len(case["x"]) - 2
+    kernel = per_axis(case["kernel_size"], n)
+    stride = kernel if case["stride"] is None else per_axis(case["stride"], n)
+    return kernel, stride, pairs(case["padding"], n)
+
+
+def max_kwargs(case):
+    return {k: case[k] for k in ("stride", "padding", "dilation", "ceil_mode")}
+
+
+def avg_kwargs(case):
+    return {k: case[k] for k in ("stride", "padding", "ceil_mode", "count_include_pad")}
+
+
+def distinct_values(rng, shape):
+    """Values at least 0.1 apart: no ties, and no finite-difference step crosses a kink."""
+    return (rng.permutation(int(np.prod(shape))) * 0.1 - 3.0).reshape(shape)
+
+
+# ---------------------------------------------------------------------------------------
+# max pooling
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "native"), params(MAX_CASES))
+def test_max_pool_matches_loop_reference(name: str, native: bool) -> None:
+    case = MAX_CASES[name]
+    x = np.random.default_rng(0).normal(size=case["x"])
+    kernel, stride, pads, dilation = max_args(case)
+    out = ops.max_pool(on_backend(x), case["kernel_size"], native=native, **max_kwargs(case))
+    close(out, ref_max_pool(x, kernel, stride, pads, dilation, case["ceil_mode"]))
+
+
+@pytest.mark.parametrize(("name", "native"), params(MAX_CASES))
+def test_max_pool_vjp_splits_ties_evenly(name: str, native: bool) -> None:
+    """Integer inputs from {0, 1, 2}: most windows have tied maxima."""
+    case = MAX_CASES[name]
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 3, size=case["x"]).astype(np.float64)
+    kernel, stride, pads, dilation = max_args(case)
+    out_shape = ref_max_pool(x, kernel, stride, pads, dilation, case["ceil_mode"]).shape
+    v = rng.normal(size=out_shape)
+    g = ops.max_pool_vjp(on_backend(x), on_backend(v), case["kernel_size"], native=native,
+                         **max_kwargs(case))
+    expected = ref_max_pool_vjp(x, v, kernel, stride, pads, dilation, case["ceil_mode"])
+    close(g, expected)
+    # every window gives all of its v to its winners
+    assert float(np.sum(rp.to_numpy(g))) == pytest.approx(float(v.sum()), rel=1e-12)
+
+
+def test_max_pool_vjp_ties_by_hand() -> None:
+    """2x2 windows over a (2, 3) input: three tied ones share 6 as 2 each; with stride 1
+    the overlapping second window's 4 goes to its two tied ones, 2 each, and adds up."""
+    x = on_backend(np.array([[[[1.0, 1.0, 0.0], [0.0, 1.0, 0.0]]]]))
+    # on JAX the portable tie split runs in test_max_pool_vjp_splits_ties_evenly only
+    for native in (True,) if BACKEND == "jax" else (True, False):
+        g = ops.max_pool_vjp(x, on_backend(np.array([[[[6.0]]]])), 2, native=native)
+        close(g, np.array([[[[2.0, 2.0, 0.0], [0.0, 2.0, 0.0]]]]))
+        g = ops.max_pool_vjp(x, on_backend(np.array([[[[6.0, 4.0]]]])), 2, stride=1,
+                             native=native)
+        close(g, np.array([[[[2.0, 4.0, 0.0], [0.0, 4.0, 0.0]]]]))
+
+
+@pytest.mark.parametrize(("name", "native"), params(MAX_CASES))
+def test_max_pool_vjp_without_ties_is_backend_vjp(name: str, native: bool) -> None:
+    case = MAX_CASES[name]
+    rng = np.random.default_rng(2)
+    x = distinct_values(rng, case["x"])
+    xb = on_backend(x)
+
+    def forward(a):
+        return ops.max_pool(a, case["kernel_size"], native=native, **max_kwargs(case))
+
+    v = on_backend(rng.normal(size=tuple(forward(xb).shape)))
+    expected = rp.to_numpy(rp.vjp(forward, xb, v)).astype(np.float64)
+    g = ops.max_pool_vjp(xb, v, case["kernel_size"], native=native, **max_kwargs(case))
+    close(g, expected, rtol=VJP_RTOL)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", portable_params(MAX_CASES))
+def test_max_pool_native_equals_portable(name: str, dtype: str) -> None:
+    case = MAX_CASES[name]
+    rng = np.random.default_rng(3)
+    xb = on_backend(rng.integers(0, 4, size=case["x"]) + 0.25 * rng.normal(size=case["x"]),
+                    dtype)
+    kwargs = max_kwargs(case)
+    native = ops.max_pool(xb, case["kernel_size"], **kwargs)
+    close(native, rp.to_numpy(ops.max_pool(xb, case["kernel_size"], native=False, **kwargs)),
+          dtype)
+    tied = on_backend(rng.integers(0, 3, size=case["x"]), dtype)
+    v = on_backend(rng.normal(size=tuple(native.shape)), dtype)
+    close(ops.max_pool_vjp(tied, v, case["kernel_size"], **kwargs),
+          rp.to_numpy(ops.max_pool_vjp(tied, v, case["kernel_size"], native=False, **kwargs)),
+          dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# average pooling
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "native"), params(AVG_CASES))
+def test_avg_pool_matches_loop_reference(name: str, native: bool) -> None:
+    case = AVG_CASES[name]
+    x = np.random.default_rng(4).normal(size=case["x"])
+    kernel, stride, pads = avg_args(case)
+    out = ops.avg_pool(on_backend(x), case["kernel_size"], native=native, **avg_kwargs(case))
+    close(out, ref_avg_pool(x, kernel, stride, pads, case["ceil_mode"],
+                            case["count_include_pad"]))
+
+
+@pytest.mark.parametrize(("name", "native"), params(AVG_CASES))
+def test_avg_pool_transpose(name: str, native: bool) -> None:
+    """Loop reference, dot-product identity and the backend's VJP of avg_pool."""
+    case = AVG_CASES[name]
+    rng = np.random.default_rng(5)
+    kernel, stride, pads = avg_args(case)
+    x = rng.normal(size=case["x"])
+    xb = on_backend(x)
+
+    def forward(a):
+        return ops.avg_pool(a, case["kernel_size"], native=native, **avg_kwargs(case))
+
+    y = forward(xb)
+    v = rng.normal(size=tuple(y.shape))
+    vb = on_backend(v)
+    g = ops.avg_pool_transpose(vb, case["x"], case["kernel_size"], native=native,
+                               **avg_kwargs(case))
+    close(g, ref_avg_pool_transpose(v, case["x"], kernel, stride, pads, case["ceil_mode"],
+                                    case["count_include_pad"]))
+    assert dot(rp.to_numpy(y), v) == pytest.approx(dot(x, rp.to_numpy(g)), rel=1e-12)
+    close(g, rp.to_numpy(rp.vjp(forward, xb, vb)), rtol=VJP_RTOL)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", portable_params(AVG_CASES))
+def test_avg_pool_native_equals_portable(name: str, dtype: str) -> None:
+    case = AVG_CASES[name]
+    rng = np.random.default_rng(6)
+    xb = on_backend(rng.normal(size=case["x"]), dtype)
+    kwargs = avg_kwargs(case)
+    native = ops.avg_pool(xb, case["kernel_size"], **kwargs)
+    close(native, rp.to_numpy(ops.avg_pool(xb, case["kernel_size"], native=False, **kwargs)),
+          dtype)
+    v = on_backend(rng.normal(size=tuple(native.shape)), dtype)
+    close(ops.avg_pool_transpose(v, case["x"], case["kernel_size"], **kwargs),
+          rp.to_numpy(ops.avg_pool_transpose(v, case["x"], case["kernel_size"], native=False,
+                                             **kwargs)), dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# adaptive average pooling
+# ---------------------------------------------------------------------------------------
+
+
+def adaptive_out(case) -> tuple[int, ...]:
+    spatial = case["x"][2:]
+    size = case["output_size"]
+    sizes = (size,) * len(spatial) if isinstance(size, int) else size
+    return tuple(s if m is None else m for m, s in zip(sizes, spatial, strict=True))
+
+
+@pytest.mark.parametrize(("name", "native"), params(ADAPTIVE_CASES))
+def test_adaptive_avg_pool(name: str, native: bool) -> None:
+    """Forward and transpose against the loops; dot product; native == portable."""
+    case = ADAPTIVE_CASES[name]
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=case["x"])
+    out = adaptive_out(case)
+    y = ops.adaptive_avg_pool(on_backend(x), case["output_size"], native=native)
+    close(y, ref_adaptive(x, out))
+    v = rng.normal(size=(*case["x"][:2], *out))
+    g = ops.adaptive_avg_pool_transpose(on_backend(v), case["x"], native=native)
+    close(g, ref_adaptive_transpose(v, case["x"]))
+    assert dot(rp.to_numpy(y), v) == pytest.approx(dot(x, rp.to_numpy(g)), rel=1e-12)
+
+
+@pytest.mark.parametrize(("name", "native"), params(ADAPTIVE_CASES))
+def test_adaptive_avg_pool_transpose_is_backend_vjp(name: str, native: bool) -> None:
+    case = ADAPTIVE_CASES[name]
+    rng = np.random.default_rng(8)
+    xb = on_backend(rng.normal(size=case["x"]))
+    v = on_backend(rng.normal(size=(*case["x"][:2], *adaptive_out(case))))
+
+    def forward(a):
+        return ops.adaptive_avg_pool(a, case["output_size"], native=native)
+
+    close(ops.adaptive_avg_pool_transpose(v, case["x"], native=native),
+          rp.to_numpy(rp.vjp(forward, xb, v)), rtol=VJP_RTOL)
+
+
+# ---------------------------------------------------------------------------------------
+# padding
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("native", [True, False], ids=NATIVE_IDS)
+@pytest.mark.parametrize("value", [0.0, 2.5, float("-inf")])
+def test_pad(value: float, native: bool) -> None:
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=X2)
+    pads = ((1, 2), (0, 3))
+    out = ops.pad(on_backend(x), pads, value, native=native)
+    close(out, np.pad(x, ((0, 0), (0, 0), *pads), constant_values=value))
+    x1 = rng.normal(size=X1)
+    close(ops.pad(on_backend(x1), 2, value, native=native),
+          np.pad(x1, ((0, 0), (0, 0), (2, 2)), constant_values=value))
+
+
+def test_pad_transpose_is_adjoint() -> None:
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=X2)
+    pads = ((1, 2), 1)
+    y = ops.pad(on_backend(x), pads)
+    v = rng.normal(size=tuple(y.shape))
+    g = ops.pad_transpose(on_backend(v), pads)
+    close(g, v[:, :, 1:-2, 1:-1])
+    assert dot(rp.to_numpy(y), v) == pytest.approx(dot(x, rp.to_numpy(g)), rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# torch.nn.functional (torch session)
+# ---------------------------------------------------------------------------------------
+
+# stride None (= the kernel: 2 or 3) or 1 (overlapping windows); the loop references
+# above cover further strides on every backend
+MAX_GRID = list(itertools.product((1, 2), (2, 3), (None, 1), (0, 1), (1, 2), (False, True)))
+AVG_GRID = list(itertools.product((1, 2), (2, 3), (None, 1), (0, 1), (False, True),
+                                  (False, True)))
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="compares with torch.nn.functional")
+@pytest.mark.parametrize(("n", "kernel", "stride", "padding", "dilation", "ceil_mode"), MAX_GRID)
+def test_max_pool_matches_torch(n, kernel, stride, padding, dilation, ceil_mode) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    fn = F.max_pool1d if n == 1 else F.max_pool2d
+    shape = (2, 3, 9) if n == 1 else (2, 3, 8, 7)
+    x = torch.asarray(distinct_values(np.random.default_rng(11), shape))
+    point = x.clone().requires_grad_(True)
+    expected = fn(point, kernel, stride, padding, dilation, ceil_mode)
+    v = torch.asarray(np.random.default_rng(12).normal(size=tuple(expected.shape)))
+    (grad,) = torch.autograd.grad(expected, point, grad_outputs=v)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode)
+    for native in (True, False):
+        close(ops.max_pool(x, kernel, native=native, **kwargs), expected.detach().numpy())
+        close(ops.max_pool_vjp(x, v, kernel, native=native, **kwargs), grad.numpy())
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="compares with torch.nn.functional")
+@pytest.mark.parametrize(("n", "kernel", "stride", "padding", "ceil_mode", "include"), AVG_GRID)
+def test_avg_pool_matches_torch(n, kernel, stride, padding, ceil_mode, include) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    fn = F.avg_pool1d if n == 1 else F.avg_pool2d
+    shape = (2, 3, 9) if n == 1 else (2, 3, 8, 7)
+    x = torch.asarray(np.random.default_rng(13).normal(size=shape))
+    point = x.clone().requires_grad_(True)
+    expected = fn(point, kernel, stride, padding, ceil_mode, include)
+    v = torch.asarray(np.random.default_rng(14).normal(size=tuple(expected.shape)))
+    (grad,) = torch.autograd.grad(expected, point, grad_outputs=v)
+    kwargs = dict(stride=stride, padding=padding, ceil_mode=ceil_mode, count_include_pad=include)
+    for native in (True, False):
+        close(ops.avg_pool(x, kernel, native=native, **kwargs), expected.detach().numpy())
+        close(ops.avg_pool_transpose(v, shape, kernel, native=native, **kwargs), grad.numpy())
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="compares with torch.nn.functional")
+@pytest.mark.parametrize("name", sorted(ADAPTIVE_CASES))
+def test_adaptive_avg_pool_matches_torch(name: str) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    case = ADAPTIVE_CASES[name]
+    fn = F.adaptive_avg_pool1d if len(case["x"]) == 3 else F.adaptive_avg_pool2d
+    x = torch.asarray(np.random.default_rng(15).normal(size=case["x"]))
+    point = x.clone().requires_grad_(True)
+    expected = fn(point, case["output_size"])
+    v = torch.asarray(np.random.default_rng(16).normal(size=tuple(expected.shape)))
+    (grad,) = torch.autograd.grad(expected, point, grad_outputs=v)
+    for native in (True, False):
+        close(ops.adaptive_avg_pool(x, case["output_size"], native=native),
+              expected.detach().numpy())
+        close(ops.adaptive_avg_pool_transpose(v, case["x"], native=native), grad.numpy())
+
+
+# ---------------------------------------------------------------------------------------
+# jax.jit (JAX session)
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="jax.jit is JAX only")
+def test_jit() -> None:
+    import jax
+
+    case = MAX_CASES["2d-k2x3-s2-ceil"]
+    rng = np.random.default_rng(17)
+    x = rng.integers(0, 3, size=case["x"]).astype(np.float64)
+    kernel, stride, pads, dilation = max_args(case)
+    v = rng.normal(size=ref_max_pool(x, kernel, stride, pads, dilation, True).shape)
+    expected = ref_max_pool_vjp(x, v, kernel, stride, pads, dilation, True)
+    for native in (True, False):
+        fn = jax.jit(lambda a, u, native=native: ops.max_pool_vjp(
+            a, u, case["kernel_size"], native=native, **max_kwargs(case)))
+        close(fn(on_backend(x), on_backend(v)), expected)
+
+
+# ---------------------------------------------------------------------------------------
+# errors
+# ---------------------------------------------------------------------------------------
+
+
+def test_errors() -> None:
+    x = on_backend(np.ones(X2))
+    with pytest.raises(ValueError, match="more than half"):
+        ops.max_pool(x, 2, padding=2)
+    with pytest.raises(ValueError, match="more than half"):
+        ops.avg_pool(x, 3, padding=((0, 2), 0))
+    with pytest.raises(ValueError, match="v has shape"):
+        ops.max_pool_vjp(x, on_backend(np.ones((2, 3, 2, 2))), 2)
+    with pytest.raises(ValueError, match="v has shape"):
+        ops.avg_pool_transpose(on_backend(np.ones((2, 3, 2, 2))), X2, 2)
+    with pytest.raises(ValueError, match="output_size"):
+        ops.adaptive_avg_pool(x, (1, 2, 3))
+    with pytest.raises(ValueError, match="kernel_size"):
+        ops.max_pool(x, (2, 2, 2))
+    with pytest.raises(TypeError, match="real floating"):
+        ops.max_pool(on_backend(np.ones(X2), "int64"), 2)
+    with pytest.raises(ValueError, match="length"):
+        ops.avg_pool(on_backend(np.ones((2, 3))), 2)
+    with pytest.raises(ValueError, match="pads"):
+        ops.pad(x, ((1, 2, 3), 0))
