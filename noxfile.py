@@ -86,11 +86,15 @@ def tests(session: nox.Session, backend: str) -> None:
             "--ignore=src/relprop/autodiff/_jax.py",
         ]
     # Default success_codes=[0]: exit code 5 (no tests collected) fails the session.
+    # One worker per core, each taking whole files (JAX compiles every new op and shape
+    # once per process; files keep their own module-level state together).
+    workers = ["-n", "auto", "--dist", "loadfile"]
     session.run(
         "python",
         "-m",
         "pytest",
         f"--junitxml={report}",
+        *workers,
         *(session.posargs or doctests),
         env=env,
     )
