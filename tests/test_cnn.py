@@ -12,10 +12,20 @@ and, as the reference, on NumPy in the same process (same dtype):
 Checked: forward and relevance parity with NumPy (float64 rtol 1e-10, float32 rtol 1e-5,
 each with ``atol = rtol * max|R_ref|`` as in ``test_parity.py``); conservation on bias-free
 versions (epsilon -> 0: the input relevance sums to the explained logit, layer by layer
-for the Sequential); LRP-0 == gradient x input on a bias-free CNN with average pools only;
-``MergeBatchNorm`` keeps the forward and leaves the user's model alone; relevance at a
-node read by two consumers is the sum of what each sends back; ``return_layers`` of a
-Graph.
+for the Sequential); LRP-0 == gradient x input on a ReLU CNN with average pools only
+(bias-free, and with biases, which do not change that identity); ``MergeBatchNorm`` keeps
+the forward and leaves the user's model alone; relevance at a node read by two consumers
+is the sum of what each sends back; ``return_layers`` of a Graph, and of the same chain as
+a Sequential and as a Graph.
+
+Largest relevance parity errors measured (``max|R - R_numpy| / max|R_numpy|``, torch 2.13
+CPU, jax 0.10): float64 torch 2.0e-16, jax 7.7e-16, array_api_strict 9.1e-16 (its
+convolutions take the portable path, NumPy's the native one); float32 (also measured on
+the VGG) torch 4.2e-7, jax 3.7e-7, array_api_strict 7.0e-7.
+
+JAX compiles every operation once per shape and dtype, which dominates its run time here:
+both networks share their channel counts (4) and input shape, and float32 relevance is
+checked on the graph only.
 """
 
 from __future__ import annotations
@@ -188,8 +198,7 @@ COMPOSITES = {
 }
 
 
-# every composite in float64; float32 once, on the graph (JAX compiles every op once per
-# shape and dtype, which dominates its run time here)
+# every composite in float64; float32 once, on the graph (see the module docstring)
 PARITY_CASES = [(arch, name, "float64") for arch in ARCHS for name in COMPOSITES]
 PARITY_CASES.append(("resnet", "EpsilonGammaBox", "float32"))
 

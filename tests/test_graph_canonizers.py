@@ -143,3 +143,19 @@ def test_gradient_through_a_graph_matches_autodiff_of_its_forward():
     tolerance = 1e-6 if rp.default_backend() in ("numpy", "array_api_strict", "cupy") else 1e-10
     assert_close(rp.gradient(graph, x, target=0), rp.to_numpy(rp.grad(logit, x)), rtol=tolerance,
                  atol=tolerance)
+
+
+def test_batchnorm_after_a_convolution_is_fused_before_the_one_in_front():
+    """BN -> conv -> BN: like zennit, the batch norm after the conv is fused; the one in
+    front is fused too where that is exact (no padding)."""
+    conv = rp.Conv2d(on_backend(RNG.normal(size=(2, 3, 3, 3))))
+    model = rp.Sequential([("bn0", _bn(rp.BatchNorm2d, 3)), ("conv", conv),
+                           ("bn1", _bn(rp.BatchNorm2d, 2))])
+    x = on_backend(RNG.normal(size=(2, 3, 6, 6)))
+    fused = canonize(model, [MergeBatchNorm()])
+    assert fused.names == ("conv",)
+    assert_close(fused(x), rp.to_numpy(model(x)), rtol=1e-11)
+    padded = rp.Sequential([("bn0", _bn(rp.BatchNorm2d, 3)),
+                            ("conv", rp.Conv2d(conv.weight, padding=1)),
+                            ("bn1", _bn(rp.BatchNorm2d, 2))])
+    assert canonize(padded, [MergeBatchNorm()]).names == ("bn0", "conv")

@@ -3,8 +3,8 @@
 Two hand-written float64 torch networks with seeded NumPy weights and non-trivial batch-norm
 statistics are explained by zennit (``zennit.attribution.Gradient`` under a composite, with
 ``attr_output = one_hot * output``: relprop's index-target convention) and by relprop models
-built by hand from the *same* parameter tensors (no copies; nothing here uses
-``rp.from_torch``):
+built by hand from the *same* parameter tensors (no copies; only
+``test_from_torch_model_matches_zennit`` uses ``rp.from_torch``, as a cross-check):
 
 - ``VGG``: Conv2d, BatchNorm2d, ReLU, MaxPool2d, Conv2d, BatchNorm2d, ReLU, AvgPool2d,
   Conv2d, ReLU, MaxPool2d, Flatten, Linear, BatchNorm1d, ReLU, Linear; input (2, 3, 16, 16).
@@ -51,6 +51,7 @@ EpsilonAlpha2Beta1Flat, merged batch norms  3.2e-16 [1.7e-13]   --
 EpsilonPlus, merged batch norms             2.9e-16 [1.3e-13]   --
 EpsilonGammaBox(-3, 3), merged batch norms  2.5e-16 [2.4e-13]   9.8e-16 [1.8e-13]
 no canonizer (batch norms Pass), worst      7.3e-16 [9.2e-13]   --
+EpsilonGammaBox, rp.from_torch model        2.5e-16 [2.4e-13]   9.8e-16 [1.8e-13]
 zennit 0.5.1's own canonizer (pinned)       0 [0]               7.8e-17 [3.3e-15]
 =========================================== =================== ===================
 
@@ -436,6 +437,26 @@ def test_resnet_residual_split_is_not_the_gradient():
     merge_only = zennit_relevance(net, x, zennit.composites.EpsilonPlusFlat(
         canonizers=[ExactSequentialMergeBatchNorm()]))
     assert not np.allclose(with_sum, merge_only, rtol=1e-3)
+
+
+# ------------------------------------------------------------------ rp.from_torch models
+
+
+@pytest.mark.parametrize("arch", ["VGG", "ResNet"])
+def test_from_torch_model_matches_zennit(arch):
+    """The same through ``rp.from_torch`` (torch.fx for the ResNet) instead of by hand."""
+    net = torch_vgg() if arch == "VGG" else torch_resnet()
+    x = _input()
+    model = rp.from_torch(net, example_input=x)
+    assert isinstance(model, rp.Sequential if arch == "VGG" else rp.Graph)
+    canonizer = ExactSequentialMergeBatchNorm() if arch == "VGG" else exact_resnet_canonizer()
+    reference, composite = _both("EpsilonGammaBox", [canonizer], [rp.canonizers.MergeBatchNorm()])
+    expected = zennit_relevance(net, x, reference)
+    actual = rp.lrp(model, x, target=TARGETS, composite=composite)
+    check_parity((arch, "EpsilonGammaBox (rp.from_torch model)"), actual, expected)
+    by_hand = relprop_sequential(net) if arch == "VGG" else relprop_resnet_by_hand(net)
+    same = rp.lrp(by_hand, x, target=TARGETS, composite=composite)
+    assert_close(actual, rp.to_numpy(same), dtype="float64", rtol=1e-12)
 
 
 # ------------------------------------------------- zennit 0.5.1's own batch-norm merging

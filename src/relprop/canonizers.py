@@ -98,10 +98,11 @@ def _merge_before(bn: BatchNorm, linear: Linear, xp: ModuleType) -> Linear | Non
 class MergeBatchNorm(Canonizer):
     """Fuse inference-time batch norms into the neighbouring linear layer.
 
-    A batch norm right after a dense or conv layer (which feeds nothing else) is fused into
-    it, as zennit's ``SequentialMergeBatchNorm`` does; one right before a dense layer, or a
-    convolution without padding and groups, is fused into that layer too. Either way the
-    fused layer keeps the linear layer's name and the batch norm disappears.
+    First every batch norm right after a dense or conv layer (which feeds nothing else) is
+    fused into it, as zennit's ``SequentialMergeBatchNorm`` does; then each remaining one
+    right before a dense layer, or a convolution without padding and groups, is fused into
+    that layer. The fused layer keeps the linear layer's name and the batch norm
+    disappears; a batch norm that fits neither case stays (composites give it Pass).
 
     .. math:: \\mathrm{bn}(Wx + b) = (aW)x + (ab + c), \\qquad
         W(ax + c) + b = (Wa)x + (Wc + b)
@@ -110,6 +111,11 @@ class MergeBatchNorm(Canonizer):
     """
 
     def apply(self, model: Model) -> Model:
+        # after-merges first, as zennit does, so a BN -> conv -> BN chain fuses the
+        # second batch norm into the conv and the first one into it only if still exact
+        return self._merge(self._merge(model, after=True), after=False)
+
+    def _merge(self, model: Model, *, after: bool) -> Model:
         xp = model.namespace()
         nodes = list(model.nodes())
         consumers: dict[str, list[str]] = {}
@@ -123,15 +129,16 @@ class MergeBatchNorm(Canonizer):
             if not isinstance(node.layer, BatchNorm) or len(node.inputs) != 1:
                 continue
             source = node.inputs[0]
-            producer = by_name.get(source)
-            if (
-                producer is not None
-                and isinstance(producer.layer, Linear)
-                and consumers.get(source) == [node.name]
-                and source not in replaced
-            ):
-                replaced[source] = _merge_after(producer.layer, node.layer, xp)
-                removed[node.name] = source
+            if after:
+                producer = by_name.get(source)
+                if (
+                    producer is not None
+                    and isinstance(producer.layer, Linear)
+                    and consumers.get(source) == [node.name]
+                    and source not in replaced
+                ):
+                    replaced[source] = _merge_after(producer.layer, node.layer, xp)
+                    removed[node.name] = source
                 continue
             readers = consumers.get(node.name, [])
             if len(readers) == 1 and isinstance(by_name[readers[0]].layer, Linear):
