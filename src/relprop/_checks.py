@@ -12,7 +12,7 @@ from array_api_compat import device
 
 from relprop._xp import Array, array_namespace, is_traced, library_of
 
-__all__ = ["check_input", "target_relevance"]
+__all__ = ["bound_like", "check_input", "target_relevance"]
 
 
 def _fails(check: Array) -> bool:
@@ -45,6 +45,26 @@ def check_input(x: Array, xp: ModuleType, params: dict[str, Array], name: str = 
         raise ValueError(
             f"{name} contains NaN or infinite values; relevance of such input is undefined."
         )
+
+
+def bound_like(value: float | Array, x: Array, xp: ModuleType, name: str, x_name: str) -> Array:
+    """An input bound (a float, or an array broadcastable to ``x``) as an array like ``x``.
+
+    Used by the ZBox rule and the zB root points; ``name`` and ``x_name`` are how errors
+    call the bound and the array it must fit.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return xp.full_like(x, float(value))
+    if library_of(value) != library_of(x):
+        array_namespace(**{name: value, x_name: x})  # raises the TypeError naming both
+    try:
+        return xp.broadcast_to(xp.astype(value, x.dtype), x.shape)
+    except (ValueError, RuntimeError) as error:
+        raise ValueError(
+            f"{name} of shape {tuple(getattr(value, 'shape', ()))} does not broadcast to "
+            f"{x_name} of shape {tuple(x.shape)}; pass a float or an array of a broadcastable "
+            "shape."
+        ) from error
 
 
 def target_relevance(out: Array, target: object, xp: ModuleType, *, scale: bool = True) -> Array:

@@ -28,7 +28,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from types import ModuleType
 
-from relprop._xp import Array, array_namespace, is_traced, library_of
+from relprop._checks import bound_like
+from relprop._xp import Array, is_traced
 from relprop.layers import Layer, Linear
 from relprop.layers.merge import Merge
 
@@ -427,21 +428,6 @@ class Gamma(_ParamRule):
         return result
 
 
-def _bound(value: float | Array, x: Array, xp: ModuleType, name: str) -> Array:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return xp.full_like(x, float(value))
-    if library_of(value) != library_of(x):
-        array_namespace(**{f"ZBox {name}": value, "the layer input": x})  # raises the TypeError
-    try:
-        return xp.broadcast_to(xp.astype(value, x.dtype), x.shape)
-    except (ValueError, RuntimeError) as error:
-        raise ValueError(
-            f"ZBox {name} of shape {tuple(value.shape)} does not broadcast to the input shape "
-            f"{tuple(x.shape)} of the layer it explains; pass a float or an array of a "
-            "broadcastable shape."
-        ) from error
-
-
 class ZBox(_ParamRule):
     r"""LRP-z^B for inputs bounded by ``low <= x <= high`` (pixels).
 
@@ -477,8 +463,8 @@ class ZBox(_ParamRule):
     def _linear_relevance(
         self, layer: Linear, x: Array, out: Array, R: Array, xp: ModuleType, nonnegative: bool
     ) -> Array:
-        low = _bound(self.low, x, xp, "low")
-        high = _bound(self.high, x, xp, "high")
+        low = bound_like(self.low, x, xp, "ZBox low", "the input of the layer it explains")
+        high = bound_like(self.high, x, xp, "ZBox high", "the input of the layer it explains")
         inverted = xp.any(low > high)
         if not is_traced(inverted) and bool(inverted):
             raise ValueError("ZBox needs low <= high everywhere; some low bound exceeds its high.")

@@ -209,7 +209,8 @@ class FullBackwardResult:
         """The upper result at the root of column ``neuron`` of ``sample`` (batch of 1)."""
         if self.upper_at_roots is None:
             return None
-        return _select_row(self.upper_at_roots, sample * len(self.neurons) + neuron)
+        row = sample * len(self.neurons) + neuron
+        return _select_rows(self.upper_at_roots, row, row + 1)
 
     def chain(self) -> list[FullBackwardResult | OutputResult]:
         """This node and the upper results at the real input, layer by layer up to the
@@ -343,34 +344,6 @@ class FullBackwardResult:
             lines.append(f'  "{a}" -> "{b}";')
         lines.append("}")
         return "\n".join(lines) + "\n"
-
-
-def _select_row(node: FullBackwardResult | OutputResult,
-                row: int) -> FullBackwardResult | OutputResult:
-    """Row ``row`` of a batched node (and the rows of its subtrees that belong to it)."""
-    if isinstance(node, OutputResult):
-        return OutputResult(node.layer, node.name, node.input[row:row + 1, ...],
-                            node.relevance[row:row + 1, ...], node.target)
-    n = len(node.neurons)
-
-    def cut(a: Array | None) -> Array | None:
-        return None if a is None else a[row:row + 1, ...]
-
-    upper_roots = None
-    if node.upper_at_roots is not None:
-        upper_roots = _select_rows(node.upper_at_roots, row * n, (row + 1) * n)
-    return FullBackwardResult(
-        layer=node.layer, name=node.name, input=cut(node.input),
-        relevance=cut(node.relevance), upper_relevance=cut(node.upper_relevance),
-        roots=cut(node.roots), root_relevance=cut(node.root_relevance),
-        gradients=cut(node.gradients), contributions=cut(node.contributions),
-        slopes=cut(node.slopes), found=cut(node.found), same_region=cut(node.same_region),
-        cache_hit=cut(node.cache_hit), neurons=node.neurons,
-        output_at_input=cut(node.output_at_input), output_at_root=cut(node.output_at_root),
-        upper_at_input=None if node.upper_at_input is None else _select_row(
-            node.upper_at_input, row),
-        upper_at_roots=upper_roots,
-    )
 
 
 def _select_rows(node: FullBackwardResult | OutputResult, first: int,

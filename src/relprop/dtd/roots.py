@@ -35,7 +35,8 @@ from types import ModuleType
 
 from array_api_compat import device as device_of
 
-from relprop._xp import Array, array_namespace, is_traced, library_of
+from relprop._checks import bound_like
+from relprop._xp import Array, array_namespace, is_traced
 from relprop.layers import Dense
 
 __all__ = ["RULES", "RootPoints", "root_point"]
@@ -73,17 +74,7 @@ class RootPoints:
 def _bound(value: float | Array | None, x: Array, xp: ModuleType, name: str) -> Array:
     if value is None:
         raise TypeError(f'rule "zB" needs the input bounds {name}= (a float or an array).')
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return xp.full_like(x, float(value))
-    if library_of(value) != library_of(x):
-        array_namespace(**{name: value, "x": x})  # raises the TypeError naming both
-    try:
-        return xp.broadcast_to(xp.astype(value, x.dtype), x.shape)
-    except (ValueError, RuntimeError) as error:
-        raise ValueError(
-            f"{name} of shape {tuple(getattr(value, 'shape', ()))} does not broadcast to x of "
-            f"shape {tuple(x.shape)}."
-        ) from error
+    return bound_like(value, x, xp, name, "x")
 
 
 def root_point(
