@@ -61,13 +61,17 @@ from relprop.layers import (
 )
 from relprop.model import INPUT, Graph, Model, Sequential
 
-__all__ = ["FORMAT_VERSION", "LAYER_TYPES", "METADATA_KEY", "load", "save"]
+__all__ = ["FORMAT_VERSION", "LAYER_TYPES", "METADATA_KEY", "USER_METADATA_KEY", "load",
+           "load_metadata", "save"]
 
 FORMAT_VERSION = 1
 """Version of the architecture JSON written by :func:`save`."""
 
 METADATA_KEY = "relprop"
 """Key of the architecture JSON in the safetensors metadata."""
+
+USER_METADATA_KEY = "relprop.user"
+"""Key of the user's own JSON metadata (``save(..., metadata=...)``) in the file."""
 
 _FORMAT = "relprop.model"
 
@@ -149,7 +153,9 @@ def _check_savable(layer: Layer, name: str) -> None:
         )
 
 
-def save(model: Model, path: str | os.PathLike[str]) -> None:
+def save(
+    model: Model, path: str | os.PathLike[str], *, metadata: Mapping[str, Any] | None = None
+) -> None:
     """Write ``model`` (architecture and parameters) to one safetensors file.
 
     Parameters
@@ -160,12 +166,18 @@ def save(model: Model, path: str | os.PathLike[str]) -> None:
         keeping their dtype).
     path
         The file to write (by convention ``*.safetensors``); an existing file is replaced.
+    metadata
+        Optional JSON-serialisable mapping stored beside the architecture, read back by
+        :func:`load_metadata`: class names, how to preprocess an image for the model
+        (``relprop explain`` reads ``metadata["input"]``, see :mod:`relprop.data`), where
+        the weights came from.
 
     Raises
     ------
     TypeError
         If the model holds an :class:`~relprop.Lambda` (arbitrary code cannot be stored) or
-        a layer type relprop does not ship, or is not a relprop model.
+        a layer type relprop does not ship, or is not a relprop model, or ``metadata`` is
+        not JSON-serialisable.
 
     See Also
     --------
@@ -218,7 +230,54 @@ def save(model: Model, path: str | os.PathLike[str]) -> None:
         "kind": kind,
         "nodes": records,
     }
-    save_file(tensors, os.fspath(path), metadata={METADATA_KEY: json.dumps(header)})
+    texts = {METADATA_KEY: json.dumps(header)}
+    if metadata is not None:
+        texts[USER_METADATA_KEY] = _user_json(metadata)
+    save_file(tensors, os.fspath(path), metadata=texts)
+
+
+def _user_json(metadata: Mapping[str, Any]) -> str:
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"rp.save metadata must be a mapping; got {type(metadata).__name__}.")
+    try:
+        return json.dumps(dict(metadata), allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"rp.save metadata must be JSON-serialisable (dicts, lists, strings, numbers, "
+            f"bools, None): {error}."
+        ) from None
+
+
+def load_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The user metadata that :func:`save` stored with a model (``{}`` if none).
+
+    Only the file's JSON header is read; no tensor is loaded and nothing is unpickled.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a relprop model file.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np, relprop as rp
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+    >>> rp.save(rp.Sequential([rp.Dense(np.eye(2))]), path, metadata={"classes": ["a", "b"]})
+    >>> rp.io.load_metadata(path)
+    {'classes': ['a', 'b']}
+    """
+    name = os.fspath(path)
+    texts, _ = _read_file(name, tensors=False)
+    _read_header(name, texts)
+    if USER_METADATA_KEY not in texts:
+        return {}
+    try:
+        user = json.loads(texts[USER_METADATA_KEY])
+    except json.JSONDecodeError as error:
+        raise _invalid(name, f"its user metadata is not JSON ({error})") from None
+    _expect(isinstance(user, dict), name, "its user metadata is not a JSON object")
+    return user
 
 
 # ---------------------------------------------------------------------------- load
@@ -249,6 +308,25 @@ def _sniff(path: str) -> str | None:
     if head[:6] == b"\x93NUMPY":
         return "it looks like a .npy file; rp.load reads safetensors files written by rp.save"
     return None
+
+
+def _read_file(name: str, *, tensors: bool) -> tuple[dict[str, str] | None, dict[str, Any]]:
+    """The file's text metadata and (if ``tensors``) its arrays, as writable NumPy copies."""
+    import numpy as np
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(name, framework="np") as handle:
+            metadata = handle.metadata()
+            # copies: writable arrays that own their memory (not views of the file)
+            stored = {key: np.array(handle.get_tensor(key)) for key in handle.keys()} if (
+                tensors
+            ) else {}
+    except SafetensorError as error:
+        hint = _sniff(name)
+        why = f"safetensors cannot read it ({error})"
+        raise _invalid(name, why if hint is None else f"{hint}; {why}") from None
+    return metadata, stored
 
 
 def _invalid(path: str, why: str) -> ValueError:
@@ -362,20 +440,8 @@ def load(
     FileNotFoundError
         If there is no such file.
     """
-    import numpy as np
-    from safetensors import SafetensorError, safe_open
-
     name = os.fspath(path)
-    try:
-        with safe_open(name, framework="np") as handle:
-            metadata = handle.metadata()
-            # copies: writable arrays that own their memory (not views of the file)
-            stored = {key: np.array(handle.get_tensor(key)) for key in handle.keys()}
-    except SafetensorError as error:
-        hint = _sniff(name)
-        why = f"safetensors cannot read it ({error})"
-        raise _invalid(name, why if hint is None else f"{hint}; {why}") from None
-
+    metadata, stored = _read_file(name, tensors=True)
     header = _read_header(name, metadata)
     kind = header["kind"]
     declared: set[str] = set()
