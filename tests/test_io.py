@@ -426,3 +426,27 @@ def test_inconsistent_file_refused(saved, problem):
     }[problem]
     with pytest.raises(ValueError, match=match):
         rp.load(saved)
+
+
+def test_user_metadata_round_trip(tmp_path):
+    model = rp.Sequential([("fc", rp.Dense(np.eye(2)))])
+    path = tmp_path / "m.safetensors"
+    meta = {"classes": ["cat", "dog"], "input": {"shape": [2], "scale": 0.5}, "n": None}
+    rp.save(model, path, metadata=meta)
+    assert rp.io.load_metadata(path) == meta
+    assert rp.load(path, backend="numpy").names == ("fc",)  # the model is unaffected
+    rp.save(model, tmp_path / "plain.safetensors")
+    assert rp.io.load_metadata(tmp_path / "plain.safetensors") == {}
+
+
+def test_user_metadata_errors(tmp_path, no_unpickling):
+    model = rp.Sequential([rp.Dense(np.eye(2))])
+    with pytest.raises(TypeError, match="JSON-serialisable"):
+        rp.save(model, tmp_path / "m.safetensors", metadata={"w": np.ones(2)})
+    with pytest.raises(TypeError, match="JSON-serialisable"):
+        rp.save(model, tmp_path / "m.safetensors", metadata={"x": float("nan")})
+    with pytest.raises(TypeError, match="must be a mapping"):
+        rp.save(model, tmp_path / "m.safetensors", metadata=["a"])
+    (tmp_path / "p.safetensors").write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(ValueError, match="never unpickles"):
+        rp.io.load_metadata(tmp_path / "p.safetensors")
