@@ -111,9 +111,9 @@ def test_import_relprop_loads_no_optional_array_library():
     import sys
 
     code = (
-        "import sys, relprop, relprop.demo; "
+        "import sys, relprop, relprop.demo, relprop.cli, relprop.inputs; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & "
-        "{'torch', 'jax', 'cupy', 'array_api_strict', 'matplotlib', 'tqdm', 'pandas'}))"
+        "{'torch', 'jax', 'cupy', 'array_api_strict', 'matplotlib', 'PIL', 'tqdm', 'pandas'}))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],

@@ -7,7 +7,7 @@ against the Python array API standard, for NumPy, PyTorch, JAX, CuPy and array-a
 [[1.0, 2.0]]
 """
 
-from relprop import autodiff, canonizers, composites, dtd, layers, rules
+from relprop import autodiff, canonizers, composites, data, dtd, layers, plot, rules
 from relprop._xp import BACKENDS, array_namespace, asarray, default_backend, library_of, to_numpy
 from relprop.autodiff import grad, vjp
 from relprop.interop import from_torch
@@ -38,6 +38,7 @@ from relprop.layers import (
 )
 from relprop.lrp import gradient, gradient_x_input, lrp
 from relprop.model import Graph, Sequential
+from relprop.plot import heatmap
 
 __version__ = "0.1.0"
 
@@ -72,16 +73,19 @@ __all__ = [
     "autodiff",
     "canonizers",
     "composites",
+    "data",
     "default_backend",
     "dtd",
     "from_torch",
     "grad",
     "gradient",
     "gradient_x_input",
+    "heatmap",
     "layers",
     "library_of",
     "load",
     "lrp",
+    "plot",
     "rules",
     "save",
     "to_numpy",
