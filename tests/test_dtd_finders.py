@@ -328,7 +328,7 @@ def test_root_cache_counts_hits_and_misses(model) -> None:
 
 
 def test_progress_bars_are_optional(model, x) -> None:
-    finder = InterpolationRootFinder(n_rays=50, show_progress=True)
+    finder = InterpolationRootFinder(n_rays=50, progress=True)
     try:
         import tqdm  # noqa: F401
     except ImportError:

@@ -336,9 +336,9 @@ def test_progress_bar_is_optional() -> None:
         import tqdm  # noqa: F401
     except ImportError:
         with pytest.raises(ImportError, match="tqdm"):
-            full_backward(model, x, TARGET, make_finder("interpolation"), show_progress=True)
+            full_backward(model, x, TARGET, make_finder("interpolation"), progress=True)
     else:
-        tree = full_backward(model, x, TARGET, make_finder("interpolation"), show_progress=True)
+        tree = full_backward(model, x, TARGET, make_finder("interpolation"), progress=True)
         assert tuple(tree.relevance.shape) == (1, 10)
 
 

@@ -141,7 +141,8 @@ def test_zplus_equals_lrp_alpha1beta0_without_bias(negative_bias: bool) -> None:
         res = train_free(model, x, target=target, rule="z+")
         for rule in (ZPlus(stabilizer=TINY, zero_params="bias"),
                      AlphaBeta(1.0, 0.0, stabilizer=TINY, zero_params="bias")):
-            expected, per_layer = rp.lrp(model, x, target, rule=rule, return_layers=True)
+            expected, by_name = rp.lrp(model, x, target, rule=rule, return_layers=True)
+            per_layer = list(by_name.values())  # input, then each layer's output
             expected_np = rp.to_numpy(expected)
             assert_close(res.relevance, expected_np, rtol=1e-10,
                          atol=1e-12 * np.abs(expected_np).max())

@@ -4,6 +4,7 @@ user passes in (weights, input, targets, bounds) is ever modified."""
 from __future__ import annotations
 
 import re
+from functools import partial
 
 import numpy as np
 import pytest
@@ -225,6 +226,8 @@ def test_numpy_model_with_backend_input(entry):
             rp.gradient(model, _x(), 0)
     message = str(info.value)
     assert "x from " + BACKEND in message and "from numpy" in message and "0.weight" in message
+    assert "(and 5 more of numpy)" in message and "model.to(" in message
+    assert "2.weight" not in message and len(message) < 400  # the first name of each only
 
 
 @needs_other_backend
@@ -255,11 +258,20 @@ def test_sequential_of_layers_from_different_libraries():
 
 
 @needs_other_backend
-@pytest.mark.parametrize("kind", ["int", "float"])
-def test_numpy_target_array_with_backend_model(kind):
-    target = np.array([0, 1, 2]) if kind == "int" else np.zeros((3, 4))
+def test_numpy_float_target_array_with_backend_model():
     with pytest.raises(TypeError, match="target"):
-        rp.lrp(_model(), _x(), target, composite=EpsilonPlus())
+        rp.lrp(_model(), _x(), np.zeros((3, 4)), composite=EpsilonPlus())
+
+
+@needs_other_backend
+@pytest.mark.parametrize("entry", ["lrp", "gradient"])
+def test_numpy_integer_target_array_reads_like_a_list(entry):
+    """Class indices on the host are no mixing: a NumPy int array is read as its ints."""
+    explain = rp.gradient if entry == "gradient" else partial(rp.lrp, composite=EpsilonPlus())
+    for target in (np.array([0, 1, 2]), np.array([0, 1, 2], dtype=np.int32), np.array(2)):
+        want = explain(_model(), _x(), target.tolist())
+        np.testing.assert_array_equal(rp.to_numpy(explain(_model(), _x(), target)),
+                                      rp.to_numpy(want))
 
 
 @needs_other_backend
@@ -327,11 +339,20 @@ def test_sequential_empty_and_unknown_name():
         _model()["fc9"]
 
 
-def test_model_must_be_sequential():
-    with pytest.raises(TypeError, match="rp.Sequential"):
-        rp.lrp([rp.ReLU()], _x(), 0, rule=Epsilon())
-    with pytest.raises(TypeError, match="rp.Sequential"):
-        rp.gradient(rp.ReLU(), _x(), 0)
+@pytest.mark.parametrize("entry", ["lrp", "gradient", "gradient_x_input", "rules"])
+def test_model_must_be_a_relprop_model_and_the_error_names_from_torch(entry):
+    explain = {
+        "lrp": lambda m: rp.lrp(m, _x(), 0, rule=Epsilon()),
+        "gradient": lambda m: rp.gradient(m, _x(), 0),
+        "gradient_x_input": lambda m: rp.gradient_x_input(m, _x(), 0),
+        "rules": lambda m: EpsilonPlus().rules(m),
+    }[entry]
+    for foreign in ([rp.ReLU()], rp.ReLU(), object()):
+        with pytest.raises(TypeError, match="rp.Sequential") as info:
+            explain(foreign)
+        message = str(info.value)
+        assert "rp.from_torch" in message and "Supported layers" in message
+        assert type(foreign).__qualname__ in message and len(message) < 400
 
 
 def test_layer_constructor_arguments():

@@ -414,13 +414,17 @@ def test_lrp_on_imported_resnet_with_epsilon_plus_flat():
 # ---------------------------------------------------------------------------------------
 
 
-def test_unsupported_module_names_its_qualified_name_type_and_the_supported_ones():
+def test_unsupported_module_names_its_qualified_name_type_and_where_the_list_is():
     net = nn.Sequential(nn.Linear(3, 4), nn.Sequential(nn.GELU(), nn.Linear(4, 2))).eval()
     with pytest.raises(TypeError) as info:
         rp.from_torch(net)
     message = str(info.value)
     assert "'1.0'" in message and "torch.nn.modules.activation.GELU" in message
-    assert "torch.nn.Linear" in message and "torch.nn.BatchNorm2d" in message
+    assert "rp.interop.torch.SUPPORTED_MODULES" in message and "Supported layers" in message
+    assert "register a converter" in message
+    assert "BatchNorm2d" not in message and len(message) < 400  # no list of every module
+    assert "GELU" not in rp.interop.torch.SUPPORTED_MODULES
+    assert "BatchNorm2d" in rp.interop.torch.SUPPORTED_MODULES
 
 
 def test_unsupported_module_inside_a_traced_module():
@@ -453,8 +457,11 @@ def test_unsupported_function_and_direct_parameter_use_name_the_node():
         def forward(self, x):
             return x * self.scale
 
-    with pytest.raises(TypeError, match=r"node 'exp' .*torch.*exp.* not supported"):
+    with pytest.raises(TypeError, match=r"node 'exp' .*torch.*exp.* not supported") as info:
         rp.from_torch(Exp().eval())
+    message = str(info.value)
+    assert "SUPPORTED_FUNCTIONS" in message and "Supported layers" in message
+    assert "F.max_pool1d" not in message and len(message) < 400
     with pytest.raises(TypeError, match=r"node 'scale' \(get_attr scale\)"):
         rp.from_torch(Scale().eval())
 

@@ -738,9 +738,11 @@ def test_return_layers(name):
     params, x = _network_case("float64", seed=20)
     R_out = target_relevance(ref_network(params, x)[-1], [0, 1, 2])
     expected = ref_lrp(params, x, R_out, refs)
-    R, per_layer = rp.lrp(_model(params, "float64"), on_backend(x), [0, 1, 2],
-                          composite=make("float64"), return_layers=True)
-    assert len(per_layer) == len(expected) == 6
+    model = _model(params, "float64")
+    R, by_name = rp.lrp(model, on_backend(x), [0, 1, 2], composite=make("float64"),
+                        return_layers=True)
+    assert list(by_name) == ["input", *model.names] and len(expected) == 6
+    per_layer = list(by_name.values())
     check(R, expected[0])
     for got, want in zip(per_layer, expected, strict=True):
         check(got, want)
@@ -769,7 +771,7 @@ def test_target_forms(form):
     expected = ref_lrp(params, x, R_out, refs)
     R, per_layer = rp.lrp(_model(params, "float64"), on_backend(x), make_target(),
                           composite=composite, return_layers=True)
-    check(per_layer[-1], R_out)  # R_L = f_c(x) at the target, zero elsewhere
+    check(list(per_layer.values())[-1], R_out)  # R_L = f_c(x) at the target, zero elsewhere
     check(R, expected[0])
 
 
@@ -780,8 +782,9 @@ def test_float_array_target_is_the_initial_relevance(dtype):
     refs = [partial(ref_gamma, gamma=0.25), ref_zplus, partial(ref_epsilon, eps=0.1)]
     composite = C.Composite(layer_map={rp.Dense: ZPlus()}, name_map={0: Gamma(), 4: Epsilon(0.1)})
     expected = ref_lrp(params, x, R_out, refs)
-    R, per_layer = rp.lrp(_model(params, dtype), on_backend(x, dtype), on_backend(R_out, dtype),
-                          composite=composite, return_layers=True)
+    R, by_name = rp.lrp(_model(params, dtype), on_backend(x, dtype), on_backend(R_out, dtype),
+                        composite=composite, return_layers=True)
+    per_layer = list(by_name.values())
     assert_close(per_layer[-1], R_out, dtype=dtype, rtol=0.0)
     for got, want in zip(per_layer, expected, strict=True):
         check(got, want, dtype)
@@ -811,8 +814,9 @@ def test_conservation_epsilon_bias_free(eps, target, xp):
     params, x = _network_case("float64", seed=30, bias=False)
     out = ref_network(params, x)[-1]
     f_c = target_relevance(out, target).sum(axis=1)
-    R, per_layer = rp.lrp(_model(params, "float64"), on_backend(x), target, rule=Epsilon(eps),
-                          return_layers=True)
+    R, by_name = rp.lrp(_model(params, "float64"), on_backend(x), target, rule=Epsilon(eps),
+                        return_layers=True)
+    per_layer = list(by_name.values())
     rtol = 1e-10 if eps == 0.0 else 1e-6
     for relevance in per_layer:
         assert_close(xp.sum(relevance, axis=1), f_c, rtol=rtol)

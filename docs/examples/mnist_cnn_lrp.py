@@ -211,15 +211,15 @@ def main() -> None:
 
     print(f"{'relevance at':<16}{'shape':<16}{'sum (order 1)':>15}{'sum (order 2)':>15}"
           f"{'max |1 - 2|':>13}")
-    for index, (ours, theirs) in enumerate(zip(layers, reference, strict=True)):
+    for (name, ours), theirs in zip(layers.items(), reference, strict=True):
         ours = rp.to_numpy(ours)
-        where = "input" if index == 0 else f"{model.names[index - 1]} output"
+        where = name if name == "input" else f"{name} output"
         gap = float(np.abs(ours - theirs).max())
         print(f"{where:<16}{str(tuple(ours.shape[1:])):<16}{ours.sum():>15.6f}"
               f"{theirs.sum():>15.6f}{gap:>13.2e}")
         np.testing.assert_allclose(ours, theirs, rtol=1e-10,
                                    atol=1e-12 * max(np.abs(theirs).max(), 1e-300))
-    assert np.array_equal(rp.to_numpy(relevance), rp.to_numpy(layers[0]))
+    assert np.array_equal(rp.to_numpy(relevance), rp.to_numpy(layers["input"]))
     print("both orders of computation agree at every layer (rtol 1e-10).")
     print("input (# bright) and its relevance (# positive, = negative):")
     picture = ascii_map(x_np[0, 0] - x_np.min()).splitlines()

@@ -71,10 +71,14 @@ def target_relevance(out: Array, target: object, xp: ModuleType, *, scale: bool 
     """The explained output: ``out`` (``scale``) or 1 at each sample's target class, else 0.
 
     ``target`` is ``None`` (arg-max), an int, one int per sample (sequence or integer
-    array), or a floating array of ``out``'s shape used as it is.
+    array; a NumPy one is read as its ints on every backend), or a floating array of
+    ``out``'s shape used as it is. Class indices get the library's default integer dtype
+    (int32 on JAX without x64, which would warn for int64).
     """
     if isinstance(target, numbers.Integral) and not isinstance(target, bool):
         target = int(target)  # NumPy integer scalars, e.g. from out.argmax()
+    if library_of(target) == "numpy" and library_of(out) != "numpy" and _is_integral(target):
+        target = target.tolist()  # type: ignore[attr-defined]  # host indices, like a list
     if library_of(target) is not None:
         array_namespace(target=target, output=out)
         if xp.isdtype(target.dtype, "real floating"):  # type: ignore[attr-defined]
@@ -92,6 +96,10 @@ def target_relevance(out: Array, target: object, xp: ModuleType, *, scale: bool 
     return xp.where(mask, chosen, xp.zeros_like(out))
 
 
+def _is_integral(a: Any) -> bool:
+    return str(a.dtype).startswith(("int", "uint"))
+
+
 def _class_index(out: Array, target: Any, batch: int, classes: int, xp: ModuleType) -> Array:
     if target is None:
         return xp.argmax(out, axis=1)
@@ -100,7 +108,7 @@ def _class_index(out: Array, target: Any, batch: int, classes: int, xp: ModuleTy
     if isinstance(target, int):
         if not 0 <= target < classes:
             raise IndexError(f"target={target} is out of range for a model with {classes} outputs.")
-        return xp.full((batch,), target, dtype=xp.int64, device=device(out))
+        return _index_array([target] * batch, out, xp)
     if isinstance(target, Sequence) and not isinstance(target, str):
         if any(isinstance(t, bool) for t in target):
             raise TypeError(f"target entries must be ints, not bools; got {target!r}.")
@@ -108,7 +116,7 @@ def _class_index(out: Array, target: Any, batch: int, classes: int, xp: ModuleTy
             values = [operator.index(t) for t in target]
         except TypeError as error:
             raise TypeError(f"target entries must be ints; got {target!r}.") from error
-        index = xp.asarray(values, dtype=xp.int64, device=device(out))
+        index = _index_array(values, out, xp)
     elif library_of(target) is not None:
         index = target
         if not xp.isdtype(index.dtype, "integral"):
@@ -128,6 +136,12 @@ def _class_index(out: Array, target: Any, batch: int, classes: int, xp: ModuleTy
     if not is_traced(index) and _fails(xp.all((index >= 0) & (index < classes))):
         raise IndexError(f"target has a class index out of range [0, {classes}).")
     return index
+
+
+def _index_array(values: list[int], out: Array, xp: ModuleType) -> Array:
+    """Class indices beside ``out`` in the library's default integer dtype (int64, or int32
+    on JAX without x64, where asking for int64 would warn and truncate)."""
+    return xp.asarray(values, device=device(out))
 
 
 def _relevance_array(target: Array, out: Array, xp: ModuleType) -> Array:

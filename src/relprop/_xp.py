@@ -23,6 +23,7 @@ __all__ = [
     "backend_name",
     "default_backend",
     "default_namespace",
+    "detached",
     "is_traced",
     "library_of",
     "namespace_for",
@@ -91,8 +92,8 @@ def array_namespace(**named_arrays: object) -> ModuleType:
     Raises
     ------
     TypeError
-        If the arrays come from different libraries; the message names each argument's
-        library and how to convert.
+        If the arrays come from different libraries; the message names the first argument
+        of each library (counting the rest) and how to convert.
 
     Examples
     --------
@@ -114,16 +115,31 @@ def array_namespace(**named_arrays: object) -> ModuleType:
         libraries.setdefault(library, []).append(name)
         arrays.append(value)
     if len(libraries) > 1:
-        parts = "; ".join(f"{', '.join(names)} from {lib}" for lib, names in libraries.items())
-        first = next(iter(libraries))
-        raise TypeError(
-            f"Arrays from different libraries cannot be mixed: {parts}. Convert them to one "
-            f"library first, e.g. {_CONVERT_HINT[first]}, or move the model with "
-            f"model.to(...)."
-        )
+        raise TypeError(_mixed_message(libraries))
     if not arrays:
         return default_namespace()
     return array_api_compat.array_namespace(*arrays)
+
+
+def _mixed_message(libraries: dict[str, list[str]]) -> str:
+    """The mixed-library error: each library's first argument and a count of the rest.
+
+    The library holding the most arrays (a model's parameters, usually) is the one to
+    convert to; a model can instead move to the other library.
+    """
+
+    def group(library: str, names: list[str]) -> str:
+        more = f" (and {len(names) - 1} more of {library})" if len(names) > 1 else ""
+        return f"{names[0]} from {library}{more}"
+
+    parts = "; ".join(group(library, names) for library, names in libraries.items())
+    most = max(libraries, key=lambda library: len(libraries[library]))
+    other = next(library for library in libraries if library != most)
+    return (
+        f"Arrays from different libraries cannot be mixed: {parts}. Convert "
+        f"{libraries[other][0]} to {most}: {_CONVERT_HINT[most]}; or move the model with "
+        f"model.to({other!r})."
+    )
 
 
 def default_backend() -> str:
@@ -263,6 +279,21 @@ def to_numpy(x: Array) -> Any:
         # strict arrays refuse __array__; DLPack is the documented exchange
         return np.from_dlpack(x)
     return np.asarray(x)
+
+
+def detached(a: Any) -> Any:
+    """``a`` without autograd history if it is a torch tensor with one, else ``a`` itself.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.ones(2)
+    >>> detached(a) is a
+    True
+    """
+    if library_of(a) == "torch" and a.requires_grad:
+        return a.detach()
+    return a
 
 
 def is_traced(x: Array) -> bool:

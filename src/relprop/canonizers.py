@@ -6,12 +6,12 @@ one it is given (nor the arrays it shares with a torch module).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 
 from relprop._xp import Array
 from relprop.layers import BatchNorm, Conv1d, Conv2d, Convolution, Dense, Layer, Linear
-from relprop.model import INPUT, Graph, Model, Node, Sequential
+from relprop.model import INPUT, Alias, Graph, Model, Node, Sequential, with_aliases
 from relprop.ops._args import normalize_pads
 
 __all__ = ["Canonizer", "MergeBatchNorm", "canonize"]
@@ -30,6 +30,9 @@ class Canonizer:
 def canonize(model: Model, canonizers: Sequence[Canonizer]) -> Model:
     """``model`` rewritten by each canonizer in turn.
 
+    The result's :attr:`~relprop.model.Model.aliases` say where each layer folded away
+    went, by its name in ``model`` (``MergeBatchNorm`` records its batch norms there).
+
     Examples
     --------
     >>> import numpy as np, relprop as rp
@@ -40,6 +43,8 @@ def canonize(model: Model, canonizers: Sequence[Canonizer]) -> Model:
     (Sequential(
       (0): Dense(2 -> 2)
     ), [[0.5, 0.5]])
+    >>> dict(fused.aliases)  # the batch norm's output is now the fused layer's output
+    {'1': ('output', '0')}
     """
     for canonizer in canonizers:
         if not isinstance(canonizer, Canonizer):
@@ -104,6 +109,13 @@ class MergeBatchNorm(Canonizer):
     that layer. The fused layer keeps the linear layer's name and the batch norm
     disappears; a batch norm that fits neither case stays (composites give it Pass).
 
+    The returned model's :attr:`~relprop.model.Model.aliases` name every folded batch
+    norm: ``{bn: ("output", linear)}`` for one fused into the layer before it (its output
+    is now that layer's output), ``{bn: ("input", linear)}`` for one fused into the layer
+    after it (its relevance is what that layer sends back to its input). So
+    ``rp.lrp(..., return_layers=True)`` reports them under their own names, as if the
+    batch norm passed relevance through (zennit's merged batch norm is such an identity).
+
     .. math:: \\mathrm{bn}(Wx + b) = (aW)x + (ab + c), \\qquad
         W(ax + c) + b = (Wa)x + (Wc + b)
 
@@ -125,6 +137,7 @@ class MergeBatchNorm(Canonizer):
         by_name = {node.name: node for node in nodes}
         replaced: dict[str, Layer] = {}
         removed: dict[str, str] = {}  # batch norm node -> the node that now stands for it
+        folded: dict[str, Alias] = {}  # batch norm node -> where its relevance is
         for node in nodes:
             if not isinstance(node.layer, BatchNorm) or len(node.inputs) != 1:
                 continue
@@ -139,6 +152,7 @@ class MergeBatchNorm(Canonizer):
                 ):
                     replaced[source] = _merge_after(producer.layer, node.layer, xp)
                     removed[node.name] = source
+                    folded[node.name] = ("output", source)
                 continue
             readers = consumers.get(node.name, [])
             if len(readers) == 1 and isinstance(by_name[readers[0]].layer, Linear):
@@ -147,9 +161,22 @@ class MergeBatchNorm(Canonizer):
                 if merged is not None and reader.name not in replaced:
                     replaced[reader.name] = merged
                     removed[node.name] = source
+                    folded[node.name] = ("input", reader.name)
         if not removed:
             return model
-        return _rebuild(model, nodes, replaced, removed)
+        rebuilt = _rebuild(model, nodes, replaced, removed)
+        return with_aliases(rebuilt, _compose(model.aliases, folded))
+
+
+def _compose(before: Mapping[str, Alias], now: Mapping[str, Alias]) -> dict[str, Alias]:
+    """Aliases of an earlier rewrite followed through a later one.
+
+    A folded layer passes relevance through, so an alias pointing at a layer folded now
+    takes that layer's alias, whichever side it pointed at.
+    """
+    composed = {name: now.get(target, (kind, target)) for name, (kind, target) in before.items()}
+    composed.update(now)
+    return composed
 
 
 def _rebuild(

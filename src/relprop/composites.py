@@ -21,9 +21,11 @@ Layers no entry matches (reshapes, dropout, max pooling, user functions) get the
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, overload
 
 from relprop._xp import Array
-from relprop.canonizers import Canonizer
+from relprop.canonizers import Canonizer, canonize
+from relprop.interop._cache import as_model
 from relprop.layers import (
     Activation,
     Add,
@@ -35,6 +37,7 @@ from relprop.layers import (
     Layer,
     Linear,
 )
+from relprop.model import Model
 from relprop.rules import (
     AlphaBeta,
     Epsilon,
@@ -137,8 +140,49 @@ class Composite:
                     f"name_map takes relprop rules as values; got {rule!r} for {key!r}."
                 )
 
-    def rules(self, names: Sequence[str], layers: Sequence[Layer]) -> list[Rule]:
-        """The rule of each layer of a model given as parallel names and layers."""
+    @overload
+    def rules(self, model: Any, layers: None = None) -> dict[str, Rule]: ...
+    @overload
+    def rules(self, model: Sequence[str], layers: Sequence[Layer]) -> list[Rule]: ...
+    def rules(
+        self, model: Any, layers: Sequence[Layer] | None = None
+    ) -> dict[str, Rule] | list[Rule]:
+        """The rule each layer gets: of a model after this composite's canonizers, or of
+        parallel names and layers as they are.
+
+        Parameters
+        ----------
+        model
+            An ``rp.Sequential`` / ``rp.Graph`` (or a ``torch.nn.Module``, converted as
+            ``rp.lrp`` converts it); or, with ``layers``, the layer names.
+        layers
+            Only with names: the layers, one per name (no canonizers are applied).
+
+        Returns
+        -------
+        dict or list
+            For a model: layer name to rule, for the model ``rp.lrp`` explains (canonized:
+            batch norms ``MergeBatchNorm`` folded are absent, and their linear layers are
+            the fused ones; ``rp.canonizers.canonize(model, composite.canonizers).aliases``
+            says where each went). For names and layers: one rule per layer, in order.
+
+        Examples
+        --------
+        >>> import numpy as np, relprop as rp
+        >>> bn = rp.BatchNorm1d(np.zeros(2), np.ones(2))
+        >>> model = rp.Sequential([("fc", rp.Dense(np.eye(2))), ("bn", bn), ("relu", rp.ReLU())])
+        >>> rp.composites.EpsilonPlus(canonizers=[rp.canonizers.MergeBatchNorm()]).rules(model)
+        {'fc': Epsilon(1e-06), 'relu': Pass()}
+        """
+        if layers is None:
+            used = canonize(as_model(model), self.canonizers)
+            return dict(zip(used.names, self.rules(used.names, used.layers), strict=True))
+        if isinstance(model, Model):
+            raise TypeError(
+                "composite.rules takes a model alone, composite.rules(model), or names and "
+                "layers, composite.rules(names, layers); got a model and layers."
+            )
+        names = model
         by_index = self._name_overrides(names)
         first = next(
             (i for i, layer in enumerate(layers) if _match(self.first_map, layer) is not None),

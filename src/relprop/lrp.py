@@ -2,35 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from types import ModuleType
 from typing import Literal, overload
 
 from relprop._checks import check_input, target_relevance
-from relprop._xp import Array
+from relprop._xp import Array, detached
 from relprop.canonizers import canonize
 from relprop.composites import Composite, uniform
+from relprop.interop._cache import ModelLike, as_model
 from relprop.layers import describe
 from relprop.layers.merge import Merge
-from relprop.model import INPUT, Model, Node, Sequential
+from relprop.model import INPUT, Model, Node
 from relprop.rules import Rule
 
 __all__ = ["gradient", "gradient_x_input", "lrp"]
 
 
-def _check_model(model: object) -> None:
-    if not isinstance(model, Model):
-        raise TypeError(
-            f"model must be an rp.Sequential or rp.Graph; got {type(model).__name__}. Build one "
-            "from relprop layers (torch modules: see rp.Dense(module.weight, module.bias))."
-        )
-
-
-def _prepare(model: Model, x: Array) -> tuple[ModuleType, dict[str, Array]]:
-    _check_model(model)
+def _prepare(
+    model: Model, x: Array, target: object, detach: bool
+) -> tuple[ModuleType, Array, object, dict[str, Array]]:
+    """The namespace, the input and target (detached unless asked otherwise) and every
+    node's output, after checking the input."""
     xp = model.namespace(x=x)
+    if detach:
+        x, target = detached(x), detached(target)
     check_input(x, xp, model.named_params())
-    return xp, model.run(x, xp)
+    return xp, x, target, model.run(x, xp)
 
 
 def _accumulate(received: dict[str, Array], name: str, value: Array) -> None:
@@ -44,22 +42,66 @@ def _backward(
     start: Array,
     step: Callable[[int, Node, list[Array], Array], list[Array]],
     xp: ModuleType,
-) -> dict[str, Array]:
-    """Walk the nodes backwards from ``start`` at the output; return what each node got."""
+    keep_sent: Collection[str] = (),
+) -> tuple[dict[str, Array], dict[str, Array]]:
+    """Walk the nodes backwards from ``start`` at the output; return what each node got,
+    and what each node of ``keep_sent`` sent back to its (first) input."""
     received = {nodes[-1].name: start}
     reached: dict[str, Array] = {}
+    sent: dict[str, Array] = {}
     for index in range(len(nodes) - 1, -1, -1):
         node = nodes[index]
         if node.name not in received:  # the output does not depend on this node
             continue
         reached[node.name] = received.pop(node.name)
         inputs = [values[name] for name in node.inputs]
-        for name, part in zip(
-            node.inputs, step(index, node, inputs, reached[node.name]), strict=True
-        ):
+        parts = step(index, node, inputs, reached[node.name])
+        if node.name in keep_sent:
+            sent[node.name] = parts[0]
+        for name, part in zip(node.inputs, parts, strict=True):
             _accumulate(received, name, part)
     reached[INPUT] = received.get(INPUT, xp.zeros_like(values[INPUT]))
-    return reached
+    return reached, sent
+
+
+def _layer_order(given: Model, used: Model) -> list[str]:
+    """The names ``return_layers`` reports, in forward order: the given model's own order
+    when the canonized model (with its aliases) covers exactly its names, else the
+    canonized nodes with each folded layer beside the one it went into."""
+    before: dict[str, list[str]] = {}
+    after: dict[str, list[str]] = {}
+    for name, (kind, target) in used.aliases.items():
+        (before if kind == "input" else after).setdefault(target, []).append(name)
+    order = [INPUT]
+    for name in used.names:
+        order += [*before.get(name, []), name, *after.get(name, [])]
+    if given is not used and set(order) == {INPUT, *given.names}:
+        return [INPUT, *given.names]
+    return order
+
+
+def _per_layer(
+    given: Model,
+    used: Model,
+    reached: dict[str, Array],
+    sent: dict[str, Array],
+    values: dict[str, Array],
+    xp: ModuleType,
+) -> dict[str, Array]:
+    """Relevance by layer name (``return_layers``), folded layers included."""
+    nodes = {node.name: node for node in used.nodes()}
+    layers = {INPUT: reached[INPUT]}
+    for name in used.names:
+        layers[name] = reached[name] if name in reached else xp.zeros_like(values[name])
+    for name, (kind, target) in used.aliases.items():
+        if target not in nodes:  # a later rewrite removed it without saying where
+            continue
+        if kind == "output":
+            layers[name] = layers[target]
+        else:
+            fed = values[nodes[target].inputs[0]]
+            layers[name] = sent[target] if target in sent else xp.zeros_like(fed)
+    return {name: layers[name] for name in _layer_order(given, used) if name in layers}
 
 
 def _rules(model: Model, composite: Composite | None, rule: Rule | None) -> list[Rule]:
@@ -86,33 +128,36 @@ def _rules(model: Model, composite: Composite | None, rule: Rule | None) -> list
 
 @overload
 def lrp(
-    model: Model,
+    model: ModelLike,
     x: Array,
     target: object = ...,
     *,
     composite: Composite | None = ...,
     rule: Rule | None = ...,
     return_layers: Literal[False] = ...,
+    detach: bool = ...,
 ) -> Array: ...
 @overload
 def lrp(
-    model: Model,
+    model: ModelLike,
     x: Array,
     target: object = ...,
     *,
     composite: Composite | None = ...,
     rule: Rule | None = ...,
     return_layers: Literal[True],
-) -> tuple[Array, list[Array] | dict[str, Array]]: ...
+    detach: bool = ...,
+) -> tuple[Array, dict[str, Array]]: ...
 def lrp(
-    model: Model,
+    model: ModelLike,
     x: Array,
     target: object = None,
     *,
     composite: Composite | None = None,
     rule: Rule | None = None,
     return_layers: bool = False,
-) -> Array | tuple[Array, list[Array] | dict[str, Array]]:
+    detach: bool = True,
+) -> Array | tuple[Array, dict[str, Array]]:
     r"""Layer-wise Relevance Propagation of one output per sample back to the input.
 
     The output relevance is the explained logit itself, :math:`R^{(L)}_c = f_c(x)` (zero
@@ -123,29 +168,43 @@ def lrp(
     Parameters
     ----------
     model
-        The network.
+        The network: an ``rp.Sequential`` or ``rp.Graph``, or a ``torch.nn.Module`` in
+        eval mode, converted with :func:`~relprop.from_torch` on first use and cached
+        until the module's parameters, buffers, submodules or mode change.
     x
         Input batch, ``(batch, ...)``, of the model parameters' library and dtype.
     target
         ``None``: each sample's arg-max output; an int; one int per sample (a sequence
-        or an integer array); or a floating array of the output's shape used as the
-        initial relevance (a one-hot array gives zennit's convention).
+        or an integer array, of the input's library or NumPy); or a floating array of
+        the output's shape used as the initial relevance (a one-hot array gives zennit's
+        convention).
     composite
-        Which rule for which layer (:mod:`relprop.composites`).
+        Which rule for which layer (:mod:`relprop.composites`); its canonizers rewrite
+        the model first (``composite.rules(model)`` shows the rules then used).
     rule
         Instead of a composite: one rule for every linear layer (activations pass).
     return_layers
-        Also return the relevance at every layer: for a Sequential a list (below), for a
-        Graph a dict from node name to the relevance at that node's output, with
-        ``"input"`` for the input relevance. Where several consumers read a node, its
-        relevance is the sum of what they send back.
+        Also return the relevance at every layer's output, by the layer names of the
+        given model (after canonizers too: a batch norm ``MergeBatchNorm`` folded gets
+        the relevance of the layer it went into, as if it passed relevance through, see
+        :attr:`relprop.model.Model.aliases`). Where several consumers read a node, its
+        relevance is the sum of what they send back; a node the output does not depend
+        on gets zeros.
+    detach
+        ``True`` (default): the result carries no autograd history, even for a torch
+        input with ``requires_grad`` (the input is detached first, so no graph is built).
+        ``False``: a ``requires_grad`` torch input keeps its graph, so the relevance can
+        be differentiated with respect to the input (e.g. to penalise or attack an
+        explanation). Parameters never get gradients: relprop's layers hold them detached.
+        JAX differentiates through ``lrp`` either way.
 
     Returns
     -------
-    array or (array, list of arrays)
+    array or (array, dict)
         Input relevance, the shape, dtype, library and device of ``x``; with
-        ``return_layers`` also ``[R_0, ..., R_L]`` with ``R_0`` the input relevance and
-        ``R_L`` the output relevance.
+        ``return_layers`` also ``{"input": R_0, name_1: R_1, ..., name_L: R_L}`` in the
+        order of the model's nodes: ``R_0`` is the input relevance (the same array), and
+        ``R_L``, at the output, the initial relevance.
 
     Examples
     --------
@@ -155,14 +214,19 @@ def lrp(
     >>> R = rp.lrp(model, np.array([[1.0, 2.0]]), target=0, rule=rp.rules.Epsilon(0.0))
     >>> R.tolist(), float(model(np.array([[1.0, 2.0]]))[0, 0])
     ([[2.0, 2.0]], 4.0)
+    >>> _, layers = rp.lrp(model, np.array([[1.0, 2.0]]), target=0, rule=rp.rules.Epsilon(0.0),
+    ...                    return_layers=True)
+    >>> {name: r.tolist() for name, r in layers.items()}
+    {'input': [[2.0, 2.0]], '0': [[0.0, 4.0]], '1': [[0.0, 4.0]], '2': [[4.0]]}
     """
-    _check_model(model)
+    given = as_model(model)
+    used = given
     if isinstance(composite, Composite) and composite.canonizers:
-        model = canonize(model, composite.canonizers)
-    rules = _rules(model, composite, rule)
-    xp, values = _prepare(model, x)
-    nodes = model.nodes()
-    nonnegative = model.output_nonnegative()
+        used = canonize(given, composite.canonizers)
+    rules = _rules(used, composite, rule)
+    xp, x, target, values = _prepare(used, x, target, detach)
+    nodes = used.nodes()
+    nonnegative = used.output_nonnegative()
 
     def step(index: int, node: Node, inputs: list[Array], relevance: Array) -> list[Array]:
         out = values[node.name]
@@ -172,21 +236,38 @@ def lrp(
         return [rules[index].relevance(node.layer, inputs[0], out, relevance, xp, nonnegative=flag)]
 
     start = target_relevance(values[nodes[-1].name], target, xp)
-    reached = _backward(nodes, values, start, step, xp)
+    keep = {t for kind, t in used.aliases.values() if kind == "input"} if return_layers else ()
+    reached, sent = _backward(nodes, values, start, step, xp, keep)
     if not return_layers:
         return reached[INPUT]
-    if isinstance(model, Sequential):
-        zero = {name: xp.zeros_like(values[name]) for name in model.names}
-        return reached[INPUT], [reached[INPUT]] + [reached.get(n, zero[n]) for n in model.names]
-    return reached[INPUT], reached
+    return reached[INPUT], _per_layer(given, used, reached, sent, values, xp)
 
 
-def gradient(model: Model, x: Array, target: object = None) -> Array:
+def _gradient(
+    model: ModelLike, x: Array, target: object, detach: bool
+) -> tuple[Array, Array]:
+    """The input (detached as asked) and the input gradient."""
+    checked = as_model(model)
+    xp, x, target, values = _prepare(checked, x, target, detach)
+    nodes = checked.nodes()
+
+    def step(index: int, node: Node, inputs: list[Array], cotangent: Array) -> list[Array]:
+        if isinstance(node.layer, Merge):
+            return node.layer.vjp_many(inputs, cotangent, xp)
+        return [node.layer.vjp(inputs[0], cotangent, xp)]
+
+    start = target_relevance(values[nodes[-1].name], target, xp, scale=False)
+    return x, _backward(nodes, values, start, step, xp)[0][INPUT]
+
+
+def gradient(model: ModelLike, x: Array, target: object = None, *, detach: bool = True) -> Array:
     r"""Input gradient of the target output, :math:`\partial f_c / \partial x`.
 
-    ``target`` is read as in :func:`lrp`, except that an index target selects the output
-    with weight 1 (and an array target is the cotangent). Each layer applies its exact
-    ``vjp``; user functions (:class:`~relprop.Lambda`) use the autodiff adapter.
+    ``model``, ``target`` and ``detach`` are read as in :func:`lrp`, except that an index
+    target selects the output with weight 1 (and an array target is the cotangent). Each
+    layer applies its exact ``vjp``; user functions (:class:`~relprop.Lambda`) use the
+    autodiff adapter. With ``detach=False`` the gradient of a ``requires_grad`` torch
+    input can be differentiated again (double backpropagation).
 
     Examples
     --------
@@ -195,20 +276,14 @@ def gradient(model: Model, x: Array, target: object = None) -> Array:
     >>> rp.gradient(model, np.array([[1.0, 1.0]]), target=0).tolist()
     [[3.0, -1.0]]
     """
-    xp, values = _prepare(model, x)
-    nodes = model.nodes()
-
-    def step(index: int, node: Node, inputs: list[Array], cotangent: Array) -> list[Array]:
-        if isinstance(node.layer, Merge):
-            return node.layer.vjp_many(inputs, cotangent, xp)
-        return [node.layer.vjp(inputs[0], cotangent, xp)]
-
-    start = target_relevance(values[nodes[-1].name], target, xp, scale=False)
-    return _backward(nodes, values, start, step, xp)[INPUT]
+    return _gradient(model, x, target, detach)[1]
 
 
-def gradient_x_input(model: Model, x: Array, target: object = None) -> Array:
-    r"""Gradient times input, :math:`x \odot \partial f_c / \partial x`.
+def gradient_x_input(
+    model: ModelLike, x: Array, target: object = None, *, detach: bool = True
+) -> Array:
+    r"""Gradient times input, :math:`x \odot \partial f_c / \partial x` (arguments as for
+    :func:`gradient`).
 
     Examples
     --------
@@ -217,4 +292,5 @@ def gradient_x_input(model: Model, x: Array, target: object = None) -> Array:
     >>> rp.gradient_x_input(model, np.array([[2.0, 1.0]]), target=0).tolist()
     [[6.0, -1.0]]
     """
-    return x * gradient(model, x, target)
+    x, grad = _gradient(model, x, target, detach)
+    return x * grad

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any, overload
+from types import MappingProxyType, ModuleType
+from typing import Any, TypeVar, overload
 
 from relprop._xp import Array, array_namespace, asarray, backend_name, library_of
 from relprop.layers import Layer, describe, parameter_arrays
 from relprop.layers.merge import Merge
 
-__all__ = ["INPUT", "Graph", "Model", "Node", "Sequential"]
+__all__ = ["INPUT", "Graph", "Model", "Node", "Sequential", "with_aliases"]
 
 INPUT = "input"
 """Name of the model input in a graph's node inputs."""
+
+Alias = tuple[str, str]
+"""Where a folded layer's relevance is: ``("output", node)`` or ``("input", node)``."""
+
+_M = TypeVar("_M", bound="Model")
 
 
 @dataclass(frozen=True)
@@ -35,13 +40,23 @@ class Model:
 
     names: tuple[str, ...]
     layers: tuple[Layer, ...]
+    aliases: Mapping[str, Alias] = MappingProxyType({})
+    """Layers a canonizer folded away, by their name in the model it was given.
+
+    ``("output", node)``: the folded layer's output is now ``node``'s output (a batch norm
+    fused into the linear layer before it); ``("input", node)``: the folded layer fed
+    ``node`` and is now part of it (a batch norm fused into the layer after it), so its
+    relevance is what ``node`` sends back to its input. ``rp.lrp(...,
+    return_layers=True)`` reports folded layers under these names. Empty for a model
+    no canonizer rewrote; kept by :meth:`rebuild` (and so by ``to``, ``astype``).
+    """
 
     def nodes(self) -> tuple[Node, ...]:
         """Every node in topological order; the last one is the output."""
         raise NotImplementedError
 
     def rebuild(self, layers: Sequence[Layer]) -> Model:
-        """The same structure with other layers (one per node, in order)."""
+        """The same structure (and :attr:`aliases`) with other layers (one per node)."""
         raise NotImplementedError
 
     def named_params(self) -> dict[str, Array]:
@@ -145,6 +160,12 @@ class Model:
         return key
 
 
+def with_aliases(model: _M, aliases: Mapping[str, Alias]) -> _M:
+    """``model`` with :attr:`Model.aliases` set to ``aliases`` (for canonizers); returns it."""
+    model.aliases = MappingProxyType(dict(aliases))
+    return model
+
+
 def _check_layers(kind: str, pairs: Sequence[tuple[str, Any]]) -> None:
     if not pairs:
         raise ValueError(f"{kind} needs at least one layer.")
@@ -152,8 +173,8 @@ def _check_layers(kind: str, pairs: Sequence[tuple[str, Any]]) -> None:
         if not isinstance(layer, Layer):
             raise TypeError(
                 f"{kind} item {index} ({name!r}) is a {type(layer).__name__}, not a "
-                "relprop layer; wrap functions in rp.Lambda(fn) and torch modules with "
-                "rp.Dense(module.weight, module.bias) and the like."
+                "relprop layer; wrap functions in rp.Lambda(fn), and convert a whole torch "
+                "network with rp.from_torch(module)."
             )
     names = [name for name, _ in pairs]
     if len(set(names)) != len(names):
@@ -212,7 +233,7 @@ class Sequential(Model):
         return self._nodes
 
     def rebuild(self, layers: Sequence[Layer]) -> Sequential:
-        return Sequential(list(zip(self.names, layers, strict=True)))
+        return with_aliases(Sequential(list(zip(self.names, layers, strict=True))), self.aliases)
 
     def input_nonnegative(self) -> tuple[bool, ...]:
         """For each layer, whether its input is >= 0 by construction (after a ReLU...)."""
@@ -295,9 +316,10 @@ class Graph(Model):
         return self._nodes
 
     def rebuild(self, layers: Sequence[Layer]) -> Graph:
-        return Graph(
+        graph = Graph(
             [(n.name, layer, n.inputs) for n, layer in zip(self._nodes, layers, strict=True)]
         )
+        return with_aliases(graph, self.aliases)
 
     def __getitem__(self, key: int | str) -> Layer:
         return self.layers[self._index(key)]

@@ -183,13 +183,14 @@ class RootFinder:
     use_cache
         Store the roots found for an input under its local linear region and reuse them
         for later inputs of the same region (module docstring).
-    show_progress
-        Show tqdm progress bars (the optional tqdm package is imported only then).
+    progress
+        Show tqdm progress bars: ``True`` (needs tqdm, ``relprop[progress]``; imported only
+        then), ``None`` only on a terminal, ``False`` (default) silent.
     """
 
-    def __init__(self, *, use_cache: bool = True, show_progress: bool = False) -> None:
+    def __init__(self, *, use_cache: bool = True, progress: bool | None = False) -> None:
         self.use_cache = bool(use_cache)
-        self.show_progress = bool(show_progress)
+        self.progress = progress
         self._cache: dict[tuple[Any, int, bytes], _Entry] = {}
         self._owners: dict[int, object] = {}
         self._hits = 0
@@ -346,7 +347,7 @@ class ClosedFormRootFinder(RootFinder):
         One of ``"0"``, ``"x"``, ``"z+"``, ``"w2"``, ``"gamma"``, ``"zB"``.
     gamma, low, high, eps
         Passed to :func:`~relprop.dtd.root_point`.
-    use_cache, show_progress
+    use_cache, progress
         See :class:`RootFinder`.
 
     Examples
@@ -371,11 +372,11 @@ class ClosedFormRootFinder(RootFinder):
         high: Any = None,
         eps: float = 1e-12,
         use_cache: bool = False,
-        show_progress: bool = False,
+        progress: bool | None = False,
     ) -> None:
         if rule not in RULES:
             raise ValueError(f"unknown root-point rule {rule!r}; use one of {', '.join(RULES)}.")
-        super().__init__(use_cache=use_cache, show_progress=show_progress)
+        super().__init__(use_cache=use_cache, progress=progress)
         self.rule = rule
         self.gamma = gamma
         self.low = low
@@ -434,11 +435,11 @@ class _SegmentRootFinder(RootFinder):
         enforce_non_negative: bool = False,
         use_cache: bool = True,
         seed: Seed = 0,
-        show_progress: bool = False,
+        progress: bool | None = False,
     ) -> None:
         if root_steps < 0:
             raise ValueError(f"root_steps must be >= 0; got {root_steps}.")
-        super().__init__(use_cache=use_cache, show_progress=show_progress)
+        super().__init__(use_cache=use_cache, progress=progress)
         self.root_steps = int(root_steps)
         self.root_rtol = None if root_rtol is None else float(root_rtol)
         self.enforce_non_negative = bool(enforce_non_negative)
@@ -570,8 +571,8 @@ class InterpolationRootFinder(_SegmentRootFinder):
         Reuse roots per local linear region (default on).
     seed
         Seed or :class:`numpy.random.Generator` of the rays.
-    show_progress
-        Show tqdm progress bars.
+    progress
+        Show tqdm progress bars (see :class:`RootFinder`).
 
     Examples
     --------
@@ -597,11 +598,11 @@ class InterpolationRootFinder(_SegmentRootFinder):
         root_rtol: float | None = None,
         use_cache: bool = True,
         seed: Seed = 0,
-        show_progress: bool = False,
+        progress: bool | None = False,
     ) -> None:
         super().__init__(root_steps=root_steps, root_rtol=root_rtol,
                          enforce_non_negative=enforce_non_negative, use_cache=use_cache,
-                         seed=seed, show_progress=show_progress)
+                         seed=seed, progress=progress)
         self.n_rays = n_rays
         self.n_refinement_steps = n_refinement_steps
         self.max_radius = max_radius
@@ -616,7 +617,7 @@ class InterpolationRootFinder(_SegmentRootFinder):
             model, x, start=start, n_rays=self.n_rays,
             n_refinement_steps=self.n_refinement_steps, max_radius=self.max_radius,
             enforce_non_negative=self.enforce_non_negative, seed=self.rng,
-            show_progress=self.show_progress,
+            progress=self.progress,
         )
         return res.points, res.inside
 
@@ -632,7 +633,7 @@ class MetropolisHastingsRootFinder(_SegmentRootFinder):
     ----------
     n_chains, n_steps, n_warmup, step_size, target_acceptance, adaptation_rate, max_radius
         Passed to :func:`~relprop.dtd.local_linear.sample_metropolis_hastings`.
-    enforce_non_negative, root_steps, root_rtol, use_cache, seed, show_progress
+    enforce_non_negative, root_steps, root_rtol, use_cache, seed, progress
         As for :class:`InterpolationRootFinder`.
 
     Examples
@@ -662,11 +663,11 @@ class MetropolisHastingsRootFinder(_SegmentRootFinder):
         root_rtol: float | None = None,
         use_cache: bool = True,
         seed: Seed = 0,
-        show_progress: bool = False,
+        progress: bool | None = False,
     ) -> None:
         super().__init__(root_steps=root_steps, root_rtol=root_rtol,
                          enforce_non_negative=enforce_non_negative, use_cache=use_cache,
-                         seed=seed, show_progress=show_progress)
+                         seed=seed, progress=progress)
         self.n_chains = n_chains
         self.n_steps = n_steps
         self.n_warmup = n_warmup
@@ -686,7 +687,7 @@ class MetropolisHastingsRootFinder(_SegmentRootFinder):
             n_warmup=self.n_warmup, step_size=self.step_size,
             target_acceptance=self.target_acceptance, adaptation_rate=self.adaptation_rate,
             max_radius=self.max_radius, enforce_non_negative=self.enforce_non_negative,
-            seed=self.rng, show_progress=self.show_progress,
+            seed=self.rng, progress=self.progress,
         )
         xp = model.namespace(x=x)
         valid = xp.ones(res.samples.shape[:2], dtype=xp.bool)

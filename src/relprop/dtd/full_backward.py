@@ -72,9 +72,10 @@ from typing import Any
 import numpy as np
 
 from relprop._checks import check_input
+from relprop._progress import progress_bar
 from relprop._xp import Array, asarray, backend_name, to_numpy
 from relprop.dtd.finders import InterpolationRootFinder, RootFinder, _diagonal, gather
-from relprop.dtd.local_linear import placement, progress, region_keys
+from relprop.dtd.local_linear import placement, region_keys
 from relprop.layers import Dense, Dropout, Identity, LeakyReLU, ReLU
 from relprop.model import Sequential
 
@@ -770,7 +771,7 @@ def full_backward(
     target: int = 0,
     root_finder: RootFinder | None = None,
     *,
-    show_progress: bool = False,
+    progress: bool | None = False,
     max_points: int = 100_000,
 ) -> FullBackwardResult:
     r"""Full-backward DTD of the explained output ``target`` at the inputs ``x``.
@@ -788,8 +789,9 @@ def full_backward(
         The explained output neuron; its initial relevance is its value.
     root_finder
         Default :class:`~relprop.dtd.InterpolationRootFinder` (region cache on).
-    show_progress
-        A tqdm progress bar over the tree's nodes (needs tqdm).
+    progress
+        A tqdm progress bar over the tree's nodes: ``True`` (needs tqdm,
+        ``relprop[progress]``), ``None`` only on a terminal, ``False`` (default) silent.
     max_points
         Refuse trees with more node-neuron pairs than this (the tree grows as the
         product of the layer widths).
@@ -830,7 +832,7 @@ def full_backward(
             f"{max_points}): it grows as the product of the layer widths. Explain fewer "
             "inputs, a smaller network, or raise max_points."
         )
-    bar = progress(show_progress, x.shape[0] * _tree_nodes(fns), "full-backward DTD")
+    bar = progress_bar(progress, x.shape[0] * _tree_nodes(fns), "full-backward DTD")
     for fn in fns[1:]:
         if isinstance(fn, FullBackwardFn):
             fn.progress = bar

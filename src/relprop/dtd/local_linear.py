@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import device
 
+from relprop._progress import progress_bar
 from relprop._xp import Array, asarray, backend_name, to_numpy
 from relprop.dtd.network import activation_pattern, input_gradient
 from relprop.model import Sequential
@@ -85,33 +86,6 @@ def _check_points(model: Sequential, x: Array, name: str = "x") -> ModuleType:
 def _norm(v: Array, xp: ModuleType) -> Array:
     """Euclidean norm over the last axis."""
     return xp.sqrt(xp.sum(v * v, axis=-1))
-
-
-def progress(show: bool, total: int | None = None, desc: str = "") -> Any:
-    """A tqdm progress bar when ``show`` (tqdm imported only then), else a silent stand-in
-    with the same ``update``/``close``/``set_postfix`` methods."""
-    if not show:
-        return _NoProgress()
-    import importlib
-
-    try:
-        tqdm = importlib.import_module("tqdm.auto").tqdm
-    except ImportError as error:
-        raise ImportError(
-            "show_progress=True needs the optional tqdm package: pip install tqdm"
-        ) from error
-    return tqdm(total=total, desc=desc, leave=False)
-
-
-class _NoProgress:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def set_postfix(self, *args: object, **kwargs: object) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 # --- region identity ----------------------------------------------------------------------
@@ -316,7 +290,7 @@ def sample_interpolation(
     output: int | None = None,
     atol: float = 1e-8,
     seed: Seed = 0,
-    show_progress: bool = False,
+    progress: bool | None = False,
 ) -> InterpolationResult:
     r"""Follow random rays from each input to the edge of its local linear region.
 
@@ -349,8 +323,9 @@ def sample_interpolation(
         Region criterion, as in :func:`same_region` (default: activation pattern).
     seed
         Seed or :class:`numpy.random.Generator` of the ray directions.
-    show_progress
-        Show a tqdm progress bar (needs tqdm).
+    progress
+        Show a tqdm progress bar: ``True`` (needs tqdm, ``relprop[progress]``), ``None``
+        only on a terminal, ``False`` (default) silent.
 
     Returns
     -------
@@ -387,7 +362,7 @@ def sample_interpolation(
     def clip(p: Array) -> Array:
         return xp.maximum(p, xp.zeros_like(p)) if enforce_non_negative else p
 
-    bar = progress(show_progress, n_refinement_steps + 1, "interpolation")
+    bar = progress_bar(progress, n_refinement_steps + 1, "interpolation")
     # inside is monotone along a ray (the region is convex): bisection on [0, cap]
     whole = inside_fn(clip(at(cap)))
     lo = xp.where(whole, cap, xp.zeros_like(cap))
@@ -445,7 +420,7 @@ def sample_metropolis_hastings(
     output: int | None = None,
     atol: float = 1e-8,
     seed: Seed = 0,
-    show_progress: bool = False,
+    progress: bool | None = False,
 ) -> MetropolisHastingsResult:
     r"""Random walks inside each input's local linear region (Metropolis-Hastings).
 
@@ -486,8 +461,9 @@ def sample_metropolis_hastings(
         Region criterion, as in :func:`same_region` (default: activation pattern).
     seed
         Seed or :class:`numpy.random.Generator` of the proposals.
-    show_progress
-        Show a tqdm progress bar (needs tqdm).
+    progress
+        Show a tqdm progress bar: ``True`` (needs tqdm, ``relprop[progress]``), ``None``
+        only on a terminal, ``False`` (default) silent.
 
     Returns
     -------
@@ -526,7 +502,7 @@ def sample_metropolis_hastings(
     sigma = xp.expand_dims(scale, axis=1) * xp.ones((batch, n_chains), dtype=x.dtype)
     accepted = xp.zeros((batch, n_chains), dtype=x.dtype)
     samples = []
-    bar = progress(show_progress, n_warmup + n_steps, "metropolis-hastings")
+    bar = progress_bar(progress, n_warmup + n_steps, "metropolis-hastings")
     for step in range(n_warmup + n_steps):
         noise = _like(rng.standard_normal((batch, n_chains, features)), x, xp)
         proposal = position + xp.expand_dims(sigma, axis=-1) * noise

@@ -30,6 +30,9 @@ def from_torch(module: Any, example_input: Any = None) -> Sequential | Graph:
     The layers hold the module's parameters and buffers themselves (detached, same
     memory: no copies), so later in-place updates of the module show in the relprop
     model. ``model.to("numpy")`` / ``model.to("jax")`` make a copy on another library.
+    ``rp.lrp(module, ...)`` (and ``rp.gradient``, ``composite.rules``) call this for
+    you, once per module: the conversion is cached and redone only when the module's
+    parameters, buffers, submodules, settings or train/eval mode change.
 
     Supported modules (the module must be in eval mode, ``module.eval()``):
     ``Linear``, ``Conv1d``, ``Conv2d`` (``padding_mode="zeros"``; ``padding="same"`` /
@@ -57,8 +60,10 @@ def from_torch(module: Any, example_input: Any = None) -> Sequential | Graph:
     Raises
     ------
     TypeError
-        For an unsupported module (naming its qualified name and type and listing the
-        supported ones) or an unsupported function in a traced ``forward``.
+        For an unsupported module (naming its qualified name and type) or an unsupported
+        function in a traced ``forward`` (naming the traced node); the supported ones are
+        listed in ``rp.interop.torch.SUPPORTED_MODULES`` and ``SUPPORTED_FUNCTIONS`` and
+        on the docs page "Supported layers".
     ValueError
         For a module in training mode, an unsupported setting of a supported module
         (``padding_mode="reflect"``, ``return_indices=True``, ...), a ``forward`` that

@@ -49,7 +49,7 @@ from relprop.layers import (
 )
 from relprop.model import INPUT, Graph, Sequential
 
-__all__ = ["SUPPORTED_MODULES", "from_torch"]
+__all__ = ["SUPPORTED_FUNCTIONS", "SUPPORTED_MODULES", "from_torch"]
 
 SUPPORTED_MODULES = (
     "Linear",
@@ -76,13 +76,29 @@ SUPPORTED_MODULES = (
 )
 """The ``torch.nn`` modules :func:`from_torch` converts (plus ``nn.Sequential``)."""
 
-_SUPPORTED_FUNCTIONS = (
-    "x + y / torch.add / Tensor.add (two tensors), torch.relu / F.relu / Tensor.relu, "
-    "torch.tanh, torch.sigmoid, F.leaky_relu, F.softplus, torch.flatten / Tensor.flatten, "
-    "Tensor.view / Tensor.reshape / torch.reshape to (batch, -1), torch.cat (dim >= 1), "
-    "torch.mean / Tensor.mean over the spatial axes (global average pooling), "
-    "F.max_pool1d/2d, F.avg_pool1d/2d, F.adaptive_avg_pool1d/2d, F.dropout (eval), "
-    "Tensor.contiguous, x.size(0) / x.shape[0]"
+SUPPORTED_FUNCTIONS = (
+    "x + y / torch.add / Tensor.add (two tensors)",
+    "torch.relu / F.relu / Tensor.relu",
+    "torch.tanh",
+    "torch.sigmoid",
+    "F.leaky_relu",
+    "F.softplus",
+    "torch.flatten / Tensor.flatten",
+    "Tensor.view / Tensor.reshape / torch.reshape to (batch, -1)",
+    "torch.cat (dim >= 1)",
+    "torch.mean / Tensor.mean over the spatial axes (global average pooling)",
+    "F.max_pool1d/2d",
+    "F.avg_pool1d/2d",
+    "F.adaptive_avg_pool1d/2d",
+    "F.dropout (eval)",
+    "Tensor.contiguous",
+    "x.size(0) / x.shape[0]",
+)
+"""The functions and methods a traced ``forward`` may call (besides supported modules)."""
+
+_WHERE_LISTED = (
+    'rp.interop.torch.SUPPORTED_MODULES and SUPPORTED_FUNCTIONS list what is supported '
+    '(docs: "Supported layers")'
 )
 
 
@@ -94,10 +110,8 @@ def _module_kind(module: Any) -> str:
 def _unsupported_module(module: Any, qualname: str) -> TypeError:
     return TypeError(
         f"from_torch: module {qualname or '(root)'!r} of type {_module_kind(module)} is not "
-        f"supported. Supported modules: torch.nn.{', torch.nn.'.join(SUPPORTED_MODULES)}; "
-        "nn.Sequential containers of them, and other modules whose forward torch.fx can "
-        "trace into these modules and the supported functions "
-        f"({_SUPPORTED_FUNCTIONS})."
+        f"supported; {_WHERE_LISTED}. Build the network from supported modules (in "
+        "nn.Sequential, or a forward torch.fx can trace), or (later) register a converter."
     )
 
 
@@ -530,8 +544,8 @@ class _FxImporter:
         if handler is None:
             raise self.fail(
                 node,
-                f"is not supported; supported functions: {_SUPPORTED_FUNCTIONS}; supported "
-                f"modules: torch.nn.{', torch.nn.'.join(SUPPORTED_MODULES)}",
+                f"is not supported; {_WHERE_LISTED}. Write the forward with those, or wrap "
+                "the computation in a supported module",
                 TypeError,
             )
         return handler(node, args, kwargs)
