@@ -34,7 +34,7 @@ ZENNIT = "zennit==0.5.1"
 
 nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = [f"tests({name})" for name in BACKENDS] + ["examples", "lint", "types"]
+nox.options.sessions = [f"tests({name})" for name in BACKENDS] + ["docs", "lint", "types"]
 
 
 def _nvidia_gpu_available() -> bool:
@@ -100,22 +100,98 @@ def tests(session: nox.Session, backend: str) -> None:
     )
 
 
-@nox.session
-def examples(session: nox.Session) -> None:
-    """Run the guides' code and every script in docs/examples/ (all CPU backends side by side)."""
+DOCS_FIGURES = ROOT / "docs" / "figures"
+# Extra command-line arguments of example scripts (the figure directory, for the ones that
+# take it as an argument rather than from RELPROP_FIGURES).
+EXAMPLE_ARGS: dict[str, list[str]] = {"dtd_full_backward.py": [str(DOCS_FIGURES)]}
+
+
+def _install_docs(session: nox.Session) -> None:
+    """Every CPU backend side by side, the test and docs tools, relprop with its CLI."""
     session.install(
         "-r", "backends/test.txt",
         "-r", "backends/torch.txt",
         "-r", "backends/jax.txt",
         "-r", "backends/strict.txt",
+        "-r", "backends/docs.txt",
     )
-    session.install("-e", ".")
-    session.run("python", "-m", "pytest", "tests/test_docs.py", env={"JAX_PLATFORMS": "cpu"})
+    session.install("-e", ".[cli]")
+
+
+def _relative(text: str) -> str:
+    """Command output with this checkout's paths made relative (for the pages)."""
+    return text.replace(f"{ROOT}{os.sep}", "")
+
+
+def _run_to_file(session: nox.Session, out: Path, *args: str, env: dict[str, str]) -> None:
+    """Run a command (failing the session if it fails), keep its output for the pages."""
+    with open(out, "w") as handle:
+        session.run(*args, env=env, stdout=handle, stderr=None)
+    text = _relative(out.read_text())
+    out.write_text(text)
+    session.log(f"{out.relative_to(ROOT)}:\n{text}")
+
+
+def _pages_and_examples(session: nox.Session) -> None:
+    """Every page's code (tests/test_docs.py), then every script in docs/examples/, with
+    their figures and printed output written to docs/figures/."""
+    DOCS_FIGURES.mkdir(parents=True, exist_ok=True)
+    env = {"JAX_PLATFORMS": "cpu", "RELPROP_FIGURES": str(DOCS_FIGURES)}
+    session.run("python", "-m", "pytest", "tests/test_docs.py", env=env)
     scripts = sorted((ROOT / "docs" / "examples").glob("*.py"))
     if not scripts:
         session.error("no example scripts found in docs/examples/")
     for script in scripts:
-        session.run("python", str(script), env={"JAX_PLATFORMS": "cpu"})
+        out = DOCS_FIGURES / f"{script.stem}.txt"
+        extra = EXAMPLE_ARGS.get(script.name, [])
+        _run_to_file(session, out, "python", str(script), *extra, env=env)
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """Run every docs page's code and every script in docs/examples/ (an alias: part of
+    ``docs``, which also draws the demo and builds the site)."""
+    _install_docs(session)
+    _pages_and_examples(session)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation: every page's code and example script, the figures in docs/figures/
+    (regenerated, never committed), then ``mkdocs build --strict`` into site/."""
+    _install_docs(session)
+    shutil.rmtree(DOCS_FIGURES, ignore_errors=True)  # no stale figure hides a failure
+    _pages_and_examples(session)
+
+    env = {"JAX_PLATFORMS": "cpu", "RELPROP_BACKEND": "numpy"}
+    demo_png = DOCS_FIGURES / "demo.png"
+    _run_to_file(session, DOCS_FIGURES / "demo.txt",
+                 "relprop", "demo", "--out", str(demo_png), env=env)
+    model = session.run(
+        "python", "-c", "from relprop.data import DIGITS_MODEL; print(DIGITS_MODEL)",
+        silent=True,
+    )
+    model = str(model).strip().splitlines()[-1]
+    digits = DOCS_FIGURES / "digits.npy"
+    session.run(
+        "python", "-c",
+        "import sys, numpy as np; from relprop.data import load_digits; "
+        "np.save(sys.argv[1], load_digits(backend='numpy')[0][::10])",
+        str(digits),
+    )
+    explain_png = DOCS_FIGURES / "explain.png"
+    _run_to_file(session, DOCS_FIGURES / "explain.txt",
+                 "relprop", "explain", model, str(digits), "--out", str(explain_png),
+                 "--no-progress", env=env)
+    _run_to_file(session, DOCS_FIGURES / "info.txt", "relprop", "info", model, env=env)
+    for picture in [demo_png, explain_png]:
+        if not picture.is_file() or picture.stat().st_size == 0:
+            session.error(f"{picture.relative_to(ROOT)} was not written")
+
+    # --strict (also set in mkdocs.yml): any warning, a page missing from the nav, a broken
+    # link or anchor, or a missing figure fails the build.
+    session.run("mkdocs", "build", "--strict", "--clean", "--site-dir", str(ROOT / "site"),
+                env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session

@@ -270,6 +270,7 @@ def load_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     name = os.fspath(path)
     texts, _ = _read_file(name, tensors=False)
     _read_header(name, texts)
+    texts = texts or {}
     if USER_METADATA_KEY not in texts:
         return {}
     try:
