@@ -1,8 +1,9 @@
-"""Test, lint and type-check sessions for relprop.
+"""Test, docs, lint and type-check sessions for relprop.
 
 ``nox`` runs every default session: the test suite once per array backend
 (``tests(numpy)``, ``tests(torch)``, ``tests(jax)``, ``tests(array_api_strict)``,
-``tests(cupy)``), then ``lint`` and ``types``. ``nox -s "tests(torch)"`` runs one.
+``tests(cupy)``), then ``docs`` (every page's code and example script, the figures, the
+site built with ``--strict``), ``lint`` and ``types``. ``nox -s "tests(torch)"`` runs one.
 Arguments after ``--`` are passed to pytest, e.g. ``nox -s "tests(jax)" -- -x -k dense``.
 
 Each test session writes a JUnit report to ``.ci-reports/<backend>.xml``; ``.ci/run``

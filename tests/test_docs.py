@@ -111,3 +111,15 @@ def test_supported_modules_page_matches_from_torch() -> None:
         name.strip().strip("`") for row in rows for name in row.split("|")[1].split(",")
     }
     assert documented == set(SUPPORTED_MODULES) | {"Sequential"}
+
+
+def test_readme_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's quick start is the first code a new user copies."""
+    path = ROOT / "README.md"
+    blocks = PYTHON_BLOCK.findall(path.read_text())
+    assert blocks, "the README lost its quick start"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {"__name__": "__readme__"}
+    for index, block in enumerate(blocks):
+        exec(compile(block, f"{path}:block{index}", "exec"), namespace)  # noqa: S102
+    assert namespace["pixels"].shape == (50, 8, 8, 3)  # type: ignore[attr-defined]

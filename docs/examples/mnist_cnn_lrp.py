@@ -27,7 +27,9 @@ array_api_strict, cupy).
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -226,6 +228,20 @@ def main() -> None:
     heat = ascii_map(rp.to_numpy(relevance)[0, 0]).splitlines()
     print("\n".join(f"  {a}    {b}" for a, b in zip(picture, heat, strict=True)))
     print(f"wall time {time.perf_counter() - begin:.2f} s")
+    figures = os.environ.get("RELPROP_FIGURES")
+    if figures:
+        write_figure(x_np, rp.to_numpy(layers["input"]), Path(figures) / "mnist_cnn_lrp.png")
+
+
+def write_figure(x: np.ndarray, relevance: np.ndarray, path: Path) -> None:
+    """The input and its relevance side by side (needs the ``viz`` extra)."""
+    from relprop.plot import grid, heatmap, save_png
+
+    ink = 1.0 - (x[0, 0] - x.min()) / (x.max() - x.min())  # dark strokes on white
+    cells = [[np.repeat((255 * ink).astype(np.uint8)[:, :, None], 3, axis=2),
+              heatmap(relevance)[0]]]
+    titles = [["input", f"Epsilon relevance, sum {relevance.sum():.3f}"]]
+    print(f"wrote {save_png(grid(cells, titles=titles, cell_size=224), path)}")
 
 
 if __name__ == "__main__":
