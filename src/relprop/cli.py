@@ -270,11 +270,6 @@ def _explain(args: argparse.Namespace) -> None:
         print(f"wrote {written}")
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
 def _label(index: int, classes: Any) -> str:
     if isinstance(classes, list) and 0 <= index < len(classes):
         return str(classes[index])
@@ -284,7 +279,9 @@ def _label(index: int, classes: Any) -> str:
 def _explain_table(
     names: list[str], out: np.ndarray, targets: np.ndarray, R: np.ndarray, classes: Any
 ) -> str:
-    probs = _softmax(out)
+    from relprop.demo import softmax
+
+    probs = softmax(out)
     width = max(6, *(len(n) for n in names))
     rows = [f"{'input':<{width}} {'pred':>5} {'conf':>6} {'target':>6} {'output':>9} "
             f"{'sum R':>9}"]

@@ -29,7 +29,17 @@ from relprop.inputs import InputSpec
 from relprop.io import load_metadata
 from relprop.lrp import lrp
 
-__all__ = ["DEFAULT_COMPOSITES", "DEFAULT_OUT", "DemoResult", "main", "run"]
+__all__ = [
+    "DEFAULT_COMPOSITES",
+    "DEFAULT_OUT",
+    "DemoResult",
+    "explain_digits",
+    "figure",
+    "main",
+    "run",
+    "softmax",
+    "table",
+]
 
 DEFAULT_COMPOSITES = ("EpsilonPlusFlat", "EpsilonAlpha2Beta1Flat", "EpsilonGammaBox")
 """The composites the demo compares unless told otherwise."""
@@ -52,7 +62,16 @@ class DemoResult:
     path: Path | None
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
+    r"""Class probabilities of a ``(batch, classes)`` NumPy array of logits.
+
+    :math:`p_c = e^{z_c - \max z} / \sum_k e^{z_k - \max z}`
+
+    Examples
+    --------
+    >>> softmax(np.array([[0.0, np.log(3.0)]])).round(3).tolist()
+    [[0.25, 0.75]]
+    """
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
 
@@ -88,7 +107,7 @@ def explain_digits(
         images=np.asarray(images)[chosen],
         labels=np.asarray(labels)[chosen],
         predictions=predictions,
-        confidence=_softmax(logits)[np.arange(samples), predictions],
+        confidence=softmax(logits)[np.arange(samples), predictions],
         outputs=logits[np.arange(samples), predictions],
         relevance=relevance,
         path=None,
@@ -127,7 +146,16 @@ def run(
     samples: int = 10,
     stream: TextIO | None = None,
 ) -> DemoResult:
-    """Run the demo: explain, print the table, write the PNG (unless ``out`` is None)."""
+    """Run the demo: explain, print the table, write the PNG (unless ``out`` is None).
+
+    Examples
+    --------
+    >>> import io
+    >>> result = run(backend="numpy", composites=["EpsilonPlusFlat"], out=None, samples=2,
+    ...              stream=io.StringIO())
+    >>> result.predictions.tolist(), result.relevance["EpsilonPlusFlat"].shape
+    ([0, 1], (2, 1, 8, 8))
+    """
     stream = sys.stdout if stream is None else stream
     result = explain_digits(backend, composites, samples)
     print(f"relprop demo: the bundled digits CNN on backend {result.backend!r}", file=stream)
