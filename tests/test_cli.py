@@ -213,7 +213,7 @@ def test_explain_in_process_matches_rule(
     images, _ = load_digits("numpy")
     np.save(tmp_path / "x.npy", np.asarray(images[:4]))
     code = main(["explain", str(DIGITS_MODEL), str(tmp_path / "x.npy"), "--rule", "ZPlus",
-                 "--target", "3", "--save", str(tmp_path / "R.npy")])
+                 "--target", "3", "--save", str(tmp_path / "R.npy"), "--backend", "numpy"])
     assert code == 0
     out = capsys.readouterr().out
     assert out.count("     3 ") >= 4  # the target column
