@@ -186,7 +186,7 @@ def figure(result: DemoResult) -> np.ndarray:
     cells: list[list[Any]] = [[_ink_on_paper(image) for image in result.images]]
     titles: list[list[str]] = [
         [
-            f"label {label}\npred {pred} ({conf:.0%})"
+            f"label {label}\npred {pred} ({conf:.1%})"
             for label, pred, conf in zip(
                 result.labels, result.predictions, result.confidence, strict=True
             )
