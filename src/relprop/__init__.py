@@ -12,30 +12,8 @@ from relprop._xp import BACKENDS, array_namespace, asarray, default_backend, lib
 from relprop.autodiff import grad, vjp
 from relprop.interop import from_torch
 from relprop.io import load, save
-from relprop.layers import (
-    AdaptiveAvgPool1d,
-    AdaptiveAvgPool2d,
-    Add,
-    AvgPool1d,
-    AvgPool2d,
-    BatchNorm1d,
-    BatchNorm2d,
-    Concat,
-    Conv1d,
-    Conv2d,
-    Dense,
-    Dropout,
-    Flatten,
-    Identity,
-    Lambda,
-    LeakyReLU,
-    MaxPool1d,
-    MaxPool2d,
-    ReLU,
-    Sigmoid,
-    Softplus,
-    Tanh,
-)
+from relprop.layers import *  # noqa: F403 - every layer kind: rp.Dense, rp.Conv2d, ...
+from relprop.layers.registry import layer_kinds
 from relprop.lrp import gradient, gradient_x_input, lrp
 from relprop.model import Graph, Sequential
 from relprop.plot import heatmap
@@ -44,30 +22,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS",
-    "AdaptiveAvgPool1d",
-    "AdaptiveAvgPool2d",
-    "Add",
-    "AvgPool1d",
-    "AvgPool2d",
-    "BatchNorm1d",
-    "BatchNorm2d",
-    "Concat",
-    "Conv1d",
-    "Conv2d",
-    "Dense",
-    "Dropout",
-    "Flatten",
     "Graph",
-    "Identity",
-    "Lambda",
-    "LeakyReLU",
-    "MaxPool1d",
-    "MaxPool2d",
-    "ReLU",
     "Sequential",
-    "Sigmoid",
-    "Softplus",
-    "Tanh",
     "array_namespace",
     "asarray",
     "autodiff",
@@ -90,4 +46,6 @@ __all__ = [
     "save",
     "to_numpy",
     "vjp",
+    # the layer kinds, from the one registry (relprop.layers.registry)
+    *layer_kinds(),
 ]

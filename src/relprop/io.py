@@ -30,35 +30,11 @@ import json
 import numbers
 import os
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Any
 
 from relprop._xp import Array, asarray, to_numpy
-from relprop.layers import (
-    AdaptiveAvgPool1d,
-    AdaptiveAvgPool2d,
-    Add,
-    AvgPool1d,
-    AvgPool2d,
-    BatchNorm1d,
-    BatchNorm2d,
-    Concat,
-    Conv1d,
-    Conv2d,
-    Dense,
-    Dropout,
-    Flatten,
-    Identity,
-    Lambda,
-    Layer,
-    LeakyReLU,
-    MaxPool1d,
-    MaxPool2d,
-    ReLU,
-    Sigmoid,
-    Softplus,
-    Tanh,
-)
+from relprop.layers import Lambda, Layer
+from relprop.layers.registry import savable_layers
 from relprop.model import INPUT, Graph, Model, Sequential
 
 __all__ = ["FORMAT_VERSION", "LAYER_TYPES", "METADATA_KEY", "USER_METADATA_KEY", "load",
@@ -75,34 +51,7 @@ USER_METADATA_KEY = "relprop.user"
 
 _FORMAT = "relprop.model"
 
-LAYER_TYPES: Mapping[str, type[Layer]] = MappingProxyType(
-    {
-        cls.__name__: cls
-        for cls in (
-            Dense,
-            Conv1d,
-            Conv2d,
-            MaxPool1d,
-            MaxPool2d,
-            AvgPool1d,
-            AvgPool2d,
-            AdaptiveAvgPool1d,
-            AdaptiveAvgPool2d,
-            BatchNorm1d,
-            BatchNorm2d,
-            Add,
-            Concat,
-            ReLU,
-            LeakyReLU,
-            Tanh,
-            Sigmoid,
-            Softplus,
-            Flatten,
-            Identity,
-            Dropout,
-        )
-    }
-)
+LAYER_TYPES: Mapping[str, type[Layer]] = savable_layers()
 """Layer types :func:`save` can store and :func:`load` rebuilds, by type name."""
 
 _KINDS = {"sequential": Sequential, "graph": Graph}

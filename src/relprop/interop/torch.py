@@ -16,6 +16,7 @@ doctests collect) without torch.
 
 from __future__ import annotations
 
+import inspect
 import math
 import operator
 from collections.abc import Callable, Iterator
@@ -49,32 +50,27 @@ from relprop.layers import (
 )
 from relprop.model import INPUT, Graph, Sequential
 
-__all__ = ["SUPPORTED_FUNCTIONS", "SUPPORTED_MODULES", "from_torch"]
+__all__ = [
+    "SUPPORTED_FUNCTIONS",
+    "from_torch",
+    "register_torch_converter",
+    "supported_modules",
+]
 
-SUPPORTED_MODULES = (
-    "Linear",
-    "Conv1d",
-    "Conv2d",
-    "ReLU",
-    "LeakyReLU",
-    "Tanh",
-    "Sigmoid",
-    "Softplus",
-    "Flatten",
-    "Identity",
-    "Dropout",
-    "Dropout1d",
-    "Dropout2d",
-    "MaxPool1d",
-    "MaxPool2d",
-    "AvgPool1d",
-    "AvgPool2d",
-    "AdaptiveAvgPool1d",
-    "AdaptiveAvgPool2d",
-    "BatchNorm1d",
-    "BatchNorm2d",
-)
-"""The ``torch.nn`` modules :func:`from_torch` converts (plus ``nn.Sequential``)."""
+def supported_modules(*, registered: bool = True) -> tuple[str, ...]:
+    """Names of the ``torch.nn`` modules :func:`from_torch` converts (plus ``nn.Sequential``),
+    derived from the converter table; with ``registered``, the module types registered with
+    :func:`register_torch_converter` follow, by their qualified names."""
+    builtin = _builtin_modules()
+    user = tuple(_qualified(cls) for cls in _USER_MODULES if cls not in builtin)
+    return tuple(cls.__name__ for cls in builtin) + (user if registered else ())
+
+
+def __getattr__(name: str) -> Any:
+    # SUPPORTED_MODULES is derived from the converter table, which needs torch: lazily.
+    if name == "SUPPORTED_MODULES":
+        return supported_modules()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 SUPPORTED_FUNCTIONS = (
     "x + y / torch.add / Tensor.add (two tensors)",
@@ -93,6 +89,7 @@ SUPPORTED_FUNCTIONS = (
     "F.dropout (eval)",
     "Tensor.contiguous",
     "x.size(0) / x.shape[0]",
+    "functions registered with register_torch_converter",
 )
 """The functions and methods a traced ``forward`` may call (besides supported modules)."""
 
@@ -111,7 +108,8 @@ def _unsupported_module(module: Any, qualname: str) -> TypeError:
     return TypeError(
         f"from_torch: module {qualname or '(root)'!r} of type {_module_kind(module)} is not "
         f"supported; {_WHERE_LISTED}. Build the network from supported modules (in "
-        "nn.Sequential, or a forward torch.fx can trace), or (later) register a converter."
+        "nn.Sequential, or a forward torch.fx can trace), or teach relprop this module with "
+        "rp.interop.torch.register_torch_converter."
     )
 
 
@@ -168,37 +166,58 @@ def _conv(cls: type[Conv1d] | type[Conv2d]) -> Callable[[Any, str], Layer]:
     return convert
 
 
-def _max_pool(cls: type[MaxPool1d] | type[MaxPool2d]) -> Callable[[Any, str], Layer]:
-    def convert(module: Any, qualname: str) -> Layer:
-        if module.return_indices:
-            raise _setting_error(
-                module, qualname, "has return_indices=True; only return_indices=False is supported"
-            )
-        return cls(
-            _tuple(module.kernel_size),
-            None if module.stride is None else _tuple(module.stride),
-            padding=_tuple(module.padding),
-            dilation=_tuple(module.dilation),
-            ceil_mode=bool(module.ceil_mode),
+_MAX_POOL = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+_AVG_POOL = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+             "divisor_override")
+
+
+def _stride(stride: Any) -> Any:
+    return None if stride is None or stride == [] else _tuple(stride)
+
+
+def _max_pool_layer(
+    cls: type[MaxPool1d] | type[MaxPool2d], b: dict[str, Any], fail: Callable[[str], Exception]
+) -> Layer:
+    """The max pool of torch's settings ``b`` (a module's attributes or a call's arguments)."""
+    if b["return_indices"]:
+        raise fail("has return_indices=True; only return_indices=False is supported")
+    return cls(_tuple(b["kernel_size"]), _stride(b["stride"]), padding=_tuple(b["padding"]),
+               dilation=_tuple(b["dilation"]), ceil_mode=bool(b["ceil_mode"]))
+
+
+def _avg_pool_layer(
+    cls: type[AvgPool1d] | type[AvgPool2d], b: dict[str, Any], fail: Callable[[str], Exception]
+) -> Layer:
+    """The average pool of torch's settings ``b``."""
+    if b["divisor_override"] is not None:
+        raise fail(f"has divisor_override={b['divisor_override']}; only None is supported")
+    return cls(_tuple(b["kernel_size"]), _stride(b["stride"]), padding=_tuple(b["padding"]),
+               ceil_mode=bool(b["ceil_mode"]), count_include_pad=bool(b["count_include_pad"]))
+
+
+def _softplus_layer(beta: Any, threshold: Any, fail: Callable[[str], Exception]) -> Layer:
+    if threshold < 20:
+        raise fail(
+            f"has threshold={threshold}; relprop's Softplus is exact (no linear region), "
+            "which matches torch to ~1e-9 only for threshold >= 20"
         )
+    return Softplus(float(beta))
 
-    return convert
+
+def _adaptive_size(size: Any) -> Any:
+    if isinstance(size, (tuple, list)):
+        return tuple(None if s is None else int(s) for s in size)
+    return size
 
 
-def _avg_pool(cls: type[AvgPool1d] | type[AvgPool2d]) -> Callable[[Any, str], Layer]:
+def _from_attributes(
+    build: Callable[[Any, dict[str, Any], Callable[[str], Exception]], Layer],
+    cls: Any,
+    keys: tuple[str, ...],
+) -> Callable[[Any, str], Layer]:
     def convert(module: Any, qualname: str) -> Layer:
-        if getattr(module, "divisor_override", None) is not None:
-            raise _setting_error(
-                module, qualname,
-                f"has divisor_override={module.divisor_override}; only None is supported",
-            )
-        return cls(
-            _tuple(module.kernel_size),
-            None if module.stride is None else _tuple(module.stride),
-            padding=_tuple(module.padding),
-            ceil_mode=bool(module.ceil_mode),
-            count_include_pad=bool(module.count_include_pad),
-        )
+        settings = {key: getattr(module, key, None) for key in keys}
+        return build(cls, settings, lambda problem: _setting_error(module, qualname, problem))
 
     return convert
 
@@ -206,13 +225,7 @@ def _avg_pool(cls: type[AvgPool1d] | type[AvgPool2d]) -> Callable[[Any, str], La
 def _adaptive(
     cls: type[AdaptiveAvgPool1d] | type[AdaptiveAvgPool2d],
 ) -> Callable[[Any, str], Layer]:
-    def convert(module: Any, qualname: str) -> Layer:
-        size = module.output_size
-        if isinstance(size, (tuple, list)):
-            size = tuple(None if s is None else int(s) for s in size)
-        return cls(size)
-
-    return convert
+    return lambda module, qualname: cls(_adaptive_size(module.output_size))
 
 
 def _batchnorm(cls: type[BatchNorm1d] | type[BatchNorm2d]) -> Callable[[Any, str], Layer]:
@@ -240,17 +253,12 @@ def _flatten(module: Any, qualname: str) -> Layer:
 
 
 def _softplus(module: Any, qualname: str) -> Layer:
-    if module.threshold < 20:
-        raise _setting_error(
-            module, qualname,
-            f"has threshold={module.threshold}; relprop's Softplus is exact (no linear "
-            "region), which matches torch to ~1e-9 only for threshold >= 20",
-        )
-    return Softplus(float(module.beta))
+    return _softplus_layer(module.beta, module.threshold,
+                           lambda problem: _setting_error(module, qualname, problem))
 
 
 @lru_cache(maxsize=1)
-def _module_table() -> dict[type, Callable[[Any, str], Layer]]:
+def _builtin_modules() -> dict[type, Callable[[Any, str], Layer]]:
     from torch import nn
 
     return {
@@ -267,15 +275,87 @@ def _module_table() -> dict[type, Callable[[Any, str], Layer]]:
         nn.Dropout: lambda m, q: Dropout(float(m.p)),
         nn.Dropout1d: lambda m, q: Dropout(float(m.p)),
         nn.Dropout2d: lambda m, q: Dropout(float(m.p)),
-        nn.MaxPool1d: _max_pool(MaxPool1d),
-        nn.MaxPool2d: _max_pool(MaxPool2d),
-        nn.AvgPool1d: _avg_pool(AvgPool1d),
-        nn.AvgPool2d: _avg_pool(AvgPool2d),
+        nn.MaxPool1d: _from_attributes(_max_pool_layer, MaxPool1d, _MAX_POOL),
+        nn.MaxPool2d: _from_attributes(_max_pool_layer, MaxPool2d, _MAX_POOL),
+        nn.AvgPool1d: _from_attributes(_avg_pool_layer, AvgPool1d, _AVG_POOL),
+        nn.AvgPool2d: _from_attributes(_avg_pool_layer, AvgPool2d, _AVG_POOL),
         nn.AdaptiveAvgPool1d: _adaptive(AdaptiveAvgPool1d),
         nn.AdaptiveAvgPool2d: _adaptive(AdaptiveAvgPool2d),
         nn.BatchNorm1d: _batchnorm(BatchNorm1d),
         nn.BatchNorm2d: _batchnorm(BatchNorm2d),
     }
+
+
+_USER_MODULES: dict[type, Callable[[Any, str], Layer]] = {}
+_USER_FUNCTIONS: dict[Any, Callable[..., Layer]] = {}
+
+
+def _qualified(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def _checked(layer: Any, source: str, converter: Any) -> Layer:
+    if not isinstance(layer, Layer):
+        raise TypeError(
+            f"from_torch: the converter {_qualified(converter)} registered for {source} "
+            f"returned {type(layer).__name__}, not a relprop layer (rp.Dense(...), ...)."
+        )
+    return layer
+
+
+def register_torch_converter(source: Any, converter: Callable[..., Layer]) -> None:
+    """Teach :func:`from_torch` a module type or a function of your own.
+
+    Both an ``nn.Sequential`` and an ``fx``-traced module use the converters registered
+    here. Layers that the conversion returns share or copy the module's tensors as the
+    converter decides (relprop's own converters share them).
+
+    Parameters
+    ----------
+    source
+        A ``torch.nn.Module`` subclass, or a function the ``forward`` calls. A module type
+        takes effect for the type and its subclasses that keep its ``forward``; registering
+        a type relprop already converts replaces relprop's converter.
+    converter
+        For a module type, ``converter(module) -> Layer``. For a function
+        ``f(x, *args, **kwargs)`` of one traced tensor ``x``, ``converter(*args, **kwargs)
+        -> Layer``: it gets the call's other arguments and returns the layer applied to
+        ``x``. Plain Python functions are kept as one node of the ``torch.fx`` trace
+        (``autowrap_functions``) instead of being traced through; torch.fx finds them under
+        a public global name (not starting with ``_``) of the module defining the
+        ``forward``.
+
+    Examples
+    --------
+    (Not a doctest: the docstring examples run in the NumPy-only session.) ::
+
+        class Scale(torch.nn.Module):              # y = s * x, element-wise
+            def __init__(self, s): super().__init__(); self.s = torch.nn.Parameter(s)
+            def forward(self, x): return self.s * x
+
+        rp.interop.torch.register_torch_converter(
+            Scale, lambda m: rp.Lambda(lambda x: m.s.detach() * x, elementwise=True))
+        model = rp.from_torch(torch.nn.Sequential(torch.nn.Linear(3, 3), Scale(torch.ones(3))))
+    """
+    if not callable(converter):
+        raise TypeError(f"converter must be callable; got {converter!r}.")
+    from torch import nn
+
+    if isinstance(source, type) and issubclass(source, nn.Module):
+        label = f"module type {_qualified(source)}"
+        _USER_MODULES[source] = lambda module, qualname: _checked(converter(module), label,
+                                                                 converter)
+    elif isinstance(source, type) or not callable(source):
+        raise TypeError(
+            f"source must be a torch.nn.Module subclass or a function; got {source!r}."
+        )
+    else:
+        _USER_FUNCTIONS[source] = converter
+
+
+def _module_table() -> dict[type, Callable[[Any, str], Layer]]:
+    """relprop's module converters, with the user's registrations taking precedence."""
+    return {**_builtin_modules(), **_USER_MODULES}
 
 
 def _converter(module: Any) -> Callable[[Any, str], Layer] | None:
@@ -499,7 +579,9 @@ class _FxImporter:
                     node,
                     f"reads the attribute {node.target!r} of the module directly; relprop "
                     "imports parameters only through supported modules (wrap the computation "
-                    "in one, e.g. nn.Linear instead of F.linear(x, self.weight))",
+                    "in one, e.g. nn.Linear instead of F.linear(x, self.weight), or register "
+                    "a converter for the module that holds it: "
+                    "rp.interop.torch.register_torch_converter)",
                     TypeError,
                 )
             elif node.op == "output":
@@ -535,6 +617,8 @@ class _FxImporter:
             return self.call_module(node, args, kwargs)
         if node.op == "call_method":
             handler = self.methods.get(node.target)
+        elif node.target in _USER_FUNCTIONS:
+            handler = self.user_function(_USER_FUNCTIONS[node.target])
         else:
             handler = None
             for target, candidate in self.functions:
@@ -549,6 +633,18 @@ class _FxImporter:
                 TypeError,
             )
         return handler(node, args, kwargs)
+
+    def user_function(self, convert: Callable[..., Layer]) -> Callable[[Any, tuple, dict], Any]:
+        def handle(node: Any, args: tuple, kwargs: dict) -> _Tensor:
+            x = self.tensor(node, args[0] if args else None, "its first argument")
+            rest = [*args[1:], *kwargs.values()]
+            if any(isinstance(a, _Tensor) for a in rest):
+                raise self.fail(node, "reads several tensors; a registered function "
+                                "converter takes one tensor, its first argument", TypeError)
+            layer = _checked(convert(*args[1:], **kwargs), f"function {node.target!r}", convert)
+            return self.emit(node, node.name, layer, [x])
+
+        return handle
 
     def call_module(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
         qualname = str(node.target)
@@ -567,6 +663,11 @@ class _FxImporter:
         import torch
         import torch.nn.functional as F
 
+        # the functional pools' keyword defaults, as torch.nn.functional declares them
+        max_pool = {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False,
+                    "return_indices": False}
+        avg_pool = {"stride": None, "padding": 0, "ceil_mode": False,
+                    "count_include_pad": True, "divisor_override": None}
         unary = self.unary
         table: list[tuple[Any, Callable[[Any, tuple, dict], Any]]] = [
             (operator.add, self.add),
@@ -591,10 +692,10 @@ class _FxImporter:
             (torch.cat, self.cat),
             (F.adaptive_avg_pool1d, self.adaptive(AdaptiveAvgPool1d)),
             (F.adaptive_avg_pool2d, self.adaptive(AdaptiveAvgPool2d)),
-            (F.max_pool1d, self.max_pool(MaxPool1d)),
-            (F.max_pool2d, self.max_pool(MaxPool2d)),
-            (F.avg_pool1d, self.avg_pool(AvgPool1d)),
-            (F.avg_pool2d, self.avg_pool(AvgPool2d)),
+            (F.max_pool1d, self.pool(_max_pool_layer, MaxPool1d, max_pool)),
+            (F.max_pool2d, self.pool(_max_pool_layer, MaxPool2d, max_pool)),
+            (F.avg_pool1d, self.pool(_avg_pool_layer, AvgPool1d, avg_pool)),
+            (F.avg_pool2d, self.pool(_avg_pool_layer, AvgPool2d, avg_pool)),
             (F.dropout, self.dropout),
             (F.dropout1d, self.dropout),
             (F.dropout2d, self.dropout),
@@ -783,11 +884,9 @@ class _FxImporter:
     def softplus(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
         bound = self.bind(node, args, kwargs,
                           [("input", _REQUIRED), ("beta", 1.0), ("threshold", 20.0)])
-        if bound["threshold"] < 20:
-            raise self.fail(node, f"has threshold={bound['threshold']}; only >= 20 is "
-                            "supported (relprop's Softplus has no linear region)")
-        return self.emit(node, node.name, Softplus(float(bound["beta"])),
-                         [self.tensor(node, bound["input"])])
+        layer = _softplus_layer(bound["beta"], bound["threshold"],
+                                lambda problem: self.fail(node, problem))
+        return self.emit(node, node.name, layer, [self.tensor(node, bound["input"])])
 
     def adaptive(
         self, cls: type[AdaptiveAvgPool1d] | type[AdaptiveAvgPool2d]
@@ -795,56 +894,23 @@ class _FxImporter:
         def handle(node: Any, args: tuple, kwargs: dict) -> _Tensor:
             bound = self.bind(node, args, kwargs, [("input", _REQUIRED),
                                                    ("output_size", _REQUIRED)])
-            size = bound["output_size"]
-            if isinstance(size, (tuple, list)):
-                size = tuple(None if s is None else int(s) for s in size)
-            return self.emit(node, node.name, cls(size),
+            return self.emit(node, node.name, cls(_adaptive_size(bound["output_size"])),
                              [self.tensor(node, bound["input"])])
 
         return handle
 
-    def max_pool(
-        self, cls: type[MaxPool1d] | type[MaxPool2d]
+    def pool(
+        self,
+        build: Callable[[Any, dict[str, Any], Callable[[str], Exception]], Layer],
+        cls: Any,
+        defaults: dict[str, Any],
     ) -> Callable[[Any, tuple, dict], _Tensor]:
-        spec = [("input", _REQUIRED), ("kernel_size", _REQUIRED), ("stride", None),
-                ("padding", 0), ("dilation", 1), ("ceil_mode", False), ("return_indices", False)]
+        """A functional pool (``F.max_pool2d``...): its arguments bound as torch binds them."""
+        spec = [("input", _REQUIRED), ("kernel_size", _REQUIRED), *defaults.items()]
 
         def handle(node: Any, args: tuple, kwargs: dict) -> _Tensor:
             b = self.bind(node, args, kwargs, spec)
-            if b["return_indices"]:
-                raise self.fail(node, "has return_indices=True; only False is supported")
-            stride = b["stride"]
-            layer = cls(
-                _tuple(b["kernel_size"]),
-                None if stride is None or stride == [] else _tuple(stride),
-                padding=_tuple(b["padding"]),
-                dilation=_tuple(b["dilation"]),
-                ceil_mode=bool(b["ceil_mode"]),
-            )
-            return self.emit(node, node.name, layer, [self.tensor(node, b["input"])])
-
-        return handle
-
-    def avg_pool(
-        self, cls: type[AvgPool1d] | type[AvgPool2d]
-    ) -> Callable[[Any, tuple, dict], _Tensor]:
-        spec = [("input", _REQUIRED), ("kernel_size", _REQUIRED), ("stride", None),
-                ("padding", 0), ("ceil_mode", False), ("count_include_pad", True),
-                ("divisor_override", None)]
-
-        def handle(node: Any, args: tuple, kwargs: dict) -> _Tensor:
-            b = self.bind(node, args, kwargs, spec)
-            if b["divisor_override"] is not None:
-                raise self.fail(node, f"has divisor_override={b['divisor_override']}; only "
-                                "None is supported")
-            stride = b["stride"]
-            layer = cls(
-                _tuple(b["kernel_size"]),
-                None if stride is None or stride == [] else _tuple(stride),
-                padding=_tuple(b["padding"]),
-                ceil_mode=bool(b["ceil_mode"]),
-                count_include_pad=bool(b["count_include_pad"]),
-            )
+            layer = build(cls, b, lambda problem: self.fail(node, problem))
             return self.emit(node, node.name, layer, [self.tensor(node, b["input"])])
 
         return handle
@@ -871,8 +937,9 @@ def _trace(module: Any) -> Any:
         def is_leaf_module(self, m: Any, qualname: str) -> bool:
             return _converter(m) is not None or super().is_leaf_module(m, qualname)
 
+    wrapped = tuple(f for f in _USER_FUNCTIONS if inspect.isfunction(f))
     try:
-        graph = Tracer().trace(module)
+        graph = Tracer(autowrap_functions=wrapped).trace(module)
     except Exception as error:  # noqa: BLE001 - any tracing failure gets the same advice
         raise ValueError(
             f"from_torch: torch.fx cannot trace the forward of {_module_kind(module)} "

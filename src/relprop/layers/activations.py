@@ -7,10 +7,12 @@ from typing import Any
 
 from relprop._xp import Array
 from relprop.layers.base import Activation
+from relprop.layers.registry import register
 
 __all__ = ["LeakyReLU", "ReLU", "Sigmoid", "Softplus", "Tanh"]
 
 
+@register
 class ReLU(Activation):
     """:math:`\\max(x, 0)`; its derivative at 0 is taken as 0 (as in torch)."""
 
@@ -23,6 +25,7 @@ class ReLU(Activation):
         return xp.where(x > 0, v, xp.zeros_like(v))
 
 
+@register
 class LeakyReLU(Activation):
     """:math:`x` for :math:`x > 0`, else ``negative_slope * x`` (torch's default 0.01)."""
 
@@ -42,6 +45,7 @@ class LeakyReLU(Activation):
         return f"LeakyReLU({self.negative_slope})"
 
 
+@register
 class Tanh(Activation):
     """Hyperbolic tangent."""
 
@@ -52,6 +56,7 @@ class Tanh(Activation):
         return v * (1.0 - xp.tanh(x) ** 2)
 
 
+@register
 class Sigmoid(Activation):
     """Logistic function :math:`1 / (1 + e^{-x})`."""
 
@@ -67,6 +72,7 @@ class Sigmoid(Activation):
         return v * s * (1.0 - s)
 
 
+@register
 class Softplus(Activation):
     """:math:`\\log(1 + e^{\\beta x}) / \\beta`."""
 

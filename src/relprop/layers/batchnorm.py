@@ -8,6 +8,7 @@ from typing import Any
 
 from relprop._xp import Array, array_namespace
 from relprop.layers.base import Layer, _detached
+from relprop.layers.registry import register
 
 __all__ = ["BatchNorm", "BatchNorm1d", "BatchNorm2d"]
 
@@ -115,10 +116,12 @@ class BatchNorm(Layer):
         return f"{type(self).__name__}({self.channels}, eps={self.eps})"
 
 
+@register
 class BatchNorm1d(BatchNorm):
     """Batch norm of ``(batch, channels)`` or ``(batch, channels, length)`` inputs."""
 
 
+@register
 class BatchNorm2d(BatchNorm):
     """Batch norm of ``(batch, channels, height, width)`` inputs."""
 

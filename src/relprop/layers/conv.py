@@ -8,6 +8,7 @@ from typing import Any
 
 from relprop._xp import Array, array_namespace
 from relprop.layers.base import Convolution
+from relprop.layers.registry import register
 from relprop.ops.conv import conv, conv_transpose
 
 __all__ = ["Conv1d", "Conv2d"]
@@ -95,6 +96,7 @@ class _ConvNd(Convolution):
         )
 
 
+@register
 class Conv1d(_ConvNd):
     """1d convolution (cross-correlation) of ``(batch, channels, length)`` inputs.
 
@@ -117,6 +119,7 @@ class Conv1d(_ConvNd):
     spatial = 1
 
 
+@register
 class Conv2d(_ConvNd):
     """2d convolution (cross-correlation) of ``(batch, channels, height, width)`` inputs.
 

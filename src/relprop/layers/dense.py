@@ -7,10 +7,12 @@ from types import ModuleType
 
 from relprop._xp import Array, array_namespace
 from relprop.layers.base import Linear
+from relprop.layers.registry import register
 
 __all__ = ["Dense"]
 
 
+@register
 class Dense(Linear):
     r"""Fully connected layer :math:`z = x W^\top + b`.
 

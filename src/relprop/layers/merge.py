@@ -8,6 +8,7 @@ from typing import Any
 
 from relprop._xp import Array
 from relprop.layers.base import Layer
+from relprop.layers.registry import register
 
 __all__ = ["Add", "Concat", "Merge"]
 
@@ -26,6 +27,7 @@ class Merge(Layer):
         return None
 
 
+@register
 class Add(Merge):
     """Element-wise sum of its inputs (residual connections).
 
@@ -50,6 +52,7 @@ class Add(Merge):
         return None
 
 
+@register
 class Concat(Merge):
     """Concatenation of its inputs along ``axis`` (default 1, channels)."""
 

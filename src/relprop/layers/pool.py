@@ -12,6 +12,7 @@ from typing import Any
 
 from relprop._xp import Array
 from relprop.layers.base import Layer
+from relprop.layers.registry import register
 from relprop.ops.pool import (
     adaptive_avg_pool,
     adaptive_avg_pool_transpose,
@@ -87,12 +88,14 @@ class MaxPool(_Pool):
         return max_pool_vjp(x, v, xp=xp, **self.config())
 
 
+@register
 class MaxPool1d(MaxPool):
     """Max pooling of ``(batch, channels, length)`` inputs."""
 
     spatial = 1
 
 
+@register
 class MaxPool2d(MaxPool):
     """Max pooling of ``(batch, channels, height, width)`` inputs.
 
@@ -141,12 +144,14 @@ class _WindowAvgPool(AvgPool):
         return avg_pool_transpose(v, tuple(x.shape), xp=xp, **self.config())
 
 
+@register
 class AvgPool1d(_WindowAvgPool):
     """Average pooling of ``(batch, channels, length)`` inputs (``torch.nn.AvgPool1d``)."""
 
     spatial = 1
 
 
+@register
 class AvgPool2d(_WindowAvgPool):
     """Average pooling of ``(batch, channels, height, width)`` inputs.
 
@@ -174,12 +179,14 @@ class _AdaptiveAvgPool(AvgPool):
         return adaptive_avg_pool_transpose(v, tuple(x.shape), xp=xp)
 
 
+@register
 class AdaptiveAvgPool1d(_AdaptiveAvgPool):
     """Adaptive average pooling of ``(batch, channels, length)`` inputs."""
 
     spatial = 1
 
 
+@register
 class AdaptiveAvgPool2d(_AdaptiveAvgPool):
     """Adaptive average pooling to ``output_size`` (``1``: global average pooling).
 

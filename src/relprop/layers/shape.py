@@ -10,10 +10,12 @@ from typing import Any
 
 from relprop._xp import Array
 from relprop.layers.base import Layer
+from relprop.layers.registry import register
 
 __all__ = ["Dropout", "Flatten", "Identity", "Lambda"]
 
 
+@register
 class Identity(Layer):
     """The identity map."""
 
@@ -26,6 +28,7 @@ class Identity(Layer):
         return v
 
 
+@register
 class Dropout(Identity):
     """Dropout at inference time: the identity (relprop explains trained models)."""
 
@@ -39,6 +42,7 @@ class Dropout(Identity):
         return f"Dropout(p={self.p})"
 
 
+@register
 class Flatten(Layer):
     """Flatten every axis from ``start_dim`` on (torch's ``nn.Flatten``, default 1)."""
 
@@ -70,6 +74,7 @@ class Flatten(Layer):
         return f"Flatten(start_dim={self.start_dim})"
 
 
+@register(savable=False)
 class Lambda(Layer):
     """A user function as a layer; its ``vjp`` comes from the autodiff adapter.
 
