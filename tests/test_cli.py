@@ -218,7 +218,10 @@ def test_explain_in_process_matches_rule(
     out = capsys.readouterr().out
     assert out.count("     3 ") >= 4  # the target column
     model = load_digits_model("numpy")
-    expected = rp.lrp(model, np.asarray(images[:4]), target=3, rule=rp.rules.ZPlus())
+    fused = rp.composites.uniform(rp.rules.ZPlus(), [rp.canonizers.MergeBatchNorm()])
+    expected = rp.lrp(model, np.asarray(images[:4]), target=3, composite=fused)
+    unfused = rp.lrp(model, np.asarray(images[:4]), target=3, rule=rp.rules.ZPlus())
+    assert not np.allclose(expected, unfused)  # the batch norms are fused for --rule too
     np.testing.assert_array_equal(np.load(tmp_path / "R.npy"), expected)
 
 
@@ -277,3 +280,35 @@ def test_help_is_complete(command: list[str], capsys: pytest.CaptureFixture[str]
     assert description.rstrip().endswith((".", ":")), description
     if not command:
         assert "array-api-strict." in text and "relprop COMMAND --help" in text
+
+
+def test_images_keep_their_channels_without_a_shape(tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "g.png")
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "c.png")
+    assert read_inputs(tmp_path / "g.png")[0].shape == (1, 1, 8, 8)
+    assert read_inputs(tmp_path / "c.png", InputSpec(image_mode="RGB"))[0].shape == (1, 3, 8, 8)
+
+
+def test_bad_input_metadata_is_named() -> None:
+    rgb = InputSpec.from_metadata({"input": {"image_mode": "RGB", "mean": [0.5, 0.5, 0.5]}})
+    assert rgb.input_bounds() == (-0.5, 0.5)
+    assert InputSpec.from_metadata({"input": {"mean": 0.5}}).mean == (0.5,)
+    with pytest.raises(ValueError, match="'mean' must be a number or a list"):
+        InputSpec.from_metadata({"input": {"mean": "grey"}})
+    with pytest.raises(ValueError, match="3 means and 2 standard deviations"):
+        InputSpec.from_metadata({"input": {"mean": [0, 0, 0], "std": [1, 1]}})
+
+
+def test_dense_model_and_empty_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "dense.safetensors"
+    rp.save(rp.Sequential([rp.Dense(np.ones((2, 5)))]), path, metadata={"input": {"shape": [5]}})
+    np.save(tmp_path / "x.npy", np.ones((3, 5)))
+    assert main(["explain", str(path), str(tmp_path / "x.npy"), "--out", "o.png"]) == 1
+    assert "--out draws images" in capsys.readouterr().err
+    assert main(["explain", str(path), str(tmp_path / "x.npy"), "--save",
+                 str(tmp_path / "rel"), "--backend", "numpy"]) == 0
+    assert str(tmp_path / "rel.npy") in capsys.readouterr().out
+    assert np.load(tmp_path / "rel.npy").shape == (3, 5)
+    np.save(tmp_path / "none.npy", np.ones((0, 5)))
+    assert main(["explain", str(path), str(tmp_path / "none.npy")]) == 1
+    assert "holds no samples" in capsys.readouterr().err

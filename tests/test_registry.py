@@ -163,3 +163,53 @@ def test_converter_errors(torch_interop) -> None:
         torch_interop.register_torch_converter(int, lambda m: rp.Identity())
     with pytest.raises(TypeError, match="converter must be callable"):
         torch_interop.register_torch_converter(Odd, None)
+
+
+def test_registering_forgets_cached_conversions(torch_interop) -> None:
+    import torch
+    from torch import nn
+
+    net = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1)).double().eval()
+    x = torch.randn(2, 3, dtype=torch.float64)
+    before = rp.lrp(net, x, rule=rp.rules.Epsilon(0.0))
+    torch_interop.register_torch_converter(nn.ReLU, lambda m: rp.Identity())
+    after = rp.lrp(net, x, rule=rp.rules.Epsilon(0.0))  # ReLU is now converted as identity
+    model = rp.from_torch(net)
+    assert isinstance(model.layers[1], rp.Identity)
+    torch.testing.assert_close(after, rp.lrp(model, x, rule=rp.rules.Epsilon(0.0)))
+    assert not torch.equal(before, after) or bool((net[0](x) >= 0).all())
+
+
+def test_register_in_a_fresh_process() -> None:
+    pytest.importorskip("torch", reason="user converters are a torch importer feature")
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, relprop as rp\n"
+        "rp.interop.torch.register_torch_converter(torch.nn.GELU, lambda m: rp.Tanh())\n"
+        "print(type(rp.from_torch(torch.nn.Sequential(torch.nn.GELU()).eval()).layers[0]).__name__)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0 and result.stdout.strip() == "Tanh", result.stderr
+
+
+def test_lrp_on_a_module_traces_with_the_input_shape() -> None:
+    torch = pytest.importorskip("torch", reason="torch modules")
+    from torch import nn
+
+    class Net(nn.Module):  # x.view(-1, n) needs the shapes: from_torch gets x as example
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3).double()
+            self.fc = nn.Linear(2 * 4 * 4, 3).double()
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).view(-1, 32))
+
+    net = Net().eval()
+    x = torch.randn(2, 1, 6, 6, dtype=torch.float64)
+    composite = rp.composites.EpsilonPlusFlat()
+    torch.testing.assert_close(rp.lrp(net, x, composite=composite),
+                               rp.lrp(rp.from_torch(net, x), x, composite=composite))

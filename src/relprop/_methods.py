@@ -57,25 +57,27 @@ def method(
     """The keyword arguments of :func:`relprop.lrp` for a composite or rule given by name.
 
     Composites fuse batch norms (``MergeBatchNorm``) unless ``canonize`` is false; a
-    ``rule`` is applied to every linear layer. ``bounds`` are the input's lowest and
-    highest values, for the rules that need them.
+    ``rule`` is applied to every linear layer, with the same batch-norm fusion. ``bounds``
+    are the input's lowest and highest values, for the rules that need them.
 
     Examples
     --------
     >>> type(method(composite="EpsilonPlusFlat")["composite"]).__name__
     'EpsilonPlusFlat'
-    >>> method(rule="ZBox", bounds=(0.0, 1.0))
-    {'rule': ZBox(stabilizer=1e-06, zero_params=(), low=0.0, high=1.0)}
+    >>> method(rule="ZBox", bounds=(0.0, 1.0))["composite"].canonizers
+    (MergeBatchNorm(),)
     """
     if (composite is None) == (rule is None):
         raise ValueError("name exactly one of composite= and rule=.")
+    canonizers = [MergeBatchNorm()] if canonize else []
     if composite is not None:
         if composite not in composite_names():
             raise ValueError(
                 f"unknown composite {composite!r}; choose one of {', '.join(composite_names())}."
             )
-        extra = {"canonizers": [MergeBatchNorm()] if canonize else []}
+        extra = {"canonizers": canonizers}
         return {"composite": _build(getattr(composites, composite), bounds, extra)}
     if rule not in rule_names():
         raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(rule_names())}.")
-    return {"rule": _build(getattr(rules, str(rule)), bounds, {})}
+    chosen = _build(getattr(rules, str(rule)), bounds, {})
+    return {"composite": composites.uniform(chosen, canonizers)}

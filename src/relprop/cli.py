@@ -163,10 +163,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> None:
+    from relprop.data import load_digits
     from relprop.demo import run
 
-    if not 1 <= args.samples <= 50:
-        raise _Usage(f"--samples must be between 1 and 50; got {args.samples}")
+    available = len(load_digits("numpy")[1])
+    if not 1 <= args.samples <= available:
+        raise _Usage(f"--samples must be between 1 and {available}; got {args.samples}")
     run(backend=args.backend, composites=args.composite, out=args.out, samples=args.samples)
 
 
@@ -247,6 +249,11 @@ def _explain(args: argparse.Namespace) -> None:
         colormap(args.cmap)  # an unknown colour map fails before the work, not after it
     model = load(path, backend=args.backend)
     batch, names = read_inputs(args.input, spec, progress=args.progress)
+    if args.out is not None and batch.ndim not in (3, 4):
+        raise ValueError(
+            f"--out draws images, but each input has shape {tuple(batch.shape[1:])}; "
+            "save the relevance with --save instead."
+        )
     params = list(model.named_params().values())
     dtype = str(params[0].dtype).rsplit(".", 1)[-1] if params else "float64"
     relevance, logits = [], []
@@ -263,8 +270,11 @@ def _explain(args: argparse.Namespace) -> None:
     targets = out.argmax(axis=1) if args.target is None else np.full(len(out), args.target)
     print(_explain_table(names, out, targets, R, metadata.get("classes")))
     if args.save is not None:
-        np.save(args.save, R)
-        print(f"wrote {args.save} (relevance, {R.dtype.name} {'x'.join(map(str, R.shape))})")
+        # numpy.save's own rule: ".npy" is appended unless the name ends with it
+        saved = Path(args.save if args.save.endswith(".npy") else args.save + ".npy")
+        np.save(saved, R)
+        print(f"wrote {saved.resolve()} (relevance, {R.dtype.name} "
+              f"{'x'.join(map(str, R.shape))})")
     if args.out is not None:
         written = _explain_png(batch, R, names, out, targets, metadata, args)
         print(f"wrote {written}")

@@ -237,12 +237,12 @@ def layer_map_base(stabilizer: Stabilizer = 1e-6) -> list[tuple[tuple[type, ...]
     ]
 
 
-def uniform(rule: Rule) -> Composite:
+def uniform(rule: Rule, canonizers: Sequence[Canonizer] = ()) -> Composite:
     """One rule for every linear layer (dense, conv), and :func:`layer_map_base` for the rest.
 
-    This is what ``rp.lrp(..., rule=rule)`` uses.
+    This is what ``rp.lrp(..., rule=rule)`` uses (without canonizers).
     """
-    return Composite(layer_map=[((Linear,), rule), *layer_map_base()])
+    return Composite(layer_map=[((Linear,), rule), *layer_map_base()], canonizers=canonizers)
 
 
 class _Named(Composite):

@@ -91,7 +91,7 @@ def explain_digits(
     model = load_digits_model(backend)
     images, labels = load_digits("numpy")
     if not 1 <= samples <= len(labels):
-        raise ValueError(f"--samples must be between 1 and {len(labels)}; got {samples}.")
+        raise ValueError(f"samples must be between 1 and {len(labels)}; got {samples}.")
     chosen = _pick(np.asarray(labels), samples)
     x = asarray(np.asarray(images)[chosen], backend=backend)
     logits = to_numpy(model(x))

@@ -75,6 +75,15 @@ class InputSpec:
         values: dict[str, Any] = {
             key: tuple(v) if isinstance(v, list) else v for key, v in spec.items()
         }
+        for key in ("mean", "std"):
+            if key in values:
+                values[key] = _floats(values[key], key)
+        channels = {len(values.get("mean", (0.0,))), len(values.get("std", (1.0,)))}
+        if len(channels - {1}) > 1:
+            raise ValueError(
+                f"the model file's metadata 'input' has {len(values['mean'])} means and "
+                f"{len(values['std'])} standard deviations; give one, or one per channel."
+            )
         made = cls(**values)
         if made.layout not in ("NCHW", "NHWC"):
             raise ValueError(f"input layout must be 'NCHW' or 'NHWC'; got {made.layout!r}.")
@@ -84,12 +93,24 @@ class InputSpec:
         """The lowest and highest input value: ``bounds``, else those of pixels 0 and 255."""
         if self.bounds is not None:
             return float(self.bounds[0]), float(self.bounds[1])
-        ends = [
-            (p * self.scale - m) / s for p in (0.0, 255.0) for m, s in zip(
-                self.mean, self.std, strict=True
-            )
-        ]
+        mean, std = np.broadcast_arrays(np.asarray(self.mean), np.asarray(self.std))
+        pairs = list(zip(mean, std, strict=True))
+        ends = [(p * self.scale - m) / s for p in (0.0, 255.0) for m, s in pairs]
         return float(min(ends)), float(max(ends))
+
+
+def _floats(value: Any, key: str) -> tuple[float, ...]:
+    values = value if isinstance(value, (list, tuple)) else (value,)
+    try:
+        floats = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"the model file's metadata 'input' {key!r} must be a number or a list of "
+            f"numbers (one per channel); got {value!r}."
+        ) from None
+    if key == "std" and any(v == 0 for v in floats):
+        raise ValueError(f"the model file's metadata 'input' 'std' has a zero: {value!r}.")
+    return floats
 
 
 def read_image(path: Path, spec: InputSpec) -> np.ndarray:
@@ -181,9 +202,14 @@ def _files(path: Path) -> list[Path]:
 def _read_one(path: Path, spec: InputSpec) -> Iterator[tuple[str, np.ndarray]]:
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
-        yield path.name, _batch(read_image(path, spec), path, spec)[0]
+        image = read_image(path, spec)  # one sample, whatever the spec knows of its shape
+        if spec.shape is not None:
+            _batch(image, path, spec)
+        yield path.name, image
     elif suffix in ARRAY_SUFFIXES:
         batch = _batch(_read_array(path), path, spec)
+        if not len(batch):
+            raise ValueError(f"{str(path)!r} holds no samples (shape {tuple(batch.shape)}).")
         for index, sample in enumerate(batch):
             yield (path.name if len(batch) == 1 else f"{path.name}[{index}]"), sample
     else:

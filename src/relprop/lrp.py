@@ -219,7 +219,7 @@ def lrp(
     >>> {name: r.tolist() for name, r in layers.items()}
     {'input': [[2.0, 2.0]], '0': [[0.0, 4.0]], '1': [[0.0, 4.0]], '2': [[4.0]]}
     """
-    given = as_model(model)
+    given = as_model(model, x)
     used = given
     if isinstance(composite, Composite) and composite.canonizers:
         used = canonize(given, composite.canonizers)
@@ -247,7 +247,7 @@ def _gradient(
     model: ModelLike, x: Array, target: object, detach: bool
 ) -> tuple[Array, Array]:
     """The input (detached as asked) and the input gradient."""
-    checked = as_model(model)
+    checked = as_model(model, x)
     xp, x, target, values = _prepare(checked, x, target, detach)
     nodes = checked.nodes()
 

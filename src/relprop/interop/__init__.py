@@ -83,3 +83,13 @@ def from_torch(module: Any, example_input: Any = None) -> Sequential | Graph:
     from relprop.interop.torch import from_torch as convert
 
     return convert(module, example_input)
+
+
+def __getattr__(name: str) -> Any:
+    # ``rp.interop.torch`` (register_torch_converter, supported_modules) imports torch, so
+    # it is imported when first asked for, not with relprop.
+    if name == "torch":
+        import importlib
+
+        return importlib.import_module("relprop.interop.torch")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

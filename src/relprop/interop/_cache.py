@@ -2,7 +2,8 @@
 
 A ``torch.nn.Module`` is converted with :func:`~relprop.interop.from_torch` the first time
 it is explained, and the result is kept (weakly keyed on the module, so the cache never
-keeps a module alive) together with a *signature* of the module: for every submodule its
+keeps a module alive, unless a user converter's layer refers back to the module),
+together with a *signature* of the module: for every submodule its
 identity, type, train/eval mode and plain settings (``eps``, ``stride``, ...), and for every
 parameter and buffer its identity, memory address, dtype, device, shape and torch's
 in-place write counter ``Tensor._version``. Any change shows in the signature and the
@@ -14,6 +15,11 @@ module is converted again:
 - ``.to(dtype)`` / ``.double()`` / ``.to(device)``: torch swaps each parameter's data (new
   address, dtype, device);
 - ``.train()`` / ``.eval()``: in training mode the conversion raises from_torch's error.
+
+Writes through ``param.data`` (``p.data.mul_(2)``) are invisible, to this cache as to
+torch's autograd: ``_version`` does not count them. The converted layers share the memory,
+so their forward pass follows, but the rules' cached modified weights (``W+`` ...) do not.
+Write parameters in place under ``torch.no_grad()`` instead, or call ``clear()``.
 
 The signature costs a walk over the module's submodules and tensors (no conversion, no
 tensor data read), which is small next to a forward pass. The converted layers share the
@@ -90,16 +96,40 @@ def torch_signature(module: Any) -> tuple[Any, ...]:
     return tuple(entries)
 
 
-def converted_torch_model(module: Any) -> Model:
-    """``from_torch(module)``, converted again only when the module's signature changed."""
+def _matches(module: Any, example: Any) -> bool:
+    """Whether ``example`` is a torch tensor the module can run on (its dtype and device);
+    otherwise ``rp.lrp`` reports the mismatch itself, after the conversion."""
+    if type(example).__module__.split(".")[0] != "torch":
+        return False
+    first = next(iter(module.parameters()), None)
+    return first is None or (first.dtype == example.dtype and first.device == example.device)
+
+
+def converted_torch_model(module: Any, example: Any = None) -> Model:
+    """``from_torch(module)``, converted again only when the module's signature changed.
+
+    ``example`` (the batch about to be explained, if a torch tensor) is passed on to
+    ``from_torch`` as ``example_input`` (its first sample): tracing then knows the shapes
+    (``x.view(-1, n)``) and the outputs are checked against torch's. Its per-sample shape
+    is part of the signature: a model converted for one input shape is converted again
+    for another, while one converted without an example serves every shape (its trace did
+    not depend on the shapes).
+    """
     from relprop.interop import torch as torch_interop
 
+    if example is not None and not _matches(module, example):
+        example = None
+    shape = None if example is None else tuple(example.shape[1:])
     signature = torch_signature(module)
     hit = _TORCH_CACHE.get(module)
-    if hit is not None and hit[0] == signature:
-        return hit[1]
-    model = torch_interop.from_torch(module)
-    _TORCH_CACHE[module] = (signature, model)
+    if hit is not None:
+        (cached_shape, cached_signature), cached = hit
+        fits = shape is None or cached_shape is None or cached_shape == shape
+        if cached_signature == signature and fits:
+            return cached
+    first = None if example is None or not len(example) else example[:1].detach()
+    model = torch_interop.from_torch(module, first)
+    _TORCH_CACHE[module] = ((shape, signature), model)
     return model
 
 
@@ -108,14 +138,14 @@ def clear() -> None:
     _TORCH_CACHE.clear()
 
 
-def as_model(model: object) -> Model:
+def as_model(model: object, example: Any = None) -> Model:
     """``model`` itself if it is a relprop model, a torch module's cached conversion, or a
     ``TypeError`` naming ``rp.from_torch``. The one model check of ``lrp`` and ``gradient``.
     """
     if isinstance(model, Model):
         return model
     if _is_torch_module(model):
-        return converted_torch_model(model)
+        return converted_torch_model(model, example)
     kind = type(model)
     raise TypeError(
         f"model must be an rp.Sequential or rp.Graph (or a torch.nn.Module, converted for you "

@@ -333,13 +333,22 @@ def register_torch_converter(source: Any, converter: Callable[..., Layer]) -> No
             def __init__(self, s): super().__init__(); self.s = torch.nn.Parameter(s)
             def forward(self, x): return self.s * x
 
-        rp.interop.torch.register_torch_converter(
-            Scale, lambda m: rp.Lambda(lambda x: m.s.detach() * x, elementwise=True))
+        from relprop.interop.torch import register_torch_converter
+
+        def convert(module):                       # capture the tensor, not the module
+            s = module.s.detach()
+            return rp.Lambda(lambda x: s * x, elementwise=True)
+
+        register_torch_converter(Scale, convert)
         model = rp.from_torch(torch.nn.Sequential(torch.nn.Linear(3, 3), Scale(torch.ones(3))))
     """
     if not callable(converter):
         raise TypeError(f"converter must be callable; got {converter!r}.")
     from torch import nn
+
+    from relprop.interop._cache import clear
+
+    clear()  # modules converted before now may convert differently
 
     if isinstance(source, type) and issubclass(source, nn.Module):
         label = f"module type {_qualified(source)}"
