@@ -65,6 +65,9 @@ ACTIVATIONS = {
     "Softplus-beta3": (lambda: rp.Softplus(3.0), "smooth"),
     "Identity": (rp.Identity, "linear"),
     "Dropout": (lambda: rp.Dropout(0.3), "linear"),
+    "ELU": (lambda: rp.ELU(0.7), "smooth"),
+    "SiLU": (rp.SiLU, "smooth"),
+    "Hardtanh": (lambda: rp.Hardtanh(-2.5, 2.5), "linear"),  # kinks outside [-2, 2]
 }
 
 
@@ -323,6 +326,9 @@ FORMULAS = {
     "Softplus-beta2": (lambda: rp.Softplus(2.0), lambda x: np.log1p(np.exp(2.0 * x)) / 2.0),
     "Identity": (rp.Identity, lambda x: x),
     "Dropout": (lambda: rp.Dropout(0.9), lambda x: x),
+    "ELU": (lambda: rp.ELU(0.7), lambda x: np.where(x > 0, x, 0.7 * np.expm1(np.minimum(x, 0)))),
+    "SiLU": (rp.SiLU, lambda x: x / (1.0 + np.exp(-x))),
+    "Hardtanh": (lambda: rp.Hardtanh(-1.0, 2.0), lambda x: np.clip(x, -1.0, 2.0)),
 }
 
 DERIVATIVES = {
@@ -335,6 +341,9 @@ DERIVATIVES = {
     "Softplus-beta2": lambda x: 1.0 / (1.0 + np.exp(-2.0 * x)),
     "Identity": np.ones_like,
     "Dropout": np.ones_like,
+    "ELU": lambda x: np.where(x > 0, 1.0, 0.7 * np.exp(np.minimum(x, 0))),
+    "SiLU": lambda x: (1.0 + np.exp(-x) + x * np.exp(-x)) / (1.0 + np.exp(-x)) ** 2,
+    "Hardtanh": lambda x: ((x > -1.0) & (x < 2.0)).astype(float),
 }
 
 

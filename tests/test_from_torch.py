@@ -543,3 +543,36 @@ def test_example_input_check_passes_and_rejects_non_modules():
     assert isinstance(model, rp.Graph)
     with pytest.raises(TypeError, match="needs a torch.nn.Module"):
         rp.from_torch(lambda x: x)
+
+
+def test_more_activations_as_modules_and_functions():
+    torch.manual_seed(3)
+    net = nn.Sequential(
+        nn.Linear(4, 6), nn.ELU(0.5), nn.Linear(6, 6), nn.SiLU(), nn.Linear(6, 6),
+        nn.Hardtanh(-0.5, 1.5), nn.Linear(6, 6), nn.ReLU6(), nn.Linear(6, 2),
+    ).double().eval()
+    model = rp.from_torch(net)
+    assert _layer_types(model)[1::2] == ["ELU", "SiLU", "Hardtanh", "Hardtanh"]
+    assert (model["7"].min_val, model["7"].max_val) == (0.0, 6.0)
+    _assert_forward_equal(net, model, 3.0 * _input(5, 4))
+
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            x = F.elu(self.fc(x), alpha=0.3)
+            x = F.hardtanh(F.silu(x), -0.2, 0.8)
+            return F.relu6(x)
+
+    functional = Functional().double().eval()
+    traced = rp.from_torch(functional)
+    assert _layer_types(traced) == ["Dense", "ELU", "SiLU", "Hardtanh", "Hardtanh"]
+    _assert_forward_equal(functional, traced, 3.0 * _input(5, 4))
+
+
+def test_trailing_softmax_is_refused_with_the_fix():
+    net = nn.Sequential(nn.Linear(3, 2), nn.Softmax(dim=1)).eval()
+    with pytest.raises(TypeError, match=r"explains the logits.*net\[:-1\]"):
+        rp.from_torch(net)

@@ -43,6 +43,9 @@ def _dense_model(rng, dtype):
         ("id", rp.Identity()),
         ("fc4", rp.Dense(a(3, 6), a(3))),
         ("sig", rp.Sigmoid()),
+        ("elu", rp.ELU(0.5)),
+        ("silu", rp.SiLU()),
+        ("hardtanh", rp.Hardtanh(-0.5, 2.0)),
     ]), (2, 4)
 
 

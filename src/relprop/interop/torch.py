@@ -25,6 +25,7 @@ from functools import lru_cache
 from typing import Any
 
 from relprop.layers import (
+    ELU,
     AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,
     Add,
@@ -38,6 +39,7 @@ from relprop.layers import (
     Dense,
     Dropout,
     Flatten,
+    Hardtanh,
     Identity,
     Layer,
     LeakyReLU,
@@ -45,6 +47,7 @@ from relprop.layers import (
     MaxPool2d,
     ReLU,
     Sigmoid,
+    SiLU,
     Softplus,
     Tanh,
 )
@@ -78,6 +81,7 @@ SUPPORTED_FUNCTIONS = (
     "torch.tanh",
     "torch.sigmoid",
     "F.leaky_relu",
+    "F.elu / F.silu / F.hardtanh / F.relu6",
     "F.softplus",
     "torch.flatten / Tensor.flatten",
     "Tensor.view / Tensor.reshape / torch.reshape to (batch, -1)",
@@ -105,6 +109,13 @@ def _module_kind(module: Any) -> str:
 
 
 def _unsupported_module(module: Any, qualname: str) -> TypeError:
+    if type(module).__name__ in ("Softmax", "LogSoftmax", "Softmin"):
+        return TypeError(
+            f"from_torch: module {qualname or '(root)'!r} is a {type(module).__name__}; LRP "
+            "explains the logits, before the softmax (zennit and Captum do the same): "
+            "convert the network without it (net[:-1] for an nn.Sequential), and take the "
+            "class with the largest logit, which the softmax does not change."
+        )
     return TypeError(
         f"from_torch: module {qualname or '(root)'!r} of type {_module_kind(module)} is not "
         f"supported; {_WHERE_LISTED}. Build the network from supported modules (in "
@@ -268,6 +279,9 @@ def _builtin_modules() -> dict[type, Callable[[Any, str], Layer]]:
         nn.ReLU: lambda m, q: ReLU(),
         nn.LeakyReLU: lambda m, q: LeakyReLU(float(m.negative_slope)),
         nn.Tanh: lambda m, q: Tanh(),
+        nn.ELU: lambda m, q: ELU(float(m.alpha)),
+        nn.SiLU: lambda m, q: SiLU(),
+        nn.Hardtanh: lambda m, q: Hardtanh(float(m.min_val), float(m.max_val)),  # and ReLU6
         nn.Sigmoid: lambda m, q: Sigmoid(),
         nn.Softplus: _softplus,
         nn.Flatten: _flatten,
@@ -691,6 +705,13 @@ class _FxImporter:
             (torch.relu_, unary(lambda b: ReLU(), [])),
             (F.relu, unary(lambda b: ReLU(), [("inplace", False)])),
             (torch.tanh, unary(lambda b: Tanh(), [])),
+            (F.tanh, unary(lambda b: Tanh(), [])),
+            (F.elu, unary(lambda b: ELU(float(b["alpha"])), [("alpha", 1.0),
+                                                              ("inplace", False)])),
+            (F.silu, unary(lambda b: SiLU(), [("inplace", False)])),
+            (F.hardtanh, unary(lambda b: Hardtanh(float(b["min_val"]), float(b["max_val"])),
+                               [("min_val", -1.0), ("max_val", 1.0), ("inplace", False)])),
+            (F.relu6, unary(lambda b: Hardtanh(0.0, 6.0), [("inplace", False)])),
             (torch.sigmoid, unary(lambda b: Sigmoid(), [])),
             (F.leaky_relu, unary(lambda b: LeakyReLU(float(b["negative_slope"])),
                                  [("negative_slope", 0.01), ("inplace", False)])),

@@ -1,6 +1,15 @@
 """Layers: each a forward pass and its exact vector-Jacobian product (see :mod:`.base`)."""
 
-from relprop.layers.activations import LeakyReLU, ReLU, Sigmoid, Softplus, Tanh
+from relprop.layers.activations import (
+    ELU,
+    Hardtanh,
+    LeakyReLU,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softplus,
+    Tanh,
+)
 from relprop.layers.base import (
     Activation,
     Convolution,
@@ -42,7 +51,9 @@ __all__ = [
     "Convolution",
     "Dense",
     "Dropout",
+    "ELU",
     "Flatten",
+    "Hardtanh",
     "Identity",
     "Lambda",
     "Layer",
@@ -53,6 +64,7 @@ __all__ = [
     "MaxPool2d",
     "Merge",
     "ReLU",
+    "SiLU",
     "Sigmoid",
     "Softplus",
     "Tanh",

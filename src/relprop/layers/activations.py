@@ -9,7 +9,7 @@ from relprop._xp import Array
 from relprop.layers.base import Activation
 from relprop.layers.registry import register
 
-__all__ = ["LeakyReLU", "ReLU", "Sigmoid", "Softplus", "Tanh"]
+__all__ = ["ELU", "Hardtanh", "LeakyReLU", "ReLU", "SiLU", "Sigmoid", "Softplus", "Tanh"]
 
 
 @register
@@ -94,3 +94,81 @@ class Softplus(Activation):
 
     def __repr__(self) -> str:
         return f"Softplus(beta={self.beta})"
+
+
+@register
+class ELU(Activation):
+    """:math:`x` for :math:`x > 0`, else :math:`\\alpha (e^x - 1)` (torch's ``nn.ELU``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ELU(1.0).forward(np.array([[-1.0, 2.0]]), np).round(4).tolist()
+    [[-0.6321, 2.0]]
+    """
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = float(alpha)
+
+    def forward(self, x: Array, xp: ModuleType) -> Array:
+        negative = self.alpha * xp.expm1(xp.clip(x, max=0.0))
+        return xp.where(x > 0, x, negative)
+
+    def vjp(self, x: Array, v: Array, xp: ModuleType) -> Array:
+        return xp.where(x > 0, v, v * self.alpha * xp.exp(xp.clip(x, max=0.0)))
+
+    def config(self) -> dict[str, Any]:
+        return {"alpha": self.alpha}
+
+    def __repr__(self) -> str:
+        return f"ELU(alpha={self.alpha})"
+
+
+@register
+class SiLU(Activation):
+    """:math:`x\\,\\sigma(x)` (swish; torch's ``nn.SiLU``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> SiLU().forward(np.array([[0.0, 1.0]]), np).round(4).tolist()
+    [[0.0, 0.7311]]
+    """
+
+    def forward(self, x: Array, xp: ModuleType) -> Array:
+        return x * Sigmoid().forward(x, xp)
+
+    def vjp(self, x: Array, v: Array, xp: ModuleType) -> Array:
+        s = Sigmoid().forward(x, xp)
+        return v * s * (1.0 + x * (1.0 - s))
+
+
+@register
+class Hardtanh(Activation):
+    """:math:`\\min(\\max(x, \\text{min\\_val}), \\text{max\\_val})`; derivative 1 strictly
+    inside, 0 outside and at the ends (as in torch).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> Hardtanh().forward(np.array([[-3.0, 0.5, 2.0]]), np).tolist()
+    [[-1.0, 0.5, 1.0]]
+    """
+
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0) -> None:
+        if not min_val < max_val:
+            raise ValueError(f"Hardtanh needs min_val < max_val; got {min_val}, {max_val}.")
+        self.min_val, self.max_val = float(min_val), float(max_val)
+
+    def forward(self, x: Array, xp: ModuleType) -> Array:
+        return xp.clip(x, min=self.min_val, max=self.max_val)
+
+    def vjp(self, x: Array, v: Array, xp: ModuleType) -> Array:
+        inside = (x > self.min_val) & (x < self.max_val)
+        return xp.where(inside, v, xp.zeros_like(v))
+
+    def config(self) -> dict[str, Any]:
+        return {"min_val": self.min_val, "max_val": self.max_val}
+
+    def __repr__(self) -> str:
+        return f"Hardtanh(min_val={self.min_val}, max_val={self.max_val})"
