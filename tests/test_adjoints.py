@@ -383,3 +383,19 @@ def test_layers_do_not_modify_inputs() -> None:
         layer.forward(x, xp)
         layer.vjp(x, v, xp)
     assert_close(x, x_np, rtol=0.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_affine_vjp_matches_autodiff(dtype: str) -> None:
+    """Per-channel scale, 0-d shift: the constants broadcast, the vjp keeps the input's shape."""
+    rng = np.random.default_rng(21)
+    scale = on_backend(rng.normal(size=(3, 1, 1)), dtype)
+    layer = rp.Affine(scale, on_backend(np.asarray(0.25), dtype))
+    x = on_backend(rng.normal(size=(2, 3, 4, 4)), dtype)
+    v = on_backend(rng.normal(size=(2, 3, 4, 4)), dtype)
+    expected = rp.to_numpy(autodiff_vjp(layer, x, v)).astype(np.float64)
+    check(layer.vjp(x, v, rp.array_namespace(x=x)), expected, dtype, "linear")
+    assert layer.check_input((2, 3, 4, 4)) is None
+    assert "does not broadcast" in layer.check_input((2, 5, 4, 4))
+    only_shift = rp.Affine(shift=on_backend(np.asarray(1.0), dtype))
+    assert_close(only_shift.vjp(x, v, rp.array_namespace(x=x)), rp.to_numpy(v), dtype=dtype)

@@ -46,6 +46,7 @@ def _dense_model(rng, dtype):
         ("elu", rp.ELU(0.5)),
         ("silu", rp.SiLU()),
         ("hardtanh", rp.Hardtanh(-0.5, 2.0)),
+        ("affine", rp.Affine(a(3), on_backend(np.asarray(0.5), dtype))),  # a 0-d shift
     ]), (2, 4)
 
 

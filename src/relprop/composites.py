@@ -29,6 +29,7 @@ from relprop.interop._cache import as_model
 from relprop.layers import (
     Activation,
     Add,
+    Affine,
     AvgPool,
     BatchNorm,
     Convolution,
@@ -228,12 +229,14 @@ def _match(pairs: Iterable[tuple[tuple[type, ...], Rule]], layer: Layer) -> Rule
 
 def layer_map_base(stabilizer: Stabilizer = 1e-6) -> list[tuple[tuple[type, ...], Rule]]:
     """The entries every named composite ends with (zennit's ``layer_map_base``):
-    activations Pass, sums and average pools Norm, batch norms Pass."""
+    activations Pass, sums and average pools Norm, batch norms Pass; so do element-wise
+    affine maps with constants (:class:`~relprop.layers.Affine`)."""
     return [
         ((Activation,), Pass()),
         ((Add,), Norm(stabilizer)),
         ((AvgPool,), Norm(stabilizer)),
         ((BatchNorm,), Pass()),
+        ((Affine,), Pass()),
     ]
 
 

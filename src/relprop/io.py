@@ -155,7 +155,8 @@ def save(
         for key, value in node.layer.params().items():
             if value is None:
                 continue  # absent optional parameter (bias=None, affine=False)
-            array = np.ascontiguousarray(to_numpy(value))
+            host = to_numpy(value)
+            array = np.ascontiguousarray(host).reshape(host.shape)  # 0-d stays 0-d
             tensor_name = f"{node.name}.{key}"
             tensors[tensor_name] = array
             params[key] = {

@@ -29,6 +29,7 @@ from relprop.layers import (
     AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,
     Add,
+    Affine,
     AvgPool1d,
     AvgPool2d,
     BatchNorm1d,
@@ -77,6 +78,7 @@ def __getattr__(name: str) -> Any:
 
 SUPPORTED_FUNCTIONS = (
     "x + y / torch.add / Tensor.add (two tensors)",
+    "x + c, x - c, c - x, x * c, x / c with a number or a module's tensor c (rp.Affine)",
     "torch.relu / F.relu / Tensor.relu",
     "torch.tanh",
     "torch.sigmoid",
@@ -458,6 +460,19 @@ class _Batch:
 
 
 _BATCH = _Batch()
+
+
+@dataclass(frozen=True)
+class _Constant:
+    """A tensor the ``forward`` reads from the module (``self.mean``): a constant of the
+    network, usable only in arithmetic with a traced tensor (an :class:`Affine` layer)."""
+
+    tensor: Any
+    source: str
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 _REQUIRED = object()
 
 
@@ -546,7 +561,25 @@ class _FxImporter:
                 bound[name] = default
         return bound
 
+    def attribute_constant(self, node: Any) -> _Constant:
+        import torch
+
+        value = operator.attrgetter(str(node.target))(self.root)
+        if not isinstance(value, torch.Tensor):
+            raise self.fail(node, f"reads {node.target!r}, which is not a tensor", TypeError)
+        return _Constant(value.detach(), str(node.target))
+
     def tensor(self, node: Any, value: Any, what: str = "its input") -> _Tensor:
+        if isinstance(value, _Constant):
+            raise self.fail(
+                node,
+                f"uses the module's tensor {value.source!r} other than in arithmetic with "
+                "the input (x - c, x * c, ...); relprop imports parameters only through "
+                "supported modules (nn.Linear instead of F.linear(x, self.weight)), or "
+                "register a converter for the module that holds it: "
+                "rp.interop.torch.register_torch_converter",
+                TypeError,
+            )
         if not isinstance(value, _Tensor):
             raise self.fail(node, f"needs a tensor as {what}; got {value!r}")
         return value
@@ -598,15 +631,7 @@ class _FxImporter:
             if node.op == "placeholder":
                 self.env[node] = _Tensor(INPUT, self.shape_of(node))
             elif node.op == "get_attr":
-                raise self.fail(
-                    node,
-                    f"reads the attribute {node.target!r} of the module directly; relprop "
-                    "imports parameters only through supported modules (wrap the computation "
-                    "in one, e.g. nn.Linear instead of F.linear(x, self.weight), or register "
-                    "a converter for the module that holds it: "
-                    "rp.interop.torch.register_torch_converter)",
-                    TypeError,
-                )
+                self.env[node] = self.attribute_constant(node)
             elif node.op == "output":
                 result = self.value(node.args[0])
             else:
@@ -693,12 +718,16 @@ class _FxImporter:
                     "count_include_pad": True, "divisor_override": None}
         unary = self.unary
         table: list[tuple[Any, Callable[[Any, tuple, dict], Any]]] = [
-            (operator.add, self.add),
-            (operator.iadd, self.add),
-            (torch.add, self.add),
-            (operator.mul, self.arithmetic(operator.mul)),
+            (operator.add, self.affine("add")),
+            (operator.iadd, self.affine("add")),
+            (torch.add, self.affine("add")),
+            (operator.sub, self.affine("sub")),
+            (torch.sub, self.affine("sub")),
+            (operator.mul, self.affine("mul")),
+            (torch.mul, self.affine("mul")),
+            (operator.truediv, self.affine("div")),
+            (torch.div, self.affine("div")),
             (operator.floordiv, self.arithmetic(operator.floordiv)),
-            (operator.sub, self.arithmetic(operator.sub)),
             (operator.getitem, self.item),
             (getattr, self.attribute),
             (torch.relu, unary(lambda b: ReLU(), [])),
@@ -737,8 +766,11 @@ class _FxImporter:
 
     def _method_table(self) -> dict[str, Callable[[Any, tuple, dict], Any]]:
         return {
-            "add": self.add,
-            "add_": self.add,
+            "add": self.affine("add"),
+            "add_": self.affine("add"),
+            "sub": self.affine("sub"),
+            "mul": self.affine("mul"),
+            "div": self.affine("div"),
             "relu": self.unary(lambda b: ReLU(), []),
             "relu_": self.unary(lambda b: ReLU(), []),
             "tanh": self.unary(lambda b: Tanh(), []),
@@ -760,19 +792,65 @@ class _FxImporter:
 
         return handle
 
-    def add(self, node: Any, args: tuple, kwargs: dict) -> Any:
-        bound = self.bind(node, args, kwargs,
-                          [("input", _REQUIRED), ("other", _REQUIRED), ("alpha", 1)])
-        a, b = bound["input"], bound["other"]
-        if not isinstance(a, _Tensor) and not isinstance(b, _Tensor):
-            return self.arithmetic(operator.add)(node, (a, b), {})
-        if not (isinstance(a, _Tensor) and isinstance(b, _Tensor)):
-            raise self.fail(node, f"adds a constant ({a!r} + {b!r}); relprop's Add sums "
-                            "tensors of the network only", TypeError)
-        if bound["alpha"] != 1:
-            raise self.fail(node, f"has alpha={bound['alpha']}; only alpha=1 is supported",
-                            TypeError)
-        return self.emit(node, node.name, Add(), [a, b])
+    def constant(self, value: Any) -> Any:
+        """A number or a module's tensor as a torch tensor (numbers in the module's dtype)."""
+        import torch
+
+        if isinstance(value, _Constant):
+            return value.tensor
+        first = next(iter(self.root.parameters()), None)
+        dtype = torch.get_default_dtype() if first is None else first.dtype
+        return torch.tensor(float(value), dtype=dtype)
+
+    def affine(self, op: str) -> Callable[[Any, tuple, dict], Any]:
+        """``x + y`` of two traced tensors (:class:`Add`), ``x op c`` with a constant ``c``
+        (a number or a module's tensor: an :class:`Affine` layer), or integer arithmetic on
+        sizes."""
+        integer = {"add": operator.add, "sub": operator.sub, "mul": operator.mul}.get(op)
+
+        def handle(node: Any, args: tuple, kwargs: dict) -> Any:
+            kwargs = dict(kwargs)
+            alpha = kwargs.pop("alpha", 1)
+            if kwargs or len(args) != 2 or alpha != 1:
+                raise self.fail(node, "has arguments other than two operands (alpha=1)",
+                                TypeError)
+            a, b = args
+            traced = [isinstance(v, _Tensor) for v in (a, b)]
+            constant = [isinstance(v, _Constant) or _is_number(v) for v in (a, b)]
+            if not any(traced) and not any(isinstance(v, _Constant) for v in (a, b)):
+                if integer is None:
+                    raise self.fail(node, f"computes {op} of {list(args)}", TypeError)
+                return self.arithmetic(integer)(node, (a, b), {})
+            if all(traced):
+                if op == "add":
+                    return self.emit(node, node.name, Add(), [a, b])
+                raise self.fail(node, f"computes {op} of two tensors of the network; only "
+                                "their sum (x + y) is supported", TypeError)
+            if not (any(traced) and constant[traced.index(False)]):
+                raise self.fail(node, f"computes {op} of {list(args)}", TypeError)
+            first = traced[0]
+            x, c = (a, b) if first else (b, a)
+            value = self.constant(c)
+            scale, shift = None, None
+            if op == "add":
+                shift = value
+            elif op == "sub":
+                scale, shift = (None, -value) if first else (-value.new_ones(()), value)
+            elif op == "mul":
+                scale = value
+            elif first:  # x / c
+                scale = 1.0 / value
+            else:
+                raise self.fail(node, "divides a constant by a tensor of the network, which "
+                                "is not an affine map", TypeError)
+            layer = Affine(scale, shift)
+            if x.shape is not None:
+                problem = layer.check_input(x.shape)
+                if problem is not None:
+                    raise self.fail(node, problem)
+            return self.emit(node, node.name, layer, [x])
+
+        return handle
 
     def arithmetic(self, op: Callable[[Any, Any], Any]) -> Callable[[Any, tuple, dict], Any]:
         def handle(node: Any, args: tuple, kwargs: dict) -> Any:

@@ -21,6 +21,7 @@ from relprop.layers.base import (
 from relprop.layers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d
 from relprop.layers.conv import Conv1d, Conv2d
 from relprop.layers.dense import Dense
+from relprop.layers.elementwise import Affine
 from relprop.layers.merge import Add, Concat, Merge
 from relprop.layers.pool import (
     AdaptiveAvgPool1d,
@@ -36,6 +37,7 @@ from relprop.layers.shape import Dropout, Flatten, Identity, Lambda
 
 __all__ = [
     "Activation",
+    "Affine",
     "AdaptiveAvgPool1d",
     "AdaptiveAvgPool2d",
     "Add",
