@@ -7,7 +7,7 @@ against the Python array API standard, for NumPy, PyTorch, JAX, CuPy and array-a
 [[1.0, 2.0]]
 """
 
-from relprop import autodiff, canonizers, composites, data, dtd, layers, plot, rules
+from relprop import _pytree, autodiff, canonizers, composites, data, dtd, layers, plot, rules
 from relprop._xp import BACKENDS, array_namespace, asarray, default_backend, library_of, to_numpy
 from relprop.autodiff import grad, vjp
 from relprop.interop import from_torch
@@ -19,6 +19,8 @@ from relprop.model import Graph, Sequential
 from relprop.plot import heatmap
 
 __version__ = "0.1.0"
+
+_pytree.register_pytrees()  # models are JAX pytrees when jax is already imported
 
 __all__ = [
     "BACKENDS",

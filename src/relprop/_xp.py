@@ -179,7 +179,11 @@ def namespace_for(backend: str) -> ModuleType:
             f"pip install 'relprop[{extra}]'."
         ) from error
     if backend == "jax":
-        return importlib.import_module("jax.numpy")
+        from relprop._pytree import register_pytrees
+
+        namespace = importlib.import_module("jax.numpy")
+        register_pytrees()
+        return namespace
     if backend == "array_api_strict":
         return importlib.import_module("array_api_strict")
     return importlib.import_module(f"array_api_compat.{backend}")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from types import MappingProxyType, ModuleType
 from typing import Any, TypeVar, overload
 
+from relprop._pytree import register_pytrees
 from relprop._xp import Array, array_namespace, asarray, backend_name, library_of
 from relprop.layers import Layer, describe, parameter_arrays
 from relprop.layers.merge import Merge
@@ -228,6 +229,7 @@ class Sequential(Model):
             for i, (name, layer) in enumerate(pairs)
         )
         array_namespace(**self.named_params())
+        register_pytrees()  # a JAX pytree once jax is imported
 
     def nodes(self) -> tuple[Node, ...]:
         return self._nodes
@@ -311,6 +313,7 @@ class Graph(Model):
         self.names = tuple(node.name for node in built)
         self.layers = tuple(node.layer for node in built)
         array_namespace(**self.named_params())
+        register_pytrees()  # a JAX pytree once jax is imported
 
     def nodes(self) -> tuple[Node, ...]:
         return self._nodes
