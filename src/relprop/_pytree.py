@@ -87,7 +87,7 @@ def _unflatten(structure: _Structure, leaves: Any) -> Any:
 def register_pytrees() -> None:
     """Register :class:`~relprop.Sequential` and :class:`~relprop.Graph` with JAX (once)."""
     global _REGISTERED
-    if _REGISTERED or "jax" not in sys.modules:
+    if _REGISTERED or sys.modules.get("jax") is None:  # not imported (or hidden: None)
         return
     from jax import tree_util
 
