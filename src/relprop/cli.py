@@ -260,14 +260,14 @@ def _explain(args: argparse.Namespace) -> None:
     for start in range(0, len(batch), args.batch_size):
         x = asarray(batch[start : start + args.batch_size].astype(dtype), backend=args.backend)
         out = to_numpy(model(x))
-        target = out.argmax(axis=1) if args.target is None else np.full(len(out), args.target)
+        target = _targets(out, args.target)
         if not 0 <= int(target.max()) < out.shape[1]:
             raise ValueError(f"--target {args.target} is not an output of the model "
                              f"(it has {out.shape[1]}: 0..{out.shape[1] - 1}).")
         relevance.append(to_numpy(lrp(model, x, target=[int(t) for t in target], **how)))
         logits.append(out)
     R, out = np.concatenate(relevance), np.concatenate(logits)
-    targets = out.argmax(axis=1) if args.target is None else np.full(len(out), args.target)
+    targets = _targets(out, args.target)
     print(_explain_table(names, out, targets, R, metadata.get("classes")))
     if args.save is not None:
         # numpy.save's own rule: ".npy" is appended unless the name ends with it
@@ -278,6 +278,11 @@ def _explain(args: argparse.Namespace) -> None:
     if args.out is not None:
         written = _explain_png(batch, R, names, out, targets, metadata, args)
         print(f"wrote {written}")
+
+
+def _targets(out: np.ndarray, target: int | None) -> np.ndarray:
+    """The explained class per sample: ``target``, or each sample's prediction."""
+    return out.argmax(axis=1) if target is None else np.full(len(out), target)
 
 
 def _label(index: int, classes: Any) -> str:
@@ -309,17 +314,6 @@ MAX_PICTURED = 32
 """At most this many samples are drawn into ``relprop explain --out``."""
 
 
-def _display(sample: np.ndarray, layout: str) -> np.ndarray:
-    """A model input as a picture: channels last, min-max scaled to uint8."""
-    image = np.moveaxis(sample, 0, -1) if layout == "NCHW" and sample.ndim == 3 else sample
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
-    low, high = float(image.min()), float(image.max())
-    scaled = (image - low) / (high - low) if high > low else np.zeros_like(image)
-    gray = (255 * scaled).astype(np.uint8)
-    return gray if gray.ndim == 3 else np.repeat(gray[:, :, None], 3, axis=2)
-
-
 def _explain_png(
     batch: np.ndarray, R: np.ndarray, names: list[str], out: np.ndarray,
     targets: np.ndarray, metadata: dict[str, Any], args: argparse.Namespace,
@@ -340,7 +334,8 @@ def _explain_png(
         [f"target {_label(int(targets[i]), classes)}\nsum {float(R[i].sum()):.3g}"
          for i in range(n)],
     ]
-    cells = [[_display(batch[i], layout) for i in range(n)], list(maps)]
+    # grid draws each input as the model sees it: channels last, min-max scaled to gray/RGB
+    cells = [list(batch[:n]), list(maps)]
     return save_png(grid(cells, titles=titles, row_labels=["input", "relevance"]), args.out)
 
 

@@ -37,6 +37,7 @@ import sys
 import weakref
 from typing import Any
 
+from relprop._xp import library_of
 from relprop.model import Model
 
 __all__ = ["as_model", "clear", "converted_torch_model", "torch_signature"]
@@ -99,7 +100,7 @@ def torch_signature(module: Any) -> tuple[Any, ...]:
 def _matches(module: Any, example: Any) -> bool:
     """Whether ``example`` is a torch tensor the module can run on (its dtype and device);
     otherwise ``rp.lrp`` reports the mismatch itself, after the conversion."""
-    if type(example).__module__.split(".")[0] != "torch":
+    if library_of(example) != "torch":
         return False
     first = next(iter(module.parameters()), None)
     return first is None or (first.dtype == example.dtype and first.device == example.device)
