@@ -13,16 +13,9 @@ from collections.abc import Callable, Hashable, Mapping
 from types import ModuleType
 from typing import Any
 
-from relprop._xp import Array, array_namespace, is_traced, library_of
+from relprop._xp import Array, array_namespace, detached, is_traced, library_of
 
 __all__ = ["Activation", "Convolution", "Layer", "Linear", "describe", "parameter_arrays"]
-
-
-def _detached(a: Array) -> Array:
-    """The same memory without an autograd history (torch parameters carry one)."""
-    if library_of(a) == "torch" and a.requires_grad:
-        return a.detach()
-    return a
 
 
 class Layer:
@@ -77,8 +70,8 @@ class Linear(Layer):
 
     def __init__(self, weight: Array, bias: Array | None = None) -> None:
         array_namespace(weight=weight, bias=bias)
-        self.weight = _detached(weight)
-        self.bias = None if bias is None else _detached(bias)
+        self.weight = detached(weight)
+        self.bias = None if bias is None else detached(bias)
         self._cache: dict[Hashable, Any] = {}
         self._cache_token: tuple[int, ...] | None = None
 

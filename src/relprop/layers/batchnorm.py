@@ -6,8 +6,8 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from relprop._xp import Array, array_namespace
-from relprop.layers.base import Layer, _detached
+from relprop._xp import Array, array_namespace, detached
+from relprop.layers.base import Layer
 from relprop.layers.registry import register
 
 __all__ = ["BatchNorm", "BatchNorm1d", "BatchNorm2d"]
@@ -51,10 +51,10 @@ class BatchNorm(Layer):
                     f"{type(self).__name__} {name} has shape {tuple(value.shape)}; running_mean "
                     f"has {channels}: all must be (channels,)."
                 )
-        self.running_mean = _detached(running_mean)
-        self.running_var = _detached(running_var)
-        self.weight = None if weight is None else _detached(weight)
-        self.bias = None if bias is None else _detached(bias)
+        self.running_mean = detached(running_mean)
+        self.running_var = detached(running_var)
+        self.weight = None if weight is None else detached(weight)
+        self.bias = None if bias is None else detached(bias)
         self.eps = float(eps)
 
     @property

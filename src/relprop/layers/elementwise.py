@@ -12,8 +12,8 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from relprop._xp import Array, array_namespace
-from relprop.layers.base import Layer, _detached
+from relprop._xp import Array, array_namespace, detached
+from relprop.layers.base import Layer
 from relprop.layers.registry import register
 
 __all__ = ["Affine"]
@@ -41,8 +41,8 @@ class Affine(Layer):
 
     def __init__(self, scale: Array | None = None, shift: Array | None = None) -> None:
         array_namespace(scale=scale, shift=shift)
-        self.scale = None if scale is None else _detached(scale)
-        self.shift = None if shift is None else _detached(shift)
+        self.scale = None if scale is None else detached(scale)
+        self.shift = None if shift is None else detached(shift)
 
     def _like(self, a: Array, x: Array, xp: ModuleType) -> Array:
         return a if a.dtype == x.dtype else xp.astype(a, x.dtype)
