@@ -22,16 +22,24 @@ import nox
 ROOT = Path(__file__).resolve().parent
 REPORTS = ROOT / ".ci-reports"
 
-# backend name -> (requirements file in backends/, module that must import)
-BACKENDS: dict[str, tuple[str, str]] = {
-    "numpy": ("numpy", "numpy"),
-    "torch": ("torch", "torch"),
-    "jax": ("jax", "jax"),
-    "array_api_strict": ("strict", "array_api_strict"),
-    "cupy": ("cupy", "cupy"),
+# backend name -> (requirements files in backends/, modules that must import). The jax
+# session also holds the JAX importers' frameworks (flax, equinox) and torch, whose
+# imported twins the importers' relevance is compared with (tests/test_from_jax.py).
+BACKENDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "numpy": (("numpy",), ("numpy",)),
+    "torch": (("torch",), ("torch",)),
+    "jax": (("jax", "importers", "torch"), ("jax", "flax", "equinox", "torch")),
+    "array_api_strict": (("strict",), ("array_api_strict",)),
+    "cupy": (("cupy",), ("cupy",)),
 }
 
 ZENNIT = "zennit==0.5.1"
+# modules whose docstring examples need jax and the frameworks the importers read
+JAX_DOCTESTS = [
+    "src/relprop/interop/jax.py",
+    "src/relprop/interop/flax.py",
+    "src/relprop/interop/equinox.py",
+]
 
 nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
@@ -56,12 +64,13 @@ def _nvidia_gpu_available() -> bool:
 @nox.parametrize("backend", list(BACKENDS), ids=list(BACKENDS))
 def tests(session: nox.Session, backend: str) -> None:
     """Run the test suite with RELPROP_BACKEND=<backend>."""
-    requirements, module = BACKENDS[backend]
+    requirements, modules = BACKENDS[backend]
 
     if backend == "cupy" and not _nvidia_gpu_available():
         session.skip("cupy needs an NVIDIA GPU with CUDA; none found on this machine")
 
-    session.install("-r", "backends/test.txt", "-r", f"backends/{requirements}.txt")
+    files = [arg for name in requirements for arg in ("-r", f"backends/{name}.txt")]
+    session.install("-r", "backends/test.txt", *files)
     session.install("-e", ".")
     if backend == "torch":
         # zennit's torchvision dependency does not import beside torch 2.13;
@@ -69,7 +78,9 @@ def tests(session: nox.Session, backend: str) -> None:
         session.install("--no-deps", ZENNIT)
 
     # A backend that does not import fails the session here, not as skipped tests.
-    session.run("python", "-c", f"import {module}; print({module}.__name__, {module}.__version__)")
+    for module in modules:
+        show = f"import {module}; print({module}.__name__, {module}.__version__)"
+        session.run("python", "-c", show)
 
     env = {"RELPROP_BACKEND": backend}
     if backend == "jax":
@@ -79,13 +90,17 @@ def tests(session: nox.Session, backend: str) -> None:
     report = REPORTS / f"{backend}.xml"
     report.unlink(missing_ok=True)  # never leave a stale report behind
 
-    # The docstring examples are NumPy code: run them once, in the NumPy session.
+    # The docstring examples are NumPy code: run them once, in the NumPy session; those of
+    # the JAX importers need jax, flax and equinox: the jax session runs them.
     doctests = ["--doctest-modules", "src/relprop", "tests"] if backend == "numpy" else []
     if backend == "numpy" and not session.posargs:
         doctests += [
             "--ignore=src/relprop/autodiff/_torch.py",
             "--ignore=src/relprop/autodiff/_jax.py",
+            *(f"--ignore={path}" for path in JAX_DOCTESTS),
         ]
+    if backend == "jax":
+        doctests = ["--doctest-modules", *JAX_DOCTESTS, "tests"]
     # Default success_codes=[0]: exit code 5 (no tests collected) fails the session.
     # One worker per core, each taking whole files (JAX compiles every new op and shape
     # once per process; files keep their own module-level state together).
@@ -113,6 +128,7 @@ def _install_docs(session: nox.Session) -> None:
         "-r", "backends/test.txt",
         "-r", "backends/torch.txt",
         "-r", "backends/jax.txt",
+        "-r", "backends/importers.txt",
         "-r", "backends/strict.txt",
         "-r", "backends/docs.txt",
     )

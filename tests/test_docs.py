@@ -10,7 +10,9 @@ is where the page shows them from (``nox -s docs`` sets ``RELPROP_FIGURES=docs/f
 
 from __future__ import annotations
 
+import contextlib
 import doctest
+import io
 import os
 import re
 import shutil
@@ -29,6 +31,8 @@ DOCS = ROOT / "docs"
 # indented (collapsible) blocks, which the example scripts' own run covers.
 PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", flags=re.S | re.M)
 PYCON_BLOCK = re.compile(r"^```pycon\n(.*?)^```", flags=re.S | re.M)
+# a ```text block right after a ```python block shows what that block prints (checked)
+OUTPUT_BLOCK = re.compile(r"\s*```text\n(.*?)^```", flags=re.S | re.M)
 
 
 def _pages() -> list[Path]:
@@ -78,12 +82,20 @@ def _keep_figures(workdir: Path, page: str) -> None:
 @pytest.mark.parametrize("page", PYTHON_PAGES)
 def test_python_blocks_run(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = DOCS / page
-    blocks = PYTHON_BLOCK.findall(path.read_text())
+    text = path.read_text()
+    blocks = PYTHON_BLOCK.findall(text)
     _needs_gpu("\n".join(blocks))
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": "__docs__"}
-    for index, block in enumerate(blocks):
-        exec(compile(block, f"{path}:block{index}", "exec"), namespace)  # noqa: S102
+    for index, match in enumerate(PYTHON_BLOCK.finditer(text)):
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            exec(compile(match.group(1), f"{path}:block{index}", "exec"), namespace)  # noqa: S102
+        shown = OUTPUT_BLOCK.match(text, match.end())
+        if shown is not None:  # a ```text block right after a block is what it prints
+            assert printed.getvalue().strip() == shown.group(1).strip(), (
+                f"{page}: block {index} prints\n{printed.getvalue()}\nnot what the page shows"
+            )
     _keep_figures(tmp_path, page)
 
 

@@ -159,3 +159,30 @@ def test_batchnorm_after_a_convolution_is_fused_before_the_one_in_front():
                             ("conv", rp.Conv2d(conv.weight, padding=1)),
                             ("bn1", _bn(rp.BatchNorm2d, 2))])
     assert canonize(padded, [MergeBatchNorm()]).names == ("bn0", "conv")
+
+
+def test_merge_batchnorm_fuses_a_per_channel_affine_after_a_linear_layer():
+    """A batch norm written out as arithmetic (an imported JAX model) is an rp.Affine:
+    fused after a conv or dense layer when per channel; input normalisation stays."""
+    scale, shift = RNG.uniform(0.5, 2.0, size=(4, 1, 1)), RNG.normal(size=(4, 1, 1))
+    model = rp.Sequential([
+        ("norm", rp.Affine(on_backend(np.asarray(4.0)), on_backend(np.asarray(-2.0)))),
+        ("conv", rp.Conv2d(on_backend(RNG.normal(size=(4, 2, 3, 3))),
+                           on_backend(RNG.normal(size=4)))),
+        ("bn", rp.Affine(on_backend(scale), on_backend(shift))),
+        ("relu", rp.ReLU()),
+        ("flat", rp.Flatten()),
+        ("fc", rp.Dense(on_backend(RNG.normal(size=(3, 16))))),
+        ("scale", rp.Affine(on_backend(np.asarray(0.5)), None)),  # one number: per channel too
+    ])
+    fused = canonize(model, [MergeBatchNorm()])
+    assert fused.names == ("norm", "conv", "relu", "flat", "fc")
+    assert dict(fused.aliases) == {"bn": ("output", "conv"), "scale": ("output", "fc")}
+    x = on_backend(RNG.normal(size=(2, 2, 4, 4)))
+    assert_close(fused(x), rp.to_numpy(model(x)), rtol=1e-12, atol=1e-12)
+    # constants that vary along a spatial axis are not a batch norm: kept
+    spatial = rp.Sequential([
+        ("conv", rp.Conv2d(on_backend(RNG.normal(size=(2, 1, 1, 1))))),
+        ("affine", rp.Affine(on_backend(RNG.normal(size=(1, 3, 1))), None)),
+    ])
+    assert canonize(spatial, [MergeBatchNorm()]).names == ("conv", "affine")

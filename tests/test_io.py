@@ -67,6 +67,8 @@ def _cnn_model(rng, dtype):
         ("relu2", rp.ReLU()),
         ("avg", rp.AvgPool2d(2, stride=1, padding=1, count_include_pad=False)),
         ("adapt", rp.AdaptiveAvgPool2d((2, 1))),
+        ("permute", rp.Permute((0, 2, 3, 1))),  # channels last
+        ("reshape", rp.Reshape((2, -1))),
         ("flat", rp.Flatten()),
         ("fc", rp.Dense(a(3, 8), a(3))),
     ]), (2, 2, 7, 7)

@@ -10,7 +10,13 @@ from collections.abc import Mapping, Sequence
 from types import ModuleType
 
 from relprop._xp import Array
-from relprop.layers import BatchNorm, Conv1d, Conv2d, Convolution, Dense, Layer, Linear
+from relprop.layers import (
+    Affine,
+    BatchNorm,
+    Convolution,
+    Layer,
+    Linear,
+)
 from relprop.model import INPUT, Alias, Graph, Model, Node, Sequential, with_aliases
 from relprop.ops._args import normalize_pads
 
@@ -59,23 +65,28 @@ def _per_channel(a: Array, ndim: int, axis: int, xp: ModuleType) -> Array:
     return xp.reshape(a, tuple(shape))
 
 
-def _with_params(layer: Linear, weight: Array, bias: Array) -> Linear:
-    if isinstance(layer, Dense):
-        return Dense(weight, bias)
-    if isinstance(layer, (Conv1d, Conv2d)):
-        return type(layer)(weight, bias, **layer.config())
-    raise TypeError(f"MergeBatchNorm cannot rebuild {layer!r}.")
+def _scale_shift(
+    layer: Layer, linear: Linear, channels: int, xp: ModuleType
+) -> tuple[Array, Array] | None:
+    """``(a, c)`` with ``layer(y) = a y + c`` per channel, for a batch norm or a per-channel
+    :class:`Affine` next to ``linear``; ``None`` for anything else."""
+    if isinstance(layer, BatchNorm):
+        return layer.scale_shift(xp)
+    if isinstance(layer, Affine):
+        found = layer.per_channel(channels, linear.channel_axis, xp)
+        if found is not None and found[0].dtype == linear.weight.dtype:
+            return found
+    return None
 
 
-def _merge_after(linear: Linear, bn: BatchNorm, xp: ModuleType) -> Linear:
+def _merge_after(linear: Linear, scale: Array, shift: Array, xp: ModuleType) -> Linear:
     r"""``bn(linear(x))`` as one layer: :math:`W' = a W` (per output), :math:`b' = a b + c`."""
-    scale, shift = bn.scale_shift(xp)
     weight = linear.weight * _per_channel(scale, len(linear.weight.shape), 0, xp)
     bias = shift if linear.bias is None else scale * linear.bias + shift
-    return _with_params(linear, weight, bias)
+    return linear.with_params(weight, bias)
 
 
-def _merge_before(bn: BatchNorm, linear: Linear, xp: ModuleType) -> Linear | None:
+def _merge_before(scale: Array, shift: Array, linear: Linear, xp: ModuleType) -> Linear | None:
     r"""``linear(bn(x))`` as one layer: :math:`W' = W a` (per input), :math:`b' = b + W c`.
 
     Only where this is exact: dense layers, and convolutions with one group and no
@@ -91,17 +102,20 @@ def _merge_before(bn: BatchNorm, linear: Linear, xp: ModuleType) -> Linear | Non
         )
         if config["groups"] != 1 or not unpadded:
             return None
-    scale, shift = bn.scale_shift(xp)
     ndim = len(linear.weight.shape)
     weight = linear.weight * _per_channel(scale, ndim, 1, xp)
     spatial_axes = tuple(range(1, ndim))
     moved = xp.sum(linear.weight * _per_channel(shift, ndim, 1, xp), axis=spatial_axes)
     bias = moved if linear.bias is None else linear.bias + moved
-    return _with_params(linear, weight, bias)
+    return linear.with_params(weight, bias)
 
 
 class MergeBatchNorm(Canonizer):
     """Fuse inference-time batch norms into the neighbouring linear layer.
+
+    A per-channel :class:`~relprop.layers.Affine` right after a dense or conv layer (a
+    batch norm written out as arithmetic, as imported from JAX) is fused into that layer
+    the same way; one before a layer (input normalisation) stays.
 
     First every batch norm right after a dense or conv layer (which feeds nothing else) is
     fused into it, as zennit's ``SequentialMergeBatchNorm`` does; then each remaining one
@@ -139,7 +153,7 @@ class MergeBatchNorm(Canonizer):
         removed: dict[str, str] = {}  # batch norm node -> the node that now stands for it
         folded: dict[str, Alias] = {}  # batch norm node -> where its relevance is
         for node in nodes:
-            if not isinstance(node.layer, BatchNorm) or len(node.inputs) != 1:
+            if not isinstance(node.layer, (BatchNorm, Affine)) or len(node.inputs) != 1:
                 continue
             source = node.inputs[0]
             if after:
@@ -150,14 +164,21 @@ class MergeBatchNorm(Canonizer):
                     and consumers.get(source) == [node.name]
                     and source not in replaced
                 ):
-                    replaced[source] = _merge_after(producer.layer, node.layer, xp)
+                    found = _scale_shift(node.layer, producer.layer, _outputs(producer.layer), xp)
+                    if found is None:
+                        continue
+                    replaced[source] = _merge_after(producer.layer, *found, xp)
                     removed[node.name] = source
                     folded[node.name] = ("output", source)
                 continue
             readers = consumers.get(node.name, [])
+            if isinstance(node.layer, Affine):
+                continue  # input normalisation before the first layer stays itself
             if len(readers) == 1 and isinstance(by_name[readers[0]].layer, Linear):
                 reader = by_name[readers[0]]
-                merged = _merge_before(node.layer, reader.layer, xp)  # type: ignore[arg-type]
+                linear: Linear = reader.layer  # type: ignore[assignment]
+                found = _scale_shift(node.layer, linear, _inputs(linear), xp)
+                merged = None if found is None else _merge_before(*found, linear, xp)
                 if merged is not None and reader.name not in replaced:
                     replaced[reader.name] = merged
                     removed[node.name] = source
@@ -166,6 +187,15 @@ class MergeBatchNorm(Canonizer):
             return model
         rebuilt = _rebuild(model, nodes, replaced, removed)
         return with_aliases(rebuilt, _compose(model.aliases, folded))
+
+
+def _outputs(linear: Linear) -> int:
+    return int(linear.weight.shape[0])
+
+
+def _inputs(linear: Linear) -> int:
+    groups = int(linear.config().get("groups", 1)) if isinstance(linear, Convolution) else 1
+    return int(linear.weight.shape[1]) * groups
 
 
 def _compose(before: Mapping[str, Alias], now: Mapping[str, Alias]) -> dict[str, Alias]:

@@ -1,8 +1,10 @@
 """Import models from other frameworks.
 
 :func:`from_torch` turns a ``torch.nn.Module`` into a relprop model that shares the
-module's tensors. torch is imported only when :func:`from_torch` is called, so
-``import relprop`` keeps working with NumPy alone.
+module's tensors; :func:`from_jax` reads any JAX function's jaxpr, and
+:func:`from_flax` / :func:`from_equinox` do so for those libraries' modules. Each
+framework is imported only when its importer is called, so ``import relprop`` keeps
+working with NumPy alone.
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from relprop.model import Graph, Sequential
 
-__all__ = ["from_torch"]
+from relprop.interop.equinox import from_equinox
+from relprop.interop.flax import from_flax
+from relprop.interop.jax import from_jax
+
+__all__ = ["from_equinox", "from_flax", "from_jax", "from_torch"]
 
 
 def from_torch(module: Any, example_input: Any = None) -> Sequential | Graph:

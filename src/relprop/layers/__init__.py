@@ -33,7 +33,7 @@ from relprop.layers.pool import (
     MaxPool1d,
     MaxPool2d,
 )
-from relprop.layers.shape import Dropout, Flatten, Identity, Lambda
+from relprop.layers.shape import Dropout, Flatten, Identity, Lambda, Permute, Reshape
 
 __all__ = [
     "Activation",
@@ -65,7 +65,9 @@ __all__ = [
     "MaxPool1d",
     "MaxPool2d",
     "Merge",
+    "Permute",
     "ReLU",
+    "Reshape",
     "SiLU",
     "Sigmoid",
     "Softplus",

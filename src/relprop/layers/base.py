@@ -89,6 +89,15 @@ class Linear(Layer):
         """
         raise NotImplementedError
 
+    @property
+    def channel_axis(self) -> int:
+        """The axis of one sample (counted from its end) that holds the features/channels."""
+        raise NotImplementedError
+
+    def with_params(self, weight: Array, bias: Array | None) -> Linear:
+        """The same layer kind and settings with other parameters."""
+        return type(self)(weight, bias, **self.config())
+
     def forward(self, x: Array, xp: ModuleType) -> Array:
         return self.linear(x, self.weight, self.bias, xp)
 

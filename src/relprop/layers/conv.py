@@ -50,6 +50,11 @@ class _ConvNd(Convolution):
         self.groups = groups
 
     @property
+    def channel_axis(self) -> int:
+        """The channel axis of one sample, counted from its end: ``-(spatial + 1)``."""
+        return -(self.spatial + 1)
+
+    @property
     def in_channels(self) -> int:
         return int(self.weight.shape[1]) * self.groups
 

@@ -57,6 +57,11 @@ class Dense(Linear):
         super().__init__(weight, bias)
 
     @property
+    def channel_axis(self) -> int:
+        """The axis of one sample that holds the features: its last one."""
+        return -1
+
+    @property
     def in_features(self) -> int:
         return int(self.weight.shape[1])
 

@@ -74,6 +74,40 @@ class Affine(Layer):
     def params(self) -> dict[str, Array]:
         return {"scale": self.scale, "shift": self.shift}
 
+    def per_channel(
+        self, channels: int, axis: int, xp: ModuleType
+    ) -> tuple[Array, Array] | None:
+        """``(scale, shift)`` as ``(channels,)`` vectors when the constants vary along the
+        channel ``axis`` only (counted from the end of one sample: ``-3`` for
+        ``(channels, height, width)``, ``-1`` for features); else ``None``.
+
+        Examples
+        --------
+        >>> import numpy as np, array_api_compat.numpy as xp
+        >>> scale, shift = Affine(np.full((2, 1, 1), 3.0)).per_channel(2, -3, xp)
+        >>> scale.tolist(), shift.tolist()
+        ([3.0, 3.0], [0.0, 0.0])
+        """
+        vectors: list[Array | None] = []
+        for constant in (self.scale, self.shift):
+            if constant is None:
+                vectors.append(None)
+                continue
+            shape = (1,) * max(0, -axis - len(constant.shape)) + tuple(constant.shape)
+            if len(shape) > -axis or shape[axis] not in (1, channels) or any(
+                size != 1 for i, size in enumerate(shape) if i != len(shape) + axis
+            ):
+                return None
+            vectors.append(xp.broadcast_to(xp.reshape(constant, (shape[axis],)), (channels,)))
+        scale, shift = vectors
+        like = scale if scale is not None else shift
+        if like is None:
+            return None
+        return (
+            xp.ones_like(like) if scale is None else scale,
+            xp.zeros_like(like) if shift is None else shift,
+        )
+
     def map_params(self, fn: Callable[[Array], Array]) -> Affine:
         return Affine(
             None if self.scale is None else fn(self.scale),

@@ -1,5 +1,8 @@
-"""Layers that only move values: identity, inference-time dropout, flatten; and user
-functions (:class:`Lambda`), whose vjp comes from the autodiff adapter."""
+"""Layers that only move values: identity, inference-time dropout, flatten, reshape,
+permute; and user functions (:class:`Lambda`), whose vjp comes from the autodiff adapter.
+
+The moving layers get the Gradient rule from the composites: relevance moves back with
+the values (their vjp is the inverse move)."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from relprop._xp import Array
 from relprop.layers.base import Layer
 from relprop.layers.registry import register
 
-__all__ = ["Dropout", "Flatten", "Identity", "Lambda"]
+__all__ = ["Dropout", "Flatten", "Identity", "Lambda", "Permute", "Reshape"]
 
 
 @register
@@ -72,6 +75,95 @@ class Flatten(Layer):
 
     def __repr__(self) -> str:
         return f"Flatten(start_dim={self.start_dim})"
+
+
+@register
+class Reshape(Layer):
+    """Each sample reshaped to ``shape`` (the batch axis stays first and is not named).
+
+    Parameters
+    ----------
+    shape
+        The shape of one output sample; one entry may be ``-1``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> Reshape((2, 3))(np.zeros((4, 6))).shape
+    (4, 2, 3)
+    """
+
+    preserves_sign = True
+
+    def __init__(self, shape: tuple[int, ...] | list[int]) -> None:
+        self.shape = tuple(int(s) for s in shape)
+        if sum(s == -1 for s in self.shape) > 1 or any(s < -1 for s in self.shape):
+            raise ValueError(
+                f"Reshape shape {self.shape} may hold one -1 and otherwise sizes >= 0."
+            )
+
+    def forward(self, x: Array, xp: ModuleType) -> Array:
+        return xp.reshape(x, (x.shape[0], *self.shape))
+
+    def vjp(self, x: Array, v: Array, xp: ModuleType) -> Array:
+        return xp.reshape(v, x.shape)
+
+    def check_input(self, shape: tuple[int, ...]) -> str | None:
+        size, known = math.prod(shape[1:]), math.prod(s for s in self.shape if s != -1)
+        fits = size % known == 0 if -1 in self.shape and known else size == known
+        if len(shape) < 1 or not fits:
+            return f"cannot reshape samples of shape {shape[1:]} to {self.shape}"
+        return None
+
+    def config(self) -> dict[str, Any]:
+        return {"shape": list(self.shape)}
+
+    def __repr__(self) -> str:
+        return f"Reshape({self.shape})"
+
+
+@register
+class Permute(Layer):
+    """The axes reordered, ``y = x.permute(dims)`` as in torch; ``dims[0]`` must be ``0``
+    (the batch axis stays first).
+
+    Channels-last models imported into relprop's channels-first layers read their input
+    through one (``Permute((0, 3, 1, 2))``: NHWC to NCHW).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> Permute((0, 3, 1, 2))(np.zeros((5, 8, 8, 3))).shape
+    (5, 3, 8, 8)
+    """
+
+    preserves_sign = True
+
+    def __init__(self, dims: tuple[int, ...] | list[int]) -> None:
+        self.dims = tuple(int(d) for d in dims)
+        if sorted(self.dims) != list(range(len(self.dims))) or self.dims[:1] != (0,):
+            raise ValueError(
+                f"Permute dims {self.dims} must reorder 0, ..., n-1 and keep the batch "
+                "axis 0 first."
+            )
+
+    def forward(self, x: Array, xp: ModuleType) -> Array:
+        return xp.permute_dims(x, self.dims)
+
+    def vjp(self, x: Array, v: Array, xp: ModuleType) -> Array:
+        inverse = tuple(self.dims.index(axis) for axis in range(len(self.dims)))
+        return xp.permute_dims(v, inverse)
+
+    def check_input(self, shape: tuple[int, ...]) -> str | None:
+        if len(shape) != len(self.dims):
+            return f"permutes {len(self.dims)} axes, got an input of shape {shape}"
+        return None
+
+    def config(self) -> dict[str, Any]:
+        return {"dims": list(self.dims)}
+
+    def __repr__(self) -> str:
+        return f"Permute({self.dims})"
 
 
 @register(savable=False)
