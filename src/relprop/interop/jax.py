@@ -14,7 +14,9 @@ permutation from the source's axes to relprop's, so a channels-last (NHWC) netwo
 one :class:`~relprop.Permute` at its first convolution and one where it flattens, and
 none between; the batch axis may sit anywhere in the source (``vmap`` puts it last at
 times). The imported model reads inputs and returns relevance in the source's layout.
-:mod:`relprop.interop._draft` then tidies what was read (moves, biases, affine chains).
+:mod:`relprop.interop._reading` holds what this shares with the ONNX importer (the
+layouts, the layers each step becomes); :mod:`relprop.interop._draft` then tidies what was
+read (moves, biases, affine chains).
 
 jax is imported inside the functions only.
 """
@@ -23,33 +25,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from relprop.interop._draft import Draft
+from relprop.interop._reading import Const, LayoutReader, Tensor, UnsupportedError, Value
 from relprop.layers import (
     ELU,
-    AdaptiveAvgPool1d,
-    AdaptiveAvgPool2d,
-    Add,
-    Affine,
-    AvgPool1d,
-    AvgPool2d,
-    Concat,
-    Conv1d,
-    Conv2d,
-    Dense,
-    Flatten,
     Hardtanh,
     Layer,
     LeakyReLU,
-    MaxPool1d,
-    MaxPool2d,
-    Permute,
     ReLU,
-    Reshape,
     Sigmoid,
     SiLU,
     Softplus,
@@ -59,42 +46,11 @@ from relprop.model import INPUT, Graph, Sequential
 
 __all__ = ["from_jax", "supported_primitives"]
 
-
-@dataclass(frozen=True)
-class _Const:
-    """A value that does not depend on the input; ``origin`` names the parameter."""
-
-    value: Any
-    origin: str | None = None
+_HANDLERS: dict[str, Callable[..., list[Value]]] = {}
 
 
-@dataclass(frozen=True)
-class _Tensor:
-    """A value that depends on the input: node ``node`` of the draft holds it with axis
-    ``i`` being the source's axis ``perm[i]`` (``perm[0]`` is the batch axis)."""
-
-    node: str
-    perm: tuple[int, ...]
-    shape: tuple[int, ...]  # the source's shape, batch included
-    dtype: Any
-
-    @property
-    def batch_axis(self) -> int:
-        return self.perm[0]
-
-    @property
-    def stored(self) -> tuple[int, ...]:
-        """relprop's shape of one sample."""
-        return tuple(self.shape[p] for p in self.perm[1:])
-
-
-_Value = _Const | _Tensor
-
-_HANDLERS: dict[str, Callable[..., list[_Value]]] = {}
-
-
-def _handles(*names: str) -> Callable[[Callable[..., list[_Value]]], Callable[..., list[_Value]]]:
-    def add(method: Callable[..., list[_Value]]) -> Callable[..., list[_Value]]:
+def _handles(*names: str) -> Callable[[Callable[..., list[Value]]], Callable[..., list[Value]]]:
+    def add(method: Callable[..., list[Value]]) -> Callable[..., list[Value]]:
         for name in names:
             _HANDLERS[name] = method
         return method
@@ -127,27 +83,28 @@ def _activation(name: str, f_minus_one: float) -> Layer | None:
     return None if make is None else make()
 
 
-class UnsupportedError(TypeError):
-    """A construct the importer cannot express with relprop's layers."""
+def _out(eqn: Any) -> tuple[int, ...]:
+    return tuple(int(s) for s in eqn.outvars[0].aval.shape)
 
 
-class _Reader:
+class _Reader(LayoutReader):
     """Reads a jaxpr into a :class:`~relprop.interop._draft.Draft`."""
 
     def __init__(self, draft: Draft, caller: str) -> None:
-        self.draft = draft
-        self.caller = caller
+        import jax.numpy as jnp
+
+        super().__init__(draft, caller, jnp)
         self.eqn: Any = None
 
     # -- reading ---------------------------------------------------------------------
 
-    def run(self, jaxpr: Any, consts: Sequence[_Value], args: Sequence[_Value]) -> list[_Value]:
+    def run(self, jaxpr: Any, consts: Sequence[Value], args: Sequence[Value]) -> list[Value]:
         from jax.extend.core import Literal
 
-        env: dict[Any, _Value] = {}
+        env: dict[Any, Value] = {}
 
-        def read(var: Any) -> _Value:
-            return _Const(var.val) if isinstance(var, Literal) else env[var]
+        def read(var: Any) -> Value:
+            return Const(var.val) if isinstance(var, Literal) else env[var]
 
         for var, value in zip(jaxpr.constvars, consts, strict=True):
             env[var] = value
@@ -160,8 +117,8 @@ class _Reader:
                 env[var] = value
         return [read(v) for v in jaxpr.outvars]
 
-    def apply(self, eqn: Any, inputs: list[_Value]) -> list[_Value]:
-        if all(isinstance(v, _Const) for v in inputs):
+    def apply(self, eqn: Any, inputs: list[Value]) -> list[Value]:
+        if all(isinstance(v, Const) for v in inputs):
             return self.evaluate(eqn, inputs)  # type: ignore[arg-type]
         handler = _HANDLERS.get(eqn.primitive.name)
         if handler is None:
@@ -172,7 +129,7 @@ class _Reader:
         finally:
             self.eqn = outer
 
-    def evaluate(self, eqn: Any, inputs: list[_Const]) -> list[_Value]:
+    def evaluate(self, eqn: Any, inputs: list[Const]) -> list[Value]:
         params = eqn.primitive.get_bind_params(eqn.params)
         if isinstance(params, tuple):  # older jax: (subfuns, params)
             subfuns, params = params
@@ -181,7 +138,7 @@ class _Reader:
             result = eqn.primitive.bind(*[c.value for c in inputs], **params)
         results = result if eqn.primitive.multiple_results else [result]
         origin = next((c.origin for c in inputs if c.origin is not None), None)
-        return [_Const(r, origin) for r in results]
+        return [Const(r, origin) for r in results]
 
     # -- errors ----------------------------------------------------------------------
 
@@ -214,170 +171,46 @@ class _Reader:
     def fail(self, problem: str) -> UnsupportedError:
         return self.unsupported(self.eqn, problem)
 
-    # -- building blocks -------------------------------------------------------------
-
-    def emit(
-        self, base: str, layer: Layer, inputs: Sequence[_Tensor], perm: Sequence[int],
-        shape: Sequence[int], dtype: Any, *, bias: bool = False,
-    ) -> _Tensor:
-        perm, shape = tuple(int(p) for p in perm), tuple(int(s) for s in shape)
-        stored = tuple(shape[p] for p in perm[1:])
-        name = self.draft.add(base, layer, [t.node for t in inputs], stored, bias=bias)
-        return _Tensor(name, perm, shape, dtype)
-
-    def relayout(self, t: _Tensor, perm: Sequence[int]) -> _Tensor:
-        """``t`` held with axis ``i`` being the source's ``perm[i]`` (batch first)."""
-        perm = tuple(perm)
-        if perm == t.perm:
-            return t
-        if perm[0] != t.batch_axis:
-            raise self.fail("would move the batch axis")
-        dims = tuple(t.perm.index(axis) for axis in perm)
-        return self.emit("permute", Permute(dims), [t], perm, t.shape, t.dtype)
-
-    def natural(self, t: _Tensor) -> _Tensor:
-        """``t`` held in the source's own axis order (the batch must be its axis 0)."""
-        if t.batch_axis != 0:
-            raise self.fail(
-                f"needs the batch first, but it is axis {t.batch_axis} of shape {t.shape}"
-            )
-        return self.relayout(t, range(len(t.shape)))
-
-    def drop_axes(self, t: _Tensor, axes: Sequence[int]) -> _Tensor:
-        """``t`` without its size-1 source axes ``axes``."""
-        axes = sorted(set(int(a) for a in axes))
-        if not axes:
-            return t
-        if t.batch_axis in axes:
-            raise self.fail("drops the batch axis")
-        perm = tuple(p - sum(a < p for a in axes) for p in t.perm if p not in axes)
-        shape = tuple(s for i, s in enumerate(t.shape) if i not in axes)
-        out = _Tensor("", perm, shape, t.dtype)
-        return self.emit("reshape", Reshape(out.stored), [t], perm, shape, t.dtype)
-
-    def insert_axes(self, t: _Tensor, positions: Sequence[int]) -> _Tensor:
-        """``t`` with size-1 source axes at ``positions`` of the result."""
-        positions = sorted(set(int(p) for p in positions))
-        if not positions:
-            return t
-        kept = [i for i in range(len(t.shape) + len(positions)) if i not in positions]
-        perm = tuple(kept[p] for p in t.perm) + tuple(positions)
-        shape = [1] * (len(t.shape) + len(positions))
-        for old, new in enumerate(kept):
-            shape[new] = t.shape[old]
-        out = _Tensor("", perm, tuple(shape), t.dtype)
-        return self.emit("reshape", Reshape(out.stored), [t], perm, shape, t.dtype)
-
-    def constant(self, c: _Const, t: _Tensor, out_shape: tuple[int, ...]) -> Any:
-        """The constant of ``t op c`` as one sample's constant in ``t``'s relprop layout."""
-        import jax.numpy as jnp
-
-        if tuple(out_shape) != t.shape:
-            raise self.fail(
-                f"broadcasts the input's values of shape {t.shape} to {tuple(out_shape)}"
-            )
-        value = jnp.asarray(c.value, dtype=t.dtype)
-        if value.ndim == 0 or bool(jnp.all(value == jnp.ravel(value)[0])):
-            return jnp.ravel(value)[0] if value.size else value
-        value = jnp.reshape(value, (1,) * (len(t.shape) - value.ndim) + value.shape)
-        value = jnp.permute_dims(value, t.perm)
-        if value.shape[0] != 1:
-            if not bool(jnp.all(value == value[:1])):
-                raise self.fail("uses a constant that differs between the samples of the batch")
-            value = value[:1]
-        return value[0]
-
-    def named(self, c: _Const, kind: str) -> str:
-        return c.origin or kind
-
-    # -- arithmetic ------------------------------------------------------------------
-
-    def affine(
-        self, t: _Tensor, c: _Const | None, *, scale: Any = None, shift: Any = None,
-        bias: bool = False,
-    ) -> _Tensor:
-        layer = Affine(scale, shift)
-        base = "affine" if c is None else self.named(c, "affine")
-        return self.emit(base, layer, [t], t.perm, t.shape, t.dtype, bias=bias)
+    # -- arithmetic and activations ---------------------------------------------------
 
     @_handles("add", "add_any")
-    def _add(self, eqn: Any, a: _Value, b: _Value) -> list[_Value]:
-        out = tuple(eqn.outvars[0].aval.shape)
-        if isinstance(a, _Tensor) and isinstance(b, _Tensor):
-            if a.shape != b.shape:
-                raise self.fail(f"adds values of shapes {a.shape} and {b.shape} (broadcasting)")
-            b = self.relayout(b, a.perm)
-            return [self.emit("add", Add(), [a, b], a.perm, a.shape, a.dtype)]
-        t, c = (a, b) if isinstance(a, _Tensor) else (b, a)
-        assert isinstance(t, _Tensor) and isinstance(c, _Const)
-        return [self.affine(t, c, shift=self.constant(c, t, out), bias=True)]
+    def _add(self, eqn: Any, a: Value, b: Value) -> list[Value]:
+        return [self.add(a, b, _out(eqn))]
 
     @_handles("sub")
-    def _sub(self, eqn: Any, a: _Value, b: _Value) -> list[_Value]:
-        import jax.numpy as jnp
-
-        out = tuple(eqn.outvars[0].aval.shape)
-        if isinstance(a, _Tensor) and isinstance(b, _Tensor):
-            negated = self.affine(b, None, scale=jnp.asarray(-1.0, dtype=b.dtype))
-            return self._add(eqn, a, negated)
-        if isinstance(a, _Tensor):
-            assert isinstance(b, _Const)
-            return [self.affine(a, b, shift=-self.constant(b, a, out))]
-        assert isinstance(b, _Tensor) and isinstance(a, _Const)
-        minus = jnp.asarray(-1.0, dtype=b.dtype)
-        return [self.affine(b, a, scale=minus, shift=self.constant(a, b, out))]
+    def _sub(self, eqn: Any, a: Value, b: Value) -> list[Value]:
+        return [self.sub(a, b, _out(eqn))]
 
     @_handles("mul")
-    def _mul(self, eqn: Any, a: _Value, b: _Value) -> list[_Value]:
-        if isinstance(a, _Tensor) and isinstance(b, _Tensor):
-            raise self.fail("multiplies two values that depend on the input")
-        t, c = (a, b) if isinstance(a, _Tensor) else (b, a)
-        assert isinstance(t, _Tensor) and isinstance(c, _Const)
-        out = tuple(eqn.outvars[0].aval.shape)
-        return [self.affine(t, c, scale=self.constant(c, t, out))]
+    def _mul(self, eqn: Any, a: Value, b: Value) -> list[Value]:
+        return [self.mul(a, b, _out(eqn))]
 
     @_handles("div")
-    def _div(self, eqn: Any, a: _Value, b: _Value) -> list[_Value]:
-        if not isinstance(b, _Const):
-            raise self.fail("divides by a value that depends on the input")
-        assert isinstance(a, _Tensor)
-        out = tuple(eqn.outvars[0].aval.shape)
-        return [self.affine(a, b, scale=1 / self.constant(b, a, out))]
+    def _div(self, eqn: Any, a: Value, b: Value) -> list[Value]:
+        return [self.div(a, b, _out(eqn))]
 
     @_handles("neg")
-    def _neg(self, eqn: Any, t: _Tensor) -> list[_Value]:
-        import jax.numpy as jnp
-
-        return [self.affine(t, None, scale=jnp.asarray(-1.0, dtype=t.dtype))]
+    def _neg(self, eqn: Any, t: Tensor) -> list[Value]:
+        return [self.neg(t)]
 
     @_handles("max")
-    def _max(self, eqn: Any, a: _Value, b: _Value) -> list[_Value]:
-        t, c = (a, b) if isinstance(a, _Tensor) else (b, a)
-        if not isinstance(c, _Const) or not bool(np.all(np.asarray(c.value) == 0)):
-            raise self.fail("takes a maximum other than max(x, 0) (ReLU)")
-        assert isinstance(t, _Tensor)
-        return [self.emit("relu", ReLU(), [t], t.perm, t.shape, t.dtype)]
-
-    def _unary(self, layer: Layer, base: str) -> Callable[..., list[_Value]]:
-        def apply(eqn: Any, t: _Tensor) -> list[_Value]:
-            return [self.emit(base, layer, [t], t.perm, t.shape, t.dtype)]
-
-        return apply
+    def _max(self, eqn: Any, a: Value, b: Value) -> list[Value]:
+        return [self.maximum(a, b)]
 
     @_handles("logistic")
-    def _logistic(self, eqn: Any, t: _Tensor) -> list[_Value]:
-        return self._unary(Sigmoid(), "sigmoid")(eqn, t)
+    def _logistic(self, eqn: Any, t: Tensor) -> list[Value]:
+        return [self.same_place(Sigmoid(), "sigmoid", t)]
 
     @_handles("tanh")
-    def _tanh(self, eqn: Any, t: _Tensor) -> list[_Value]:
-        return self._unary(Tanh(), "tanh")(eqn, t)
+    def _tanh(self, eqn: Any, t: Tensor) -> list[Value]:
+        return [self.same_place(Tanh(), "tanh", t)]
 
     @_handles("copy", "copy_p", "optimization_barrier")
-    def _same(self, eqn: Any, *values: _Value) -> list[_Value]:
+    def _same(self, eqn: Any, *values: Value) -> list[Value]:
         return list(values)
 
     @_handles("convert_element_type")
-    def _convert(self, eqn: Any, t: _Tensor) -> list[_Value]:
+    def _convert(self, eqn: Any, t: Tensor) -> list[Value]:
         if eqn.params["new_dtype"] != t.dtype:
             raise self.fail(
                 f"casts the input's values from {t.dtype} to {eqn.params['new_dtype']}; "
@@ -389,7 +222,7 @@ class _Reader:
 
     @_handles("jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call",
               "custom_vjp_call_jaxpr", "remat", "checkpoint", "custom_lin")
-    def _call(self, eqn: Any, *inputs: _Value) -> list[_Value]:
+    def _call(self, eqn: Any, *inputs: Value) -> list[Value]:
         from jax.extend.core import ClosedJaxpr
 
         sub = next(
@@ -406,14 +239,14 @@ class _Reader:
                 return found
         if "softmax" in name:
             raise self.fail(f"computes a {name}")
-        return self.run(jaxpr, [_Const(c) for c in consts], inputs)
+        return self.run(jaxpr, [Const(c) for c in consts], inputs)
 
-    def recognise(self, name: str, sub: Any, inputs: Sequence[_Value]) -> list[_Value] | None:
+    def recognise(self, name: str, sub: Any, inputs: Sequence[Value]) -> list[Value] | None:
         """``jax.nn.<name>`` as a relprop activation, if it computes just that."""
         import jax.numpy as jnp
         from jax.extend.core import ClosedJaxpr, jaxpr_as_fun
 
-        tensors = [v for v in inputs if isinstance(v, _Tensor)]
+        tensors = [v for v in inputs if isinstance(v, Tensor)]
         if len(tensors) != 1:
             return None
         t = tensors[0]
@@ -433,45 +266,32 @@ class _Reader:
     # -- linear layers ---------------------------------------------------------------
 
     @_handles("dot_general")
-    def _dot_general(self, eqn: Any, a: _Value, b: _Value) -> list[_Value]:
-        import jax.numpy as jnp
-
+    def _dot_general(self, eqn: Any, a: Value, b: Value) -> list[Value]:
         (contract_a, contract_b), (batch_a, batch_b) = eqn.params["dimension_numbers"]
         if batch_a or batch_b:
             raise self.fail("has batch dimensions (a batched matrix product)")
-        if isinstance(a, _Tensor) and isinstance(b, _Tensor):
+        if isinstance(a, Tensor) and isinstance(b, Tensor):
             raise self.fail("multiplies two values that depend on the input (attention?)")
-        x_first = isinstance(a, _Tensor)
+        x_first = isinstance(a, Tensor)
         x, w = (a, b) if x_first else (b, a)
         x_contract, w_contract = (contract_a, contract_b) if x_first else (contract_b, contract_a)
-        assert isinstance(x, _Tensor) and isinstance(w, _Const)
-        if len(x_contract) != 1 or x.batch_axis in x_contract:
+        assert isinstance(x, Tensor) and isinstance(w, Const)
+        if len(x_contract) != 1:
             raise self.fail(
                 f"contracts axes {tuple(x_contract)} of the input's values of shape {x.shape}; "
                 "only one feature axis is supported"
             )
-        weight = jnp.asarray(w.value)
+        weight = self.xp.asarray(w.value)
         w_free = [i for i in range(weight.ndim) if i not in w_contract]
         if len(w_free) != 1:
             raise self.fail(f"multiplies by a constant of shape {weight.shape} (needs a matrix)")
-        weight = jnp.permute_dims(weight, (w_free[0], int(w_contract[0])))
-        feature = int(x_contract[0])
-        x_free = [i for i in range(len(x.shape)) if i != feature]
-        others = [i for i in x_free if i != x.batch_axis]
-        x = self.relayout(x, (x.batch_axis, *others, feature))
-        # the source's output axes: x's free axes and w's free axis, in operand order
-        position = {axis: i + (0 if x_first else 1) for i, axis in enumerate(x_free)}
-        out_feature = len(x_free) if x_first else 0
-        perm = (position[x.batch_axis], *(position[i] for i in others), out_feature)
-        out = eqn.outvars[0].aval
-        return [self.emit(self.named(w, "dense"), Dense(weight), [x], perm, out.shape, x.dtype)]
+        weight = self.xp.permute_dims(weight, (w_free[0], int(w_contract[0])))
+        return [self.dense(x, w, int(x_contract[0]), weight, x_first, _out(eqn))]
 
     @_handles("conv_general_dilated")
-    def _conv(self, eqn: Any, x: _Value, w: _Value) -> list[_Value]:
-        import jax.numpy as jnp
-
+    def _conv(self, eqn: Any, x: Value, w: Value) -> list[Value]:
         p = eqn.params
-        if not isinstance(x, _Tensor) or not isinstance(w, _Const):
+        if not isinstance(x, Tensor) or not isinstance(w, Const):
             raise self.fail("convolves with a kernel that depends on the input")
         if any(d != 1 for d in p["lhs_dilation"]):
             raise self.fail("is a transposed convolution (lhs_dilation > 1), not supported yet")
@@ -480,148 +300,40 @@ class _Reader:
         dn = p["dimension_numbers"]
         lhs, rhs, out_spec = (tuple(int(i) for i in s) for s in (dn.lhs_spec, dn.rhs_spec,
                                                                   dn.out_spec))
-        spatial = len(lhs) - 2
-        if spatial not in (1, 2):
-            raise self.fail(f"is a {spatial}d convolution; 1d and 2d are supported")
-        if lhs[0] != x.batch_axis:
-            raise self.fail("convolves along the batch axis")
-        pads = tuple((int(lo), int(hi)) for lo, hi in p["padding"])
-        if any(side < 0 for pair in pads for side in pair):
-            raise self.fail(f"has negative padding {pads} (cropping)")
-        padding: Any = (
-            tuple(lo for lo, _ in pads) if all(lo == hi for lo, hi in pads) else pads
-        )
-        cls = Conv1d if spatial == 1 else Conv2d
-        layer = cls(
-            jnp.permute_dims(jnp.asarray(w.value), rhs),
-            None,
-            stride=tuple(int(s) for s in p["window_strides"]),
-            padding=padding,
-            dilation=tuple(int(d) for d in p["rhs_dilation"]),
-            groups=int(p["feature_group_count"]),
-        )
-        x = self.relayout(x, lhs)
-        out = eqn.outvars[0].aval
-        return [self.emit(self.named(w, "conv"), layer, [x], out_spec, out.shape, x.dtype)]
+        weight = self.xp.permute_dims(self.xp.asarray(w.value), rhs)
+        return [self.conv(x, w, weight, lhs, out_spec, stride=p["window_strides"],
+                          pads=p["padding"], dilation=p["rhs_dilation"],
+                          groups=p["feature_group_count"], out_shape=_out(eqn))]
 
-    # -- pools -----------------------------------------------------------------------
-
-    def window(
-        self, t: _Tensor, sizes: Sequence[int], strides: Sequence[int],
-        pads: Sequence[tuple[int, int]],
-    ) -> tuple[_Tensor, list[int], list[int], list[int]]:
-        """Prepare ``t`` for a pool: drop the size-1 axes the window does not touch and
-        put one untouched axis (the channels) right after the batch.
-
-        Returns the prepared value, the pooled source axes (in relprop's order), the
-        source axes kept and those dropped (to be put back into the pool's output).
-        """
-        trivial = [
-            i for i, (k, s, pad) in enumerate(zip(sizes, strides, pads, strict=True))
-            if k == 1 and s == 1 and tuple(pad) == (0, 0)
-        ]
-        if t.batch_axis not in trivial:
-            raise self.fail("pools over the batch axis")
-        dropped = [i for i in trivial if t.shape[i] == 1 and i != t.batch_axis]
-        untouched = [i for i in trivial if i != t.batch_axis and i not in dropped]
-        if not untouched and dropped:
-            untouched, dropped = dropped[-1:], dropped[:-1]
-        if not untouched:
-            raise self.fail("pools over every axis but the batch; keep a channel axis")
-        kept = [i for i in range(len(t.shape)) if i not in dropped]
-        renumber = {axis: i for i, axis in enumerate(kept)}
-        t = self.drop_axes(t, dropped)
-        untouched = [renumber[i] for i in untouched]
-        channel = t.perm[1] if t.perm[1] in untouched else untouched[-1]
-        pooled = [a for a in t.perm[1:] if a != channel]
-        if len(pooled) not in (1, 2):
-            raise self.fail(f"pools over {len(pooled)} axes; 1d and 2d pools are supported")
-        t = self.relayout(t, (t.batch_axis, channel, *pooled))
-        return t, [kept[a] for a in pooled], kept, dropped
+    # -- pools and reductions --------------------------------------------------------
 
     @_handles("reduce_window_max", "reduce_window_sum")
-    def _reduce_window(self, eqn: Any, t: _Tensor) -> list[_Value]:
+    def _reduce_window(self, eqn: Any, t: Tensor) -> list[Value]:
         p = eqn.params
         if any(d != 1 for d in p["base_dilation"]):
             raise self.fail("has base_dilation > 1")
-        sizes, strides = list(p["window_dimensions"]), list(p["window_strides"])
-        pads = [(int(lo), int(hi)) for lo, hi in p["padding"]]
-        dilation = list(p["window_dilation"])
-        if all(k == 1 for k in sizes) and all(s == 1 for s in strides) and not any(
-            any(pair) for pair in pads
-        ):
-            return [t]
-        prepared, axes, kept, dropped = self.window(t, sizes, strides, pads)
-        kernel = tuple(int(sizes[a]) for a in axes)
-        settings: dict[str, Any] = {
-            "stride": tuple(int(strides[a]) for a in axes),
-            "padding": tuple(pads[a] for a in axes),
-        }
         maximum = eqn.primitive.name == "reduce_window_max"
-        if maximum:
-            cls: Any = MaxPool1d if len(axes) == 1 else MaxPool2d
-            layer = cls(kernel, dilation=tuple(int(dilation[a]) for a in axes), **settings)
-        else:
-            if any(dilation[a] != 1 for a in axes):
-                raise self.fail("sums over dilated windows")
-            cls = AvgPool1d if len(axes) == 1 else AvgPool2d
-            layer = cls(kernel, count_include_pad=True, **settings)
-        out_shape = [int(s) for s in eqn.outvars[0].aval.shape]
-        shape = [out_shape[k] for k in kept]
-        pooled = self.emit("max_pool" if maximum else "avg_pool", layer, [prepared],
-                           prepared.perm, shape, t.dtype)
-        if not maximum:  # a sum pool: the average times the window size
-            pooled = self.affine(pooled, None, scale=_scalar(math.prod(kernel), t.dtype))
-        return [self.insert_axes(pooled, dropped)]
+        pads = [(int(lo), int(hi)) for lo, hi in p["padding"]]
+        return [self.pool(t, maximum, p["window_dimensions"], p["window_strides"], pads,
+                          p["window_dilation"], _out(eqn), summed=not maximum)]
 
     @_handles("reduce_sum", "reduce_max")
-    def _reduce(self, eqn: Any, t: _Tensor) -> list[_Value]:
-        axes = sorted(int(a) for a in eqn.params["axes"])
-        if t.batch_axis in axes:
-            raise self.fail(
-                "reduces over the batch axis (batch statistics: is the model in training "
-                "mode? use running averages, e.g. use_running_average=True / model.eval())"
-            )
-        rest = [i for i in range(len(t.shape)) if i not in axes and i != t.batch_axis]
-        if len(rest) != 1 or len(axes) not in (1, 2):
-            raise self.fail(
-                f"reduces axes {tuple(axes)} of shape {t.shape}; only global pooling (every "
-                "axis but the batch and one channel axis, 1 or 2 of them) is supported"
-            )
-        channel = rest[0]
-        ordered = [a for a in t.perm[1:] if a != channel]
-        t = self.relayout(t, (t.batch_axis, channel, *ordered))
-        pooled_shape = [1 if i in axes else s for i, s in enumerate(t.shape)]
-        if eqn.primitive.name == "reduce_max":
-            cls: Any = MaxPool1d if len(axes) == 1 else MaxPool2d
-            layer: Layer = cls(tuple(t.shape[a] for a in ordered))
-        else:
-            layer = (AdaptiveAvgPool1d if len(axes) == 1 else AdaptiveAvgPool2d)(1)
-        base = "max_pool" if eqn.primitive.name == "reduce_max" else "mean"
-        pooled = self.emit(base, layer, [t], t.perm, pooled_shape, t.dtype)
-        out_shape = tuple(int(s) for s in eqn.outvars[0].aval.shape)
-        perm = (0, 1) if t.batch_axis < channel else (1, 0)
-        flat = self.emit("flatten", Flatten(1), [pooled], perm, out_shape, t.dtype)
-        if eqn.primitive.name == "reduce_max":
-            return [flat]
-        count = math.prod(t.shape[a] for a in axes)
-        return [self.affine(flat, None, scale=_scalar(count, t.dtype))]
+    def _reduce(self, eqn: Any, t: Tensor) -> list[Value]:
+        kind = "max" if eqn.primitive.name == "reduce_max" else "sum"
+        return [self.global_pool(t, eqn.params["axes"], kind, _out(eqn))]
 
     # -- moves -----------------------------------------------------------------------
 
     @_handles("transpose")
-    def _transpose(self, eqn: Any, t: _Tensor) -> list[_Value]:
-        order = tuple(int(a) for a in eqn.params["permutation"])
-        perm = tuple(order.index(p) for p in t.perm)
-        return [_Tensor(t.node, perm, tuple(t.shape[a] for a in order), t.dtype)]
+    def _transpose(self, eqn: Any, t: Tensor) -> list[Value]:
+        return [self.transpose(t, eqn.params["permutation"])]
 
     @_handles("squeeze")
-    def _squeeze(self, eqn: Any, t: _Tensor) -> list[_Value]:
-        axes = [int(a) % len(t.shape) for a in eqn.params["dimensions"]]
-        return [self.drop_axes(t, axes)]
+    def _squeeze(self, eqn: Any, t: Tensor) -> list[Value]:
+        return [self.drop_axes(t, [int(a) % len(t.shape) for a in eqn.params["dimensions"]])]
 
     @_handles("broadcast_in_dim")
-    def _broadcast(self, eqn: Any, t: _Tensor) -> list[_Value]:
+    def _broadcast(self, eqn: Any, t: Tensor) -> list[Value]:
         shape = tuple(int(s) for s in eqn.params["shape"])
         kept = [int(d) for d in eqn.params["broadcast_dimensions"]]
         if any(shape[d] != t.shape[i] for i, d in enumerate(kept)) or any(
@@ -631,56 +343,14 @@ class _Reader:
         return [self.insert_axes(t, [i for i in range(len(shape)) if i not in kept])]
 
     @_handles("reshape")
-    def _reshape(self, eqn: Any, t: _Tensor) -> list[_Value]:
-        new = tuple(int(s) for s in eqn.outvars[0].aval.shape)
+    def _reshape(self, eqn: Any, t: Tensor) -> list[Value]:
         if eqn.params.get("dimensions") is not None:
             raise self.fail("reshapes with a dimensions= order")
-        only_ones = _only_ones_change(t, new)
-        if only_ones is not None:
-            dropped, inserted = only_ones
-            return [self.insert_axes(self.drop_axes(t, dropped), inserted)]
-        t = self.natural(t)
-        if new[0] != t.shape[0]:
-            raise self.fail(
-                f"reshapes {t.shape} to {new}, which mixes the samples of the batch"
-            )
-        layer = Flatten(1) if len(new) == 2 else Reshape(new[1:])
-        return [self.emit("flatten" if len(new) == 2 else "reshape", layer, [t],
-                          range(len(new)), new, t.dtype)]
+        return [self.reshape(t, _out(eqn))]
 
     @_handles("concatenate")
-    def _concatenate(self, eqn: Any, *values: _Value) -> list[_Value]:
-        if not all(isinstance(v, _Tensor) for v in values):
-            raise self.fail("concatenates the input's values with constants")
-        tensors = [v for v in values if isinstance(v, _Tensor)]
-        first = tensors[0]
-        axis = int(eqn.params["dimension"])
-        if axis == first.batch_axis:
-            raise self.fail("concatenates along the batch axis")
-        tensors = [first] + [self.relayout(t, first.perm) for t in tensors[1:]]
-        out = tuple(int(s) for s in eqn.outvars[0].aval.shape)
-        layer = Concat(first.perm.index(axis))
-        return [self.emit("concat", layer, tensors, first.perm, out, first.dtype)]
-
-
-def _scalar(value: float, dtype: Any) -> Any:
-    import jax.numpy as jnp
-
-    return jnp.asarray(value, dtype=dtype)
-
-
-def _only_ones_change(t: _Tensor, new: tuple[int, ...]) -> tuple[list[int], list[int]] | None:
-    """For a reshape that only drops and inserts size-1 axes (the batch kept as itself):
-    the dropped source axes and the inserted result axes; else ``None``."""
-    old_real = [i for i, s in enumerate(t.shape) if s != 1 or i == t.batch_axis]
-    new_real = [i for i, s in enumerate(new) if s != 1]
-    if t.shape[t.batch_axis] == 1:
-        return None  # a batch of one: which 1 is the batch is ambiguous
-    if [t.shape[i] for i in old_real] != [new[i] for i in new_real]:
-        return None
-    dropped = [i for i in range(len(t.shape)) if i not in old_real]
-    inserted = [i for i in range(len(new)) if i not in new_real]
-    return dropped, inserted
+    def _concatenate(self, eqn: Any, *values: Value) -> list[Value]:
+        return [self.concat(values, int(eqn.params["dimension"]), _out(eqn))]
 
 
 def _tolerance(dtype: Any) -> float:
@@ -711,31 +381,21 @@ def read_jaxpr(
     x = args[input_index]
     draft = Draft(tuple(int(s) for s in x.shape[1:]))
     reader = _Reader(draft, caller)
-    values: list[_Value] = []
+    values: list[Value] = []
     for i, (arg, name) in enumerate(zip(args, names, strict=True)):
         if i == input_index:
             axes = tuple(range(x.ndim))
-            values.append(_Tensor(INPUT, axes, tuple(x.shape), jnp.asarray(x).dtype))
+            values.append(Tensor(INPUT, axes, tuple(x.shape), jnp.asarray(x).dtype))
         else:
-            values.append(_Const(arg, name))
-    outputs = reader.run(closed.jaxpr, [_Const(c) for c in closed.consts], values)
+            values.append(Const(arg, name))
+    outputs = reader.run(closed.jaxpr, [Const(c) for c in closed.consts], values)
     if len(outputs) != 1:
         raise ValueError(
             f"{caller}: the function returns {len(outputs)} arrays; relprop explains one "
             "output: return the logits only."
         )
-    (out,) = outputs
-    if not isinstance(out, _Tensor):
-        raise ValueError(f"{caller}: the function's output does not depend on its input.")
     reader.eqn = None
-    if out.batch_axis != 0:
-        raise ValueError(
-            f"{caller}: the function's output has the batch on axis {out.batch_axis} "
-            f"(shape {out.shape}); return it batch first."
-        )
-    final = reader.relayout(out, range(len(out.shape))) if out.perm != tuple(
-        range(len(out.shape))) else out
-    draft.output = final.node
+    reader.output(outputs[0])
     return draft
 
 

@@ -1,0 +1,444 @@
+"""What the importers of graphs of primitives (jaxpr, ONNX) share: values that are
+constants or tensors held in a tracked layout, and the relprop layers each kind of step
+becomes.
+
+A :class:`Tensor` is held by a node of the :class:`~relprop.interop._draft.Draft` with
+its axis ``i`` being the source's axis ``perm[i]``; ``perm[0]`` is the batch axis. So a
+channels-last source is read into relprop's channels-first layers with a
+:class:`~relprop.Permute` only where the order matters (a convolution, a pool, a general
+reshape), and the batch may sit on any axis of the source (``vmap`` moves it). The
+source-specific readers (:mod:`relprop.interop.jax`, :mod:`relprop.interop.onnx`) turn
+their primitives' settings into calls of :class:`LayoutReader`'s methods.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from relprop.interop._draft import Draft
+from relprop.layers import (
+    AdaptiveAvgPool1d,
+    AdaptiveAvgPool2d,
+    Add,
+    Affine,
+    AvgPool1d,
+    AvgPool2d,
+    Concat,
+    Conv1d,
+    Conv2d,
+    Dense,
+    Flatten,
+    Layer,
+    MaxPool1d,
+    MaxPool2d,
+    Permute,
+    ReLU,
+    Reshape,
+)
+
+__all__ = ["Const", "LayoutReader", "Tensor", "UnsupportedError", "Value"]
+
+
+@dataclass(frozen=True)
+class Const:
+    """A value that does not depend on the input; ``origin`` names the parameter."""
+
+    value: Any
+    origin: str | None = None
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A value that depends on the input: node ``node`` of the draft holds it with axis
+    ``i`` being the source's axis ``perm[i]`` (``perm[0]`` is the batch axis)."""
+
+    node: str
+    perm: tuple[int, ...]
+    shape: tuple[int, ...]  # the source's shape, batch included
+    dtype: Any
+
+    @property
+    def batch_axis(self) -> int:
+        return self.perm[0]
+
+    @property
+    def stored(self) -> tuple[int, ...]:
+        """relprop's shape of one sample."""
+        return tuple(self.shape[p] for p in self.perm[1:])
+
+
+Value = Const | Tensor
+
+
+class UnsupportedError(TypeError):
+    """A construct the importer cannot express with relprop's layers."""
+
+
+class LayoutReader:
+    """Emits relprop layers for the steps of a source graph into ``draft``.
+
+    ``xp`` is the namespace of the source's constants (``jax.numpy``, NumPy);
+    subclasses implement :meth:`fail`, the error naming the step being read.
+    """
+
+    def __init__(self, draft: Draft, caller: str, xp: ModuleType) -> None:
+        self.draft = draft
+        self.caller = caller
+        self.xp = xp
+
+    def fail(self, problem: str) -> UnsupportedError:
+        raise NotImplementedError
+
+    # -- building blocks -------------------------------------------------------------
+
+    def emit(
+        self, base: str, layer: Layer, inputs: Sequence[Tensor], perm: Sequence[int],
+        shape: Sequence[int], dtype: Any, *, bias: bool = False,
+    ) -> Tensor:
+        perm, shape = tuple(int(p) for p in perm), tuple(int(s) for s in shape)
+        stored = tuple(shape[p] for p in perm[1:])
+        name = self.draft.add(base, layer, [t.node for t in inputs], stored, bias=bias)
+        return Tensor(name, perm, shape, dtype)
+
+    def relayout(self, t: Tensor, perm: Sequence[int]) -> Tensor:
+        """``t`` held with axis ``i`` being the source's ``perm[i]`` (batch first)."""
+        perm = tuple(perm)
+        if perm == t.perm:
+            return t
+        if perm[0] != t.batch_axis:
+            raise self.fail("would move the batch axis")
+        dims = tuple(t.perm.index(axis) for axis in perm)
+        return self.emit("permute", Permute(dims), [t], perm, t.shape, t.dtype)
+
+    def natural(self, t: Tensor) -> Tensor:
+        """``t`` held in the source's own axis order (the batch must be its axis 0)."""
+        if t.batch_axis != 0:
+            raise self.fail(
+                f"needs the batch first, but it is axis {t.batch_axis} of shape {t.shape}"
+            )
+        return self.relayout(t, range(len(t.shape)))
+
+    def drop_axes(self, t: Tensor, axes: Sequence[int]) -> Tensor:
+        """``t`` without its size-1 source axes ``axes``."""
+        axes = sorted(set(int(a) for a in axes))
+        if not axes:
+            return t
+        if t.batch_axis in axes:
+            raise self.fail("drops the batch axis")
+        perm = tuple(p - sum(a < p for a in axes) for p in t.perm if p not in axes)
+        shape = tuple(s for i, s in enumerate(t.shape) if i not in axes)
+        out = Tensor("", perm, shape, t.dtype)
+        return self.emit("reshape", Reshape(out.stored), [t], perm, shape, t.dtype)
+
+    def insert_axes(self, t: Tensor, positions: Sequence[int]) -> Tensor:
+        """``t`` with size-1 source axes at ``positions`` of the result."""
+        positions = sorted(set(int(p) for p in positions))
+        if not positions:
+            return t
+        kept = [i for i in range(len(t.shape) + len(positions)) if i not in positions]
+        perm = tuple(kept[p] for p in t.perm) + tuple(positions)
+        shape = [1] * (len(t.shape) + len(positions))
+        for old, new in enumerate(kept):
+            shape[new] = t.shape[old]
+        out = Tensor("", perm, tuple(shape), t.dtype)
+        return self.emit("reshape", Reshape(out.stored), [t], perm, shape, t.dtype)
+
+    def scalar(self, value: float, dtype: Any) -> Any:
+        return self.xp.asarray(value, dtype=dtype)
+
+    def constant(self, c: Const, t: Tensor, out_shape: Sequence[int]) -> Any:
+        """The constant of ``t op c`` as one sample's constant in ``t``'s relprop layout
+        (a 0-d array when all its values are equal)."""
+        xp = self.xp
+        if tuple(int(s) for s in out_shape) != t.shape:
+            raise self.fail(
+                f"broadcasts the input's values of shape {t.shape} to {tuple(out_shape)}"
+            )
+        value = xp.asarray(c.value, dtype=t.dtype)
+        flat = xp.reshape(value, (-1,))
+        if value.ndim == 0 or (flat.shape[0] and bool(xp.all(value == flat[0]))):
+            return flat[0] if flat.shape[0] else value
+        value = xp.reshape(value, (1,) * (len(t.shape) - value.ndim) + tuple(value.shape))
+        value = xp.permute_dims(value, t.perm)
+        if value.shape[0] != 1:
+            if not bool(xp.all(value == value[:1])):
+                raise self.fail("uses a constant that differs between the samples of the batch")
+            value = value[:1]
+        return value[0]
+
+    def named(self, c: Const, kind: str) -> str:
+        return c.origin or kind
+
+    def same_place(self, layer: Layer, base: str, t: Tensor) -> Tensor:
+        """An element-wise layer applied to ``t`` (same layout, same shape)."""
+        return self.emit(base, layer, [t], t.perm, t.shape, t.dtype)
+
+    # -- arithmetic ------------------------------------------------------------------
+
+    def affine(
+        self, t: Tensor, c: Const | None, *, scale: Any = None, shift: Any = None,
+        bias: bool = False,
+    ) -> Tensor:
+        base = "affine" if c is None else self.named(c, "affine")
+        return self.emit(base, Affine(scale, shift), [t], t.perm, t.shape, t.dtype, bias=bias)
+
+    def add(self, a: Value, b: Value, out_shape: Sequence[int]) -> Tensor:
+        """``a + b``: the residual sum of two tensors, or a constant added (which becomes
+        the bias of a dense or conv layer right before it)."""
+        if isinstance(a, Tensor) and isinstance(b, Tensor):
+            if a.shape != b.shape:
+                raise self.fail(f"adds values of shapes {a.shape} and {b.shape} (broadcasting)")
+            b = self.relayout(b, a.perm)
+            return self.emit("add", Add(), [a, b], a.perm, a.shape, a.dtype)
+        t, c = (a, b) if isinstance(a, Tensor) else (b, a)
+        assert isinstance(t, Tensor) and isinstance(c, Const)
+        return self.affine(t, c, shift=self.constant(c, t, out_shape), bias=True)
+
+    def sub(self, a: Value, b: Value, out_shape: Sequence[int]) -> Tensor:
+        if isinstance(a, Tensor) and isinstance(b, Tensor):
+            negated = self.affine(b, None, scale=self.scalar(-1.0, b.dtype))
+            return self.add(a, negated, out_shape)
+        if isinstance(a, Tensor):
+            assert isinstance(b, Const)
+            return self.affine(a, b, shift=-self.constant(b, a, out_shape))
+        assert isinstance(b, Tensor) and isinstance(a, Const)
+        minus = self.scalar(-1.0, b.dtype)
+        return self.affine(b, a, scale=minus, shift=self.constant(a, b, out_shape))
+
+    def mul(self, a: Value, b: Value, out_shape: Sequence[int]) -> Tensor:
+        if isinstance(a, Tensor) and isinstance(b, Tensor):
+            raise self.fail("multiplies two values that depend on the input")
+        t, c = (a, b) if isinstance(a, Tensor) else (b, a)
+        assert isinstance(t, Tensor) and isinstance(c, Const)
+        return self.affine(t, c, scale=self.constant(c, t, out_shape))
+
+    def div(self, a: Value, b: Value, out_shape: Sequence[int]) -> Tensor:
+        if not isinstance(b, Const):
+            raise self.fail("divides by a value that depends on the input")
+        assert isinstance(a, Tensor)
+        return self.affine(a, b, scale=1 / self.constant(b, a, out_shape))
+
+    def neg(self, t: Tensor) -> Tensor:
+        return self.affine(t, None, scale=self.scalar(-1.0, t.dtype))
+
+    def maximum(self, a: Value, b: Value) -> Tensor:
+        t, c = (a, b) if isinstance(a, Tensor) else (b, a)
+        if not isinstance(c, Const) or not bool(np.all(np.asarray(c.value) == 0)):
+            raise self.fail("takes a maximum other than max(x, 0) (ReLU)")
+        assert isinstance(t, Tensor)
+        return self.same_place(ReLU(), "relu", t)
+
+    # -- linear layers ---------------------------------------------------------------
+
+    def dense(
+        self, x: Tensor, w: Const, x_feature: int, weight: Any, x_first: bool,
+        out_shape: Sequence[int],
+    ) -> Tensor:
+        """``x`` contracted over its axis ``x_feature`` with the ``(out, in)`` matrix
+        ``weight``; the source's output holds ``x``'s other axes and then the new
+        feature axis (``x_first``), or the feature axis first."""
+        if x_feature == x.batch_axis:
+            raise self.fail("contracts the batch axis")
+        x_free = [i for i in range(len(x.shape)) if i != x_feature]
+        others = [i for i in x_free if i != x.batch_axis]
+        x = self.relayout(x, (x.batch_axis, *others, x_feature))
+        position = {axis: i + (0 if x_first else 1) for i, axis in enumerate(x_free)}
+        out_feature = len(x_free) if x_first else 0
+        perm = (position[x.batch_axis], *(position[i] for i in others), out_feature)
+        return self.emit(self.named(w, "dense"), Dense(weight), [x], perm, out_shape, x.dtype)
+
+    def conv(
+        self, x: Tensor, w: Const, weight: Any, lhs: Sequence[int], out_spec: Sequence[int],
+        *, stride: Sequence[int], pads: Sequence[tuple[int, int]], dilation: Sequence[int],
+        groups: int, out_shape: Sequence[int],
+    ) -> Tensor:
+        """A convolution with an ``(out, in / groups, *kernel)`` ``weight``, reading the
+        source's axes ``lhs`` (batch, channels, spatial...) and writing ``out_spec``."""
+        spatial = len(lhs) - 2
+        if spatial not in (1, 2):
+            raise self.fail(f"is a {spatial}d convolution; 1d and 2d are supported")
+        if lhs[0] != x.batch_axis:
+            raise self.fail("convolves along the batch axis")
+        pairs = tuple((int(lo), int(hi)) for lo, hi in pads)
+        if any(side < 0 for pair in pairs for side in pair):
+            raise self.fail(f"has negative padding {pairs} (cropping)")
+        padding: Any = (
+            tuple(lo for lo, _ in pairs) if all(lo == hi for lo, hi in pairs) else pairs
+        )
+        cls = Conv1d if spatial == 1 else Conv2d
+        layer = cls(weight, None, stride=tuple(int(s) for s in stride), padding=padding,
+                    dilation=tuple(int(d) for d in dilation), groups=int(groups))
+        x = self.relayout(x, lhs)
+        return self.emit(self.named(w, "conv"), layer, [x], out_spec, out_shape, x.dtype)
+
+    # -- pools -----------------------------------------------------------------------
+
+    def window(
+        self, t: Tensor, sizes: Sequence[int], strides: Sequence[int],
+        pads: Sequence[tuple[int, int]],
+    ) -> tuple[Tensor, list[int], list[int], list[int]]:
+        """Prepare ``t`` for a pool: drop the size-1 axes the window does not touch and
+        put one untouched axis (the channels) right after the batch.
+
+        Returns the prepared value, the pooled source axes (in relprop's order), the
+        source axes kept and those dropped (to be put back into the pool's output).
+        """
+        trivial = [
+            i for i, (k, s, pad) in enumerate(zip(sizes, strides, pads, strict=True))
+            if k == 1 and s == 1 and tuple(pad) == (0, 0)
+        ]
+        if t.batch_axis not in trivial:
+            raise self.fail("pools over the batch axis")
+        dropped = [i for i in trivial if t.shape[i] == 1 and i != t.batch_axis]
+        untouched = [i for i in trivial if i != t.batch_axis and i not in dropped]
+        if not untouched and dropped:
+            untouched, dropped = dropped[-1:], dropped[:-1]
+        if not untouched:
+            raise self.fail("pools over every axis but the batch; keep a channel axis")
+        kept = [i for i in range(len(t.shape)) if i not in dropped]
+        renumber = {axis: i for i, axis in enumerate(kept)}
+        t = self.drop_axes(t, dropped)
+        untouched = [renumber[i] for i in untouched]
+        channel = t.perm[1] if t.perm[1] in untouched else untouched[-1]
+        pooled = [a for a in t.perm[1:] if a != channel]
+        if len(pooled) not in (1, 2):
+            raise self.fail(f"pools over {len(pooled)} axes; 1d and 2d pools are supported")
+        t = self.relayout(t, (t.batch_axis, channel, *pooled))
+        return t, [kept[a] for a in pooled], kept, dropped
+
+    def pool(
+        self, t: Tensor, maximum: bool, sizes: Sequence[int], strides: Sequence[int],
+        pads: Sequence[tuple[int, int]], dilation: Sequence[int], out_shape: Sequence[int],
+        *, ceil_mode: bool = False, count_include_pad: bool = True, summed: bool = False,
+    ) -> Tensor:
+        """A max or average pool with per-source-axis window settings (1 on the batch and
+        channel axes). ``summed``: the source sums the window (an average pool times the
+        window's size)."""
+        if all(k == 1 for k in sizes) and all(s == 1 for s in strides) and not any(
+            any(pair) for pair in pads
+        ):
+            return t
+        prepared, axes, kept, dropped = self.window(t, sizes, strides, pads)
+        kernel = tuple(int(sizes[a]) for a in axes)
+        settings: dict[str, Any] = {
+            "stride": tuple(int(strides[a]) for a in axes),
+            "padding": tuple(tuple(int(s) for s in pads[a]) for a in axes),
+            "ceil_mode": bool(ceil_mode),
+        }
+        if maximum:
+            cls: Any = MaxPool1d if len(axes) == 1 else MaxPool2d
+            layer = cls(kernel, dilation=tuple(int(dilation[a]) for a in axes), **settings)
+        else:
+            if any(dilation[a] != 1 for a in axes):
+                raise self.fail("averages over dilated windows")
+            cls = AvgPool1d if len(axes) == 1 else AvgPool2d
+            layer = cls(kernel, count_include_pad=bool(count_include_pad), **settings)
+        shape = [int(out_shape[k]) for k in kept]
+        pooled = self.emit("max_pool" if maximum else "avg_pool", layer, [prepared],
+                           prepared.perm, shape, t.dtype)
+        if summed:
+            pooled = self.affine(pooled, None, scale=self.scalar(math.prod(kernel), t.dtype))
+        return self.insert_axes(pooled, dropped)
+
+    def global_pool(
+        self, t: Tensor, axes: Sequence[int], kind: str, out_shape: Sequence[int],
+        *, keepdims: bool = False,
+    ) -> Tensor:
+        """``kind`` (``"sum"``, ``"mean"``, ``"max"``) over every axis but the batch and
+        one channel axis: a global pool."""
+        axes = sorted(int(a) for a in axes)
+        if t.batch_axis in axes:
+            raise self.fail(
+                "reduces over the batch axis (batch statistics: is the model in training "
+                "mode? use running averages, e.g. use_running_average=True / model.eval())"
+            )
+        rest = [i for i in range(len(t.shape)) if i not in axes and i != t.batch_axis]
+        if len(rest) != 1 or len(axes) not in (1, 2):
+            raise self.fail(
+                f"reduces axes {tuple(axes)} of shape {t.shape}; only global pooling (every "
+                "axis but the batch and one channel axis, 1 or 2 of them) is supported"
+            )
+        channel = rest[0]
+        ordered = [a for a in t.perm[1:] if a != channel]
+        t = self.relayout(t, (t.batch_axis, channel, *ordered))
+        pooled_shape = [1 if i in axes else s for i, s in enumerate(t.shape)]
+        if kind == "max":
+            cls: Any = MaxPool1d if len(axes) == 1 else MaxPool2d
+            layer: Layer = cls(tuple(t.shape[a] for a in ordered))
+        else:
+            layer = (AdaptiveAvgPool1d if len(axes) == 1 else AdaptiveAvgPool2d)(1)
+        pooled = self.emit("max_pool" if kind == "max" else "mean", layer, [t], t.perm,
+                           pooled_shape, t.dtype)
+        if not keepdims:
+            perm = (0, 1) if t.batch_axis < channel else (1, 0)
+            pooled = self.emit("flatten", Flatten(1), [pooled], perm, out_shape, t.dtype)
+        if kind == "sum":
+            count = math.prod(t.shape[a] for a in axes)
+            pooled = self.affine(pooled, None, scale=self.scalar(count, t.dtype))
+        return pooled
+
+    # -- moves -----------------------------------------------------------------------
+
+    def transpose(self, t: Tensor, order: Sequence[int]) -> Tensor:
+        """The source's ``transpose(order)``: nothing moves in relprop."""
+        order = tuple(int(a) for a in order)
+        perm = tuple(order.index(p) for p in t.perm)
+        return Tensor(t.node, perm, tuple(t.shape[a] for a in order), t.dtype)
+
+    def reshape(self, t: Tensor, new: Sequence[int]) -> Tensor:
+        """The source's row-major reshape to ``new`` (the batch size included)."""
+        new = tuple(int(s) for s in new)
+        only_ones = _only_ones_change(t, new)
+        if only_ones is not None:
+            dropped, inserted = only_ones
+            return self.insert_axes(self.drop_axes(t, dropped), inserted)
+        t = self.natural(t)
+        if new[0] != t.shape[0] or math.prod(new) != math.prod(t.shape):
+            raise self.fail(f"reshapes {t.shape} to {new}, which mixes the samples of the batch")
+        layer = Flatten(1) if len(new) == 2 else Reshape(new[1:])
+        return self.emit("flatten" if len(new) == 2 else "reshape", layer, [t],
+                         range(len(new)), new, t.dtype)
+
+    def concat(self, values: Sequence[Value], axis: int, out_shape: Sequence[int]) -> Tensor:
+        if not all(isinstance(v, Tensor) for v in values):
+            raise self.fail("concatenates the input's values with constants")
+        tensors = [v for v in values if isinstance(v, Tensor)]
+        first = tensors[0]
+        if axis == first.batch_axis:
+            raise self.fail("concatenates along the batch axis")
+        if len(tensors) == 1:
+            return first
+        tensors = [first] + [self.relayout(t, first.perm) for t in tensors[1:]]
+        layer = Concat(first.perm.index(axis))
+        return self.emit("concat", layer, tensors, first.perm, out_shape, first.dtype)
+
+    def output(self, out: Value) -> None:
+        """Make ``out`` the draft's output, in the source's layout."""
+        if not isinstance(out, Tensor):
+            raise ValueError(f"{self.caller}: the model's output does not depend on its input.")
+        if out.batch_axis != 0:
+            raise ValueError(
+                f"{self.caller}: the output has the batch on axis {out.batch_axis} "
+                f"(shape {out.shape}); return it batch first."
+            )
+        self.draft.output = self.natural(out).node
+
+
+def _only_ones_change(t: Tensor, new: tuple[int, ...]) -> tuple[list[int], list[int]] | None:
+    """For a reshape that only drops and inserts size-1 axes (the batch kept as itself):
+    the dropped source axes and the inserted result axes; else ``None``."""
+    old_real = [i for i, s in enumerate(t.shape) if s != 1 or i == t.batch_axis]
+    new_real = [i for i, s in enumerate(new) if s != 1]
+    if t.shape[t.batch_axis] == 1:
+        return None  # a batch of one: which 1 is the batch is ambiguous
+    if [t.shape[i] for i in old_real] != [new[i] for i in new_real]:
+        return None
+    dropped = [i for i in range(len(t.shape)) if i not in old_real]
+    inserted = [i for i in range(len(new)) if i not in new_real]
+    return dropped, inserted
