@@ -22,24 +22,30 @@ import nox
 ROOT = Path(__file__).resolve().parent
 REPORTS = ROOT / ".ci-reports"
 
-# backend name -> (requirements files in backends/, modules that must import). The jax
-# session also holds the JAX importers' frameworks (flax, equinox) and torch, whose
-# imported twins the importers' relevance is compared with (tests/test_from_jax.py).
+# backend name -> (requirements files in backends/, modules that must import). The torch
+# session also holds onnx (models exported from torch are read back,
+# tests/test_from_onnx.py); the jax session holds the JAX importers' frameworks (flax,
+# equinox) and torch, whose imported twins the importers' relevance is compared with
+# (tests/test_from_jax.py).
 BACKENDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "numpy": (("numpy",), ("numpy",)),
-    "torch": (("torch",), ("torch",)),
+    "torch": (("torch", "onnx"), ("torch", "onnx", "onnxruntime", "onnxscript")),
     "jax": (("jax", "importers", "torch"), ("jax", "flax", "equinox", "torch")),
     "array_api_strict": (("strict",), ("array_api_strict",)),
     "cupy": (("cupy",), ("cupy",)),
 }
 
 ZENNIT = "zennit==0.5.1"
-# modules whose docstring examples need jax and the frameworks the importers read
-JAX_DOCTESTS = [
-    "src/relprop/interop/jax.py",
-    "src/relprop/interop/flax.py",
-    "src/relprop/interop/equinox.py",
-]
+# modules whose docstring examples need the frameworks the importers read: run in the
+# session that installs them
+SESSION_DOCTESTS: dict[str, list[str]] = {
+    "jax": [
+        "src/relprop/interop/jax.py",
+        "src/relprop/interop/flax.py",
+        "src/relprop/interop/equinox.py",
+    ],
+    "torch": ["src/relprop/interop/onnx.py"],
+}
 
 nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
@@ -91,16 +97,16 @@ def tests(session: nox.Session, backend: str) -> None:
     report.unlink(missing_ok=True)  # never leave a stale report behind
 
     # The docstring examples are NumPy code: run them once, in the NumPy session; those of
-    # the JAX importers need jax, flax and equinox: the jax session runs them.
+    # the importers need their frameworks: the session that installs them runs them.
     doctests = ["--doctest-modules", "src/relprop", "tests"] if backend == "numpy" else []
     if backend == "numpy" and not session.posargs:
         doctests += [
             "--ignore=src/relprop/autodiff/_torch.py",
             "--ignore=src/relprop/autodiff/_jax.py",
-            *(f"--ignore={path}" for path in JAX_DOCTESTS),
+            *(f"--ignore={path}" for paths in SESSION_DOCTESTS.values() for path in paths),
         ]
-    if backend == "jax":
-        doctests = ["--doctest-modules", *JAX_DOCTESTS, "tests"]
+    if backend in SESSION_DOCTESTS:
+        doctests = ["--doctest-modules", *SESSION_DOCTESTS[backend], "tests"]
     # Default success_codes=[0]: exit code 5 (no tests collected) fails the session.
     # One worker per core, each taking whole files (JAX compiles every new op and shape
     # once per process; files keep their own module-level state together).
@@ -129,6 +135,7 @@ def _install_docs(session: nox.Session) -> None:
         "-r", "backends/torch.txt",
         "-r", "backends/jax.txt",
         "-r", "backends/importers.txt",
+        "-r", "backends/onnx.txt",
         "-r", "backends/strict.txt",
         "-r", "backends/docs.txt",
     )
