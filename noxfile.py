@@ -30,7 +30,7 @@ REPORTS = ROOT / ".ci-reports"
 BACKENDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "numpy": (("numpy",), ("numpy",)),
     "torch": (("torch", "onnx"), ("torch", "onnx", "onnxruntime", "onnxscript")),
-    "jax": (("jax", "importers", "torch"), ("jax", "flax", "equinox", "torch")),
+    "jax": (("jax", "importers", "torch"), ("jax", "flax", "equinox", "keras", "torch")),
     "array_api_strict": (("strict",), ("array_api_strict",)),
     "cupy": (("cupy",), ("cupy",)),
 }
@@ -86,11 +86,12 @@ def tests(session: nox.Session, backend: str) -> None:
     # A backend that does not import fails the session here, not as skipped tests.
     for module in modules:
         show = f"import {module}; print({module}.__name__, {module}.__version__)"
-        session.run("python", "-c", show)
+        session.run("python", "-c", show, env={"KERAS_BACKEND": "jax"})
 
     env = {"RELPROP_BACKEND": backend}
     if backend == "jax":
         env["JAX_PLATFORMS"] = os.environ.get("JAX_PLATFORMS", "cpu")
+        env["KERAS_BACKEND"] = "jax"  # keras reads it at import (tests/test_from_keras.py)
 
     REPORTS.mkdir(exist_ok=True)
     report = REPORTS / f"{backend}.xml"

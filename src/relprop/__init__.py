@@ -10,7 +10,14 @@ against the Python array API standard, for NumPy, PyTorch, JAX, CuPy and array-a
 from relprop import _pytree, autodiff, canonizers, composites, data, dtd, layers, plot, rules
 from relprop._xp import BACKENDS, array_namespace, asarray, default_backend, library_of, to_numpy
 from relprop.autodiff import grad, vjp
-from relprop.interop import from_equinox, from_flax, from_jax, from_onnx, from_torch
+from relprop.interop import (
+    from_equinox,
+    from_flax,
+    from_jax,
+    from_keras,
+    from_onnx,
+    from_torch,
+)
 from relprop.io import load, save
 from relprop.layers import *  # noqa: F403 - every layer kind: rp.Dense, rp.Conv2d, ...
 from relprop.layers.registry import layer_kinds
@@ -37,6 +44,7 @@ __all__ = [
     "from_equinox",
     "from_flax",
     "from_jax",
+    "from_keras",
     "from_onnx",
     "from_torch",
     "grad",

@@ -3,7 +3,7 @@
 :func:`from_torch` turns a ``torch.nn.Module`` into a relprop model that shares the
 module's tensors; :func:`from_jax` reads any JAX function's jaxpr, and
 :func:`from_flax` / :func:`from_equinox` do so for those libraries' modules;
-:func:`from_onnx` reads ONNX files. Each
+:func:`from_onnx` reads ONNX files and :func:`from_keras` Keras 3 models. Each
 framework is imported only when its importer is called, so ``import relprop`` keeps
 working with NumPy alone.
 """
@@ -18,9 +18,10 @@ if TYPE_CHECKING:
 from relprop.interop.equinox import from_equinox
 from relprop.interop.flax import from_flax
 from relprop.interop.jax import from_jax
+from relprop.interop.keras import from_keras
 from relprop.interop.onnx import from_onnx
 
-__all__ = ["from_equinox", "from_flax", "from_jax", "from_onnx", "from_torch"]
+__all__ = ["from_equinox", "from_flax", "from_jax", "from_keras", "from_onnx", "from_torch"]
 
 
 def from_torch(module: Any, example_input: Any = None) -> Sequential | Graph:
