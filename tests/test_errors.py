@@ -668,3 +668,14 @@ def test_torch_parameters_get_no_gradient_and_no_history():
     assert not R.requires_grad and not g.requires_grad
     assert all(t.grad is None for t in tensors)
     assert not x.requires_grad and x.grad is None
+
+
+def test_one_sample_without_its_batch_axis_gets_the_fix():
+    dense = rp.Sequential([rp.Dense(on_backend(np.ones((2, 3))))])
+    with pytest.raises(ValueError, match=r"one sample without its batch axis: pass x\[None\]"):
+        rp.lrp(dense, on_backend(np.ones(3)), rule=rp.rules.Epsilon())
+    conv = rp.Sequential([rp.Conv2d(on_backend(np.ones((2, 1, 3, 3))))])
+    with pytest.raises(ValueError, match=r"pass x\[None\]"):
+        conv(on_backend(np.ones((1, 5, 5))))
+    with pytest.raises(ValueError, match=r"got \(2, 5, 5\)\.$"):  # not one sample: no hint
+        conv(on_backend(np.ones((2, 5, 5))))

@@ -88,7 +88,8 @@ class Model:
             else:
                 problem = node.layer.check_input(tuple(inputs[0].shape))
             if problem is not None:
-                raise ValueError(f"{describe(node.layer, index, node.name)} {problem}.")
+                raise ValueError(f"{describe(node.layer, index, node.name)} {problem}"
+                                 f"{_unbatched_hint(node, inputs)}.")
             if isinstance(node.layer, Merge):
                 values[node.name] = node.layer.forward_many(inputs, xp)
             else:
@@ -159,6 +160,19 @@ class Model:
                 raise KeyError(f"No layer named {key!r}; the names are {list(self.names)}.")
             return self.names.index(key)
         return key
+
+
+def _unbatched_hint(node: Node, inputs: Sequence[Array]) -> str:
+    """The fix when the model's input is one sample without its batch axis."""
+    if INPUT not in node.inputs or isinstance(node.layer, Merge):
+        return ""
+    batched = (1, *tuple(inputs[0].shape))
+    if node.layer.check_input(batched) is not None:
+        return ""
+    return (
+        "; it looks like one sample without its batch axis: pass x[None] (a batch of one; "
+        "relprop models take batches, and the relevance keeps the batch axis)"
+    )
 
 
 def with_aliases(model: _M, aliases: Mapping[str, Alias]) -> _M:
