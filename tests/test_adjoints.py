@@ -399,3 +399,37 @@ def test_affine_vjp_matches_autodiff(dtype: str) -> None:
     assert "does not broadcast" in layer.check_input((2, 5, 4, 4))
     only_shift = rp.Affine(shift=on_backend(np.asarray(1.0), dtype))
     assert_close(only_shift.vjp(x, v, rp.array_namespace(x=x)), rp.to_numpy(v), dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    ("cls", "weight_shape", "x_shape", "settings"),
+    [
+        (rp.ConvTranspose2d, (4, 3, 3, 3), (2, 4, 5, 4),
+         {"stride": 2, "padding": 1, "output_padding": 1}),
+        (rp.ConvTranspose2d, (4, 2, 2, 3), (2, 4, 3, 3),
+         {"stride": (1, 2), "padding": ((1, 0), (0, 2)), "groups": 2, "dilation": 2}),
+        (rp.ConvTranspose1d, (3, 2, 4), (2, 3, 6), {"stride": 3, "output_padding": 2}),
+    ],
+    ids=["2d-stride", "2d-groups-dilation", "1d"],
+)
+def test_conv_transpose_vjp_and_adjoint(cls, weight_shape, x_shape, settings, dtype) -> None:
+    """A transposed convolution's vjp (a convolution) equals the backend's VJP, and
+    ``transpose`` is the adjoint of ``linear``: <A x, v> = <x, A^T v>."""
+    rng = np.random.default_rng(5)
+    layer = cls(on_backend(rng.normal(size=weight_shape), dtype),
+                on_backend(rng.normal(size=weight_shape[1] * settings.get("groups", 1)), dtype),
+                **settings)
+    x = on_backend(rng.normal(size=x_shape), dtype)
+    xp = rp.array_namespace(x=x)
+    out_shape = layer.output_shape(x_shape)
+    assert tuple(layer.forward(x, xp).shape) == out_shape
+    v_np = rng.normal(size=out_shape)
+    v = on_backend(v_np, dtype)
+    expected = rp.to_numpy(autodiff_vjp(layer, x, v)).astype(np.float64)
+    explicit = layer.vjp(x, v, xp)
+    check(explicit, expected, dtype, "linear")
+    linear = rp.to_numpy(layer.linear(x, layer.weight, None, xp)).astype(np.float64)
+    lhs = float(np.sum(linear * v_np.astype(dtype)))
+    rhs = float(np.sum(rp.to_numpy(x).astype(np.float64) * rp.to_numpy(explicit)))
+    assert abs(lhs - rhs) <= rtol_for(dtype, "linear") * 10 * max(abs(lhs), 1.0)

@@ -378,6 +378,56 @@ def test_activations_become_their_layers(activation, layer) -> None:
     assert model[1].config() == layer.config()
 
 
+def test_flax_conv_transpose_equals_torch_twin() -> None:
+    kw = {"param_dtype": F64, "rngs": nnx.Rngs(23)}
+    net = nnx.Sequential(
+        nnx.Conv(2, 4, (3, 3), strides=(2, 2), padding="VALID", **kw), nnx.relu,
+        nnx.ConvTranspose(4, 3, (3, 3), strides=(2, 2), padding="VALID", **kw),
+    )
+    _randomise_flax(net, 24)
+    x = jnp.asarray(_rng(25).normal(size=(2, 9, 9, 2)))
+    model = rp.from_flax(net, x)
+    assert [type(m).__name__ for m in model] == ["Permute", "Conv2d", "ReLU",
+                                                 "ConvTranspose2d", "Permute"]
+    conv, transposed = net.layers[0], net.layers[2]
+    down = _torch_conv(conv.kernel[...], conv.bias[...], 0)
+    down.stride = (2, 2)
+    up = torch.nn.ConvTranspose2d(4, 3, 3, stride=2).double()
+    # flax convolves the dilated input with the kernel as it is (transpose_kernel=False):
+    # torch's transposed convolution flips it
+    kernel = np.asarray(transposed.kernel[...])  # (kh, kw, in, out)
+    up.weight.data = _t(np.flip(np.transpose(kernel, (2, 3, 0, 1)), axis=(2, 3)))
+    up.bias.data = _t(transposed.bias[...])
+
+    class Twin(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.down, self.up = down, up
+
+        def forward(self, a):
+            return self.up(torch.relu(self.down(a))).flatten(1)
+
+    twin = Twin().double().eval()
+    twin_out = twin(_t(_nhwc_to_nchw(np.asarray(x)))).detach().numpy()
+    ours_out = np.asarray(model(x)).transpose(0, 3, 1, 2).reshape(2, -1)
+    np.testing.assert_allclose(ours_out, twin_out, rtol=1e-12, atol=1e-12)
+    _assert_transposed_twin(model, x, twin)
+
+
+def _assert_transposed_twin(model, x, twin) -> None:
+    """Relevance started at two output entries of the transposed convolution."""
+    out = np.asarray(model(x))  # (batch, h, w, c)
+    start = np.zeros_like(out)
+    start[:, 3, 4, 1] = out[:, 3, 4, 1]
+    start[:, 6, 2, 0] = out[:, 6, 2, 0]
+    start_nchw = start.transpose(0, 3, 1, 2).reshape(start.shape[0], -1)
+    for composite in COMPOSITES.values():
+        ours = np.asarray(rp.lrp(model, x, target=jnp.asarray(start), composite=composite([])))
+        theirs = rp.lrp(twin, _t(_nhwc_to_nchw(np.asarray(x))), target=_t(start_nchw),
+                        composite=composite([])).numpy()
+        np.testing.assert_allclose(_nhwc_to_nchw(ours), theirs, rtol=TOL, atol=TOL)
+
+
 def test_a_jitted_function_reads_like_the_plain_one() -> None:
     w, b = _params(17, (3, 2), (2,))
 

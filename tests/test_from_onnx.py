@@ -64,13 +64,31 @@ def _mlp() -> nn.Module:
                          nn.Linear(8, 4))
 
 
+def _upsampler() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.ReLU(),
+        nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2), nn.ReLU(),
+        nn.ConvTranspose2d(6, 2, 2, dilation=2), nn.Flatten(), nn.Linear(2 * 10 * 10, 3))
+
+
 MODELS = {
     "vgg": (lambda: randomize_batchnorm(vgg_sequential()), (3, 8, 8)),
     "resnet": (lambda: randomize_batchnorm(resnet18()), (3, 16, 16)),
     "normalised": (_Normalised, (2, 8, 8)),
     "mlp": (_mlp, (6,)),
+    "upsampler": (_upsampler, (2, 8, 8)),
 }
 HAS_BATCHNORM = {"vgg", "resnet"}
+# onnx 1.23's reference evaluator fails on grouped ConvTranspose: the import's own check
+# warns that it was skipped (the forward is compared with onnxruntime and torch below)
+UNCHECKED = {"upsampler"}
+
+
+def _read(name: str, data: bytes, backend: str):
+    if name not in UNCHECKED:
+        return rp.from_onnx(data, backend=backend)
+    with pytest.warns(UserWarning, match="reference evaluator cannot run this model"):
+        return rp.from_onnx(data, backend=backend)
 
 
 def _export(net: nn.Module, x: torch.Tensor, dynamo: bool, **options) -> bytes:
@@ -106,7 +124,7 @@ def _net(name: str, dtype: torch.dtype) -> tuple[nn.Module, torch.Tensor]:
 def test_forward_equals_onnxruntime(model_name, dynamo) -> None:
     net, x = _net(model_name, torch.float32)  # onnxruntime's CPU kernels are float32
     data = _export(net, x, dynamo)
-    model = rp.from_onnx(data, backend="numpy")
+    model = _read(model_name, data, "numpy")
     session = ort.InferenceSession(data)
     x2 = np.random.default_rng(2).normal(size=(5, *x.shape[1:])).astype(np.float32)
     want = session.run(None, {session.get_inputs()[0].name: x2})[0]
@@ -116,7 +134,7 @@ def test_forward_equals_onnxruntime(model_name, dynamo) -> None:
 @pytest.mark.parametrize("composite", list(COMPOSITES))
 def test_relevance_equals_the_torch_twin(model_name, dynamo, composite) -> None:
     net, x = _net(model_name, torch.float64)
-    model = rp.from_onnx(_export(net, x, dynamo), backend="torch")
+    model = _read(model_name, _export(net, x, dynamo), "torch")
     # both exporters fold batch norms into the convolutions: compare with them merged
     merges = [True] if model_name in HAS_BATCHNORM else [True, False]
     target = net(x).argmin(1).tolist()
@@ -247,9 +265,9 @@ def test_unsupported_nodes_name_the_node_its_op_and_the_supported_ops() -> None:
     data = _export(net, torch.ones(2, 3, dtype=torch.float64), False)
     with pytest.raises(TypeError, match=r"node '.*' \(op_type Exp\).*supported_ops\(\)"):
         rp.from_onnx(data)
-    transposed = nn.Sequential(nn.ConvTranspose2d(2, 2, 3)).eval().double()
-    data = _export(transposed, torch.ones(1, 2, 4, 4, dtype=torch.float64), False)
-    with pytest.raises(TypeError, match="ConvTranspose.*no layer for yet"):
+    layer_norm = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4)).eval().double()
+    data = _export(layer_norm, torch.ones(2, 3, dtype=torch.float64), False)
+    with pytest.raises(TypeError, match=r"op_type (LayerNormalization|ReduceMean|Sub|Pow)"):
         rp.from_onnx(data)
 
 

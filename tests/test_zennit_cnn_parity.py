@@ -571,3 +571,27 @@ def test_zz_largest_errors():
     for (arch, case), (normwise, elementwise) in sorted(RECORD.items()):
         print(f"{arch:6} {case:40} {normwise:.1e} [{elementwise:.1e}]")
         assert normwise <= RTOL
+
+
+def torch_upsampler(seed: int = 0) -> torch.nn.Sequential:
+    """Convolutions down, a transposed convolution (stride, output_padding, groups) up."""
+    nn = torch.nn
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(),
+        nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2), nn.ReLU(),
+        nn.ConvTranspose2d(6, 2, 2, dilation=2, bias=False), nn.ReLU(),
+        nn.Flatten(), nn.Linear(2 * 10 * 10, CLASSES),
+    )
+    return _init(net, np.random.default_rng(seed))
+
+
+@pytest.mark.parametrize("name", ["EpsilonPlusFlat", "EpsilonGammaBox", "EpsilonAlpha2Beta1"])
+def test_transposed_convolutions_match_zennit(name: str) -> None:
+    net = torch_upsampler()
+    x = _input(shape=(len(TARGETS), 3, 8, 8))
+    reference, ours = _both(name, [], [])
+    expected = zennit_relevance(net, x, reference)
+    model = rp.from_torch(net, x)
+    assert [type(layer).__name__ for layer in model][2:5:2] == ["ConvTranspose2d"] * 2
+    actual = rp.lrp(model, x, target=TARGETS, composite=ours)
+    check_parity(("upsampler", name), actual, expected)

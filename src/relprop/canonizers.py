@@ -161,6 +161,7 @@ class MergeBatchNorm(Canonizer):
                 if (
                     producer is not None
                     and isinstance(producer.layer, Linear)
+                    and producer.layer.mergeable
                     and consumers.get(source) == [node.name]
                     and source not in replaced
                 ):
@@ -174,9 +175,10 @@ class MergeBatchNorm(Canonizer):
             readers = consumers.get(node.name, [])
             if isinstance(node.layer, Affine):
                 continue  # input normalisation before the first layer stays itself
-            if len(readers) == 1 and isinstance(by_name[readers[0]].layer, Linear):
+            reader_layer = by_name[readers[0]].layer if len(readers) == 1 else None
+            if isinstance(reader_layer, Linear) and reader_layer.mergeable:
                 reader = by_name[readers[0]]
-                linear: Linear = reader.layer  # type: ignore[assignment]
+                linear: Linear = reader_layer
                 found = _scale_shift(node.layer, linear, _inputs(linear), xp)
                 merged = None if found is None else _merge_before(*found, linear, xp)
                 if merged is not None and reader.name not in replaced:
@@ -190,7 +192,7 @@ class MergeBatchNorm(Canonizer):
 
 
 def _outputs(linear: Linear) -> int:
-    return int(linear.weight.shape[0])
+    return linear.out_size
 
 
 def _inputs(linear: Linear) -> int:

@@ -45,7 +45,8 @@ def from_torch(module: Any, example_input: Any = None) -> Sequential | Graph:
 
     Supported modules (the module must be in eval mode, ``module.eval()``):
     ``Linear``, ``Conv1d``, ``Conv2d`` (``padding_mode="zeros"``; ``padding="same"`` /
-    ``"valid"`` too), ``ReLU``, ``LeakyReLU``, ``Tanh``, ``Sigmoid``, ``Softplus``,
+    ``"valid"`` too), ``ConvTranspose1d``, ``ConvTranspose2d``, ``ReLU``, ``LeakyReLU``,
+    ``Tanh``, ``Sigmoid``, ``Softplus``,
     ``Flatten`` (``end_dim=-1``), ``Identity``, ``Dropout`` / ``Dropout1d`` /
     ``Dropout2d``, ``MaxPool1d`` / ``MaxPool2d`` (``return_indices=False``),
     ``AvgPool1d`` / ``AvgPool2d`` (``divisor_override=None``), ``AdaptiveAvgPool1d`` /

@@ -150,7 +150,7 @@ class Draft:
                 continue
             linear = producer.layer
             xp = array_namespace(weight=linear.weight)
-            found = layer.per_channel(int(linear.weight.shape[0]), linear.channel_axis, xp)
+            found = layer.per_channel(linear.out_size, linear.channel_axis, xp)
             if found is None or found[1].dtype != linear.weight.dtype:
                 continue
             producer.layer = linear.with_params(linear.weight, found[1])

@@ -32,6 +32,8 @@ from relprop.layers import (
     Concat,
     Conv1d,
     Conv2d,
+    ConvTranspose1d,
+    ConvTranspose2d,
     Dense,
     Flatten,
     Layer,
@@ -256,10 +258,12 @@ class LayoutReader:
     def conv(
         self, x: Tensor, w: Const, weight: Any, lhs: Sequence[int], out_spec: Sequence[int],
         *, stride: Sequence[int], pads: Sequence[tuple[int, int]], dilation: Sequence[int],
-        groups: int, out_shape: Sequence[int],
+        groups: int, out_shape: Sequence[int], output_padding: Sequence[int] | None = None,
     ) -> Tensor:
         """A convolution with an ``(out, in / groups, *kernel)`` ``weight``, reading the
-        source's axes ``lhs`` (batch, channels, spatial...) and writing ``out_spec``."""
+        source's axes ``lhs`` (batch, channels, spatial...) and writing ``out_spec``; with
+        ``output_padding``, a transposed convolution (``weight`` ``(in, out / groups,
+        *kernel)``, torch's layout)."""
         spatial = len(lhs) - 2
         if spatial not in (1, 2):
             raise self.fail(f"is a {spatial}d convolution; 1d and 2d are supported")
@@ -271,9 +275,17 @@ class LayoutReader:
         padding: Any = (
             tuple(lo for lo, _ in pairs) if all(lo == hi for lo, hi in pairs) else pairs
         )
-        cls = Conv1d if spatial == 1 else Conv2d
-        layer = cls(weight, None, stride=tuple(int(s) for s in stride), padding=padding,
-                    dilation=tuple(int(d) for d in dilation), groups=int(groups))
+        settings: dict[str, Any] = {
+            "stride": tuple(int(s) for s in stride), "padding": padding,
+            "dilation": tuple(int(d) for d in dilation), "groups": int(groups),
+        }
+        layer: Layer
+        if output_padding is None:
+            layer = (Conv1d if spatial == 1 else Conv2d)(weight, None, **settings)
+        else:
+            cls = ConvTranspose1d if spatial == 1 else ConvTranspose2d
+            extra = tuple(int(o) for o in output_padding)
+            layer = cls(weight, None, output_padding=extra, **settings)
         x = self.relayout(x, lhs)
         return self.emit(self.named(w, "conv"), layer, [x], out_spec, out_shape, x.dtype)
 

@@ -293,17 +293,38 @@ class _Reader(LayoutReader):
         p = eqn.params
         if not isinstance(x, Tensor) or not isinstance(w, Const):
             raise self.fail("convolves with a kernel that depends on the input")
-        if any(d != 1 for d in p["lhs_dilation"]):
-            raise self.fail("is a transposed convolution (lhs_dilation > 1), not supported yet")
         if p["batch_group_count"] != 1:
             raise self.fail("has batch_group_count > 1")
         dn = p["dimension_numbers"]
         lhs, rhs, out_spec = (tuple(int(i) for i in s) for s in (dn.lhs_spec, dn.rhs_spec,
                                                                   dn.out_spec))
         weight = self.xp.permute_dims(self.xp.asarray(w.value), rhs)
+        if any(d != 1 for d in p["lhs_dilation"]):
+            return [self._transposed(eqn, x, w, weight, lhs, out_spec)]
         return [self.conv(x, w, weight, lhs, out_spec, stride=p["window_strides"],
                           pads=p["padding"], dilation=p["rhs_dilation"],
                           groups=p["feature_group_count"], out_shape=_out(eqn))]
+
+    def _transposed(self, eqn: Any, x: Tensor, w: Const, weight: Any, lhs: tuple[int, ...],
+                    out_spec: tuple[int, ...]) -> Tensor:
+        r"""A convolution of the input dilated by ``s`` (what ``lax.conv_transpose``
+        records) as a transposed convolution: :math:`W^T = \mathrm{flip}(W)` with its
+        channel axes swapped, padding :math:`d (k - 1) - p` per side."""
+        p = eqn.params
+        if int(p["feature_group_count"]) != 1 or any(s != 1 for s in p["window_strides"]):
+            raise self.fail("is a transposed convolution with groups or strides on the "
+                            "dilated input, not supported")
+        spatial = tuple(range(2, weight.ndim))
+        flipped = self.xp.flip(weight, axis=spatial)
+        transposed = self.xp.permute_dims(flipped, (1, 0, *spatial))
+        dilation = [int(d) for d in p["rhs_dilation"]]
+        pads = [
+            (d * (k - 1) - int(lo), d * (k - 1) - int(hi))
+            for (lo, hi), d, k in zip(p["padding"], dilation, weight.shape[2:], strict=True)
+        ]
+        return self.conv(x, w, transposed, lhs, out_spec, stride=p["lhs_dilation"], pads=pads,
+                         dilation=dilation, groups=1, out_shape=_out(eqn),
+                         output_padding=[0] * len(spatial))
 
     # -- pools and reductions --------------------------------------------------------
 

@@ -37,6 +37,8 @@ from relprop.layers import (
     Concat,
     Conv1d,
     Conv2d,
+    ConvTranspose1d,
+    ConvTranspose2d,
     Dense,
     Dropout,
     Flatten,
@@ -179,6 +181,28 @@ def _conv(cls: type[Conv1d] | type[Conv2d]) -> Callable[[Any, str], Layer]:
     return convert
 
 
+def _conv_transpose(
+    cls: type[ConvTranspose1d] | type[ConvTranspose2d],
+) -> Callable[[Any, str], Layer]:
+    def convert(module: Any, qualname: str) -> Layer:
+        if module.padding_mode != "zeros":
+            raise _setting_error(
+                module, qualname,
+                f"has padding_mode={module.padding_mode!r}; only 'zeros' is supported",
+            )
+        return cls(
+            module.weight,
+            module.bias,
+            stride=_tuple(module.stride),
+            padding=_tuple(module.padding),
+            output_padding=_tuple(module.output_padding),
+            groups=int(module.groups),
+            dilation=_tuple(module.dilation),
+        )
+
+    return convert
+
+
 _MAX_POOL = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
 _AVG_POOL = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
              "divisor_override")
@@ -278,6 +302,8 @@ def _builtin_modules() -> dict[type, Callable[[Any, str], Layer]]:
         nn.Linear: lambda m, q: Dense(m.weight, m.bias),
         nn.Conv1d: _conv(Conv1d),
         nn.Conv2d: _conv(Conv2d),
+        nn.ConvTranspose1d: _conv_transpose(ConvTranspose1d),
+        nn.ConvTranspose2d: _conv_transpose(ConvTranspose2d),
         nn.ReLU: lambda m, q: ReLU(),
         nn.LeakyReLU: lambda m, q: LeakyReLU(float(m.negative_slope)),
         nn.Tanh: lambda m, q: Tanh(),

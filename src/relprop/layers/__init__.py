@@ -19,7 +19,7 @@ from relprop.layers.base import (
     parameter_arrays,
 )
 from relprop.layers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d
-from relprop.layers.conv import Conv1d, Conv2d
+from relprop.layers.conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
 from relprop.layers.dense import Dense
 from relprop.layers.elementwise import Affine
 from relprop.layers.merge import Add, Concat, Merge
@@ -50,6 +50,8 @@ __all__ = [
     "Concat",
     "Conv1d",
     "Conv2d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
     "Convolution",
     "Dense",
     "Dropout",

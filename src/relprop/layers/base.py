@@ -89,9 +89,17 @@ class Linear(Layer):
         """
         raise NotImplementedError
 
+    mergeable: bool = True
+    """Whether :class:`~relprop.canonizers.MergeBatchNorm` may fuse a batch norm into it."""
+
     @property
     def channel_axis(self) -> int:
         """The axis of one sample (counted from its end) that holds the features/channels."""
+        raise NotImplementedError
+
+    @property
+    def out_size(self) -> int:
+        """The number of output features / channels."""
         raise NotImplementedError
 
     def with_params(self, weight: Array, bias: Array | None) -> Linear:

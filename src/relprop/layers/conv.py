@@ -1,4 +1,6 @@
-"""Convolutions (1d and 2d, torch layout); the maths lives in :mod:`relprop.ops.conv`."""
+"""Convolutions and transposed convolutions (1d and 2d, torch layout); the maths lives in
+:mod:`relprop.ops.conv` (a transposed convolution's forward is the convolution's adjoint,
+and its adjoint the convolution)."""
 
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ from typing import Any
 from relprop._xp import Array, array_namespace
 from relprop.layers.base import Convolution
 from relprop.layers.registry import register
+from relprop.ops._args import normalize_pads
 from relprop.ops.conv import conv, conv_transpose
 
-__all__ = ["Conv1d", "Conv2d"]
+__all__ = ["Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d"]
 
 
 class _ConvNd(Convolution):
@@ -61,6 +64,10 @@ class _ConvNd(Convolution):
     @property
     def out_channels(self) -> int:
         return int(self.weight.shape[0])
+
+    @property
+    def out_size(self) -> int:
+        return self.out_channels
 
     def config(self) -> dict[str, Any]:
         """The hyper-parameters (everything but the arrays)."""
@@ -143,6 +150,181 @@ class Conv2d(_ConvNd):
     >>> import numpy as np
     >>> Conv2d(np.ones((1, 1, 2, 2)))(np.ones((1, 1, 3, 3))).tolist()
     [[[[4.0, 4.0], [4.0, 4.0]]]]
+    """
+
+    spatial = 2
+
+
+def _per_axis(value: int | tuple[int, ...], n: int) -> tuple[int, ...]:
+    return tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else (int(value),) * n
+
+
+class _ConvTransposeNd(Convolution):
+    """Shared by :class:`ConvTranspose1d` and :class:`ConvTranspose2d`."""
+
+    spatial: int = 0
+    mergeable = False  # MergeBatchNorm's formulas are for convolutions' weight layout
+
+    def __init__(
+        self,
+        weight: Array,
+        bias: Array | None = None,
+        stride: int | tuple[int, ...] = 1,
+        padding: Any = 0,
+        output_padding: int | tuple[int, ...] = 0,
+        groups: int = 1,
+        dilation: int | tuple[int, ...] = 1,
+    ) -> None:
+        xp = array_namespace(weight=weight, bias=bias)
+        name = type(self).__name__
+        if len(weight.shape) != 2 + self.spatial:
+            raise ValueError(
+                f"{name} weight must have shape (in_channels, out_channels / groups, "
+                f"{', '.join(['k'] * self.spatial)}); got {tuple(weight.shape)}."
+            )
+        if not xp.isdtype(weight.dtype, "real floating"):
+            raise TypeError(f"{name} weight has dtype {weight.dtype}; use a real floating dtype.")
+        if groups < 1 or weight.shape[0] % groups:
+            raise ValueError(f"{name} groups={groups} must divide in_channels={weight.shape[0]}.")
+        out_channels = int(weight.shape[1]) * groups
+        if bias is not None and tuple(bias.shape) != (out_channels,):
+            raise ValueError(f"{name} bias must have shape ({out_channels},); got "
+                             f"{tuple(bias.shape)}.")
+        super().__init__(weight, bias)
+        self.stride = stride
+        self.padding = padding
+        self.output_padding = output_padding
+        self.groups = groups
+        self.dilation = dilation
+        strides = _per_axis(stride, self.spatial)
+        extra = _per_axis(output_padding, self.spatial)
+        if any(e < 0 or e >= max(s, d) for e, s, d in
+               zip(extra, strides, _per_axis(dilation, self.spatial), strict=True)):
+            raise ValueError(
+                f"{name} output_padding={output_padding} must be smaller than the stride or "
+                "the dilation (as in torch)."
+            )
+
+    @property
+    def channel_axis(self) -> int:
+        return -(self.spatial + 1)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.weight.shape[1]) * self.groups
+
+    @property
+    def out_size(self) -> int:
+        return self.out_channels
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "stride": self.stride,
+            "padding": self.padding,
+            "output_padding": self.output_padding,
+            "groups": self.groups,
+            "dilation": self.dilation,
+        }
+
+    def _conv_settings(self) -> dict[str, Any]:
+        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation,
+                "groups": self.groups}
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        r"""``(batch, out_channels, *size)`` with :math:`(n - 1) s - p_0 - p_1 + d (k - 1)
+        + o + 1` per axis (torch's formula)."""
+        pads = normalize_pads(self.padding, self.spatial)
+        sizes = [
+            (n - 1) * s - lo - hi + d * (k - 1) + o + 1
+            for n, s, (lo, hi), d, k, o in zip(
+                input_shape[2:], _per_axis(self.stride, self.spatial), pads,
+                _per_axis(self.dilation, self.spatial), self.weight.shape[2:],
+                _per_axis(self.output_padding, self.spatial), strict=True,
+            )
+        ]
+        return (int(input_shape[0]), self.out_channels, *(int(size) for size in sizes))
+
+    def linear(self, x: Array, weight: Array, bias: Array | None, xp: ModuleType) -> Array:
+        out = conv_transpose(x, weight, input_shape=self.output_shape(tuple(x.shape)), xp=xp,
+                             **self._conv_settings())
+        if bias is None:
+            return out
+        return out + xp.reshape(bias, (1, -1) + (1,) * self.spatial)
+
+    def transpose(
+        self, v: Array, weight: Array, xp: ModuleType, input_shape: tuple[int, ...] | None = None
+    ) -> Array:
+        return conv(v, weight, None, xp=xp, **self._conv_settings())
+
+    def map_params(self, fn: Callable[[Array], Array]) -> _ConvTransposeNd:
+        bias = None if self.bias is None else fn(self.bias)
+        return type(self)(fn(self.weight), bias, **self.config())
+
+    def check_input(self, shape: tuple[int, ...]) -> str | None:
+        if len(shape) != 2 + self.spatial or shape[1] != self.in_channels:
+            axes = ", ".join(["batch", str(self.in_channels)] + ["..."] * self.spatial)
+            return f"expects input of shape ({axes}), got {shape}"
+        if any(size < 1 for size in self.output_shape(shape)[2:]):
+            return f"would give an empty output from an input of shape {shape}"
+        return None
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v}" for k, v in self.config().items())
+        kernel = tuple(int(k) for k in self.weight.shape[2:])
+        bias = "" if self.bias is not None else ", bias=False"
+        return (
+            f"{type(self).__name__}({self.in_channels} -> {self.out_channels}, kernel={kernel}, "
+            f"{options}{bias})"
+        )
+
+
+@register
+class ConvTranspose1d(_ConvTransposeNd):
+    """1d transposed convolution of ``(batch, channels, length)`` inputs
+    (``torch.nn.ConvTranspose1d``): the adjoint of a :class:`Conv1d`.
+
+    Parameters
+    ----------
+    weight
+        ``(in_channels, out_channels / groups, kernel)``, torch's layout.
+    bias
+        ``(out_channels,)`` or ``None``.
+    stride, padding, output_padding, groups, dilation
+        As in torch; ``padding`` may also be ``((before, after),)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ConvTranspose1d(np.array([[[1.0, -1.0]]]), stride=2)(np.array([[[1.0, 10.0]]])).tolist()
+    [[[1.0, -1.0, 10.0, -10.0]]]
+    """
+
+    spatial = 1
+
+
+@register
+class ConvTranspose2d(_ConvTransposeNd):
+    """2d transposed convolution of ``(batch, channels, height, width)`` inputs
+    (``torch.nn.ConvTranspose2d``): the adjoint of a :class:`Conv2d`.
+
+    Parameters
+    ----------
+    weight
+        ``(in_channels, out_channels / groups, kernel_h, kernel_w)``, torch's layout.
+    bias
+        ``(out_channels,)`` or ``None``.
+    stride, padding, output_padding, groups, dilation
+        As in torch; ``padding`` may also be per-side pairs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ConvTranspose2d(np.ones((1, 1, 2, 2)), stride=2)(np.ones((1, 1, 1, 1))).shape
+    (1, 1, 2, 2)
     """
 
     spatial = 2

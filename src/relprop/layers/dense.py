@@ -69,6 +69,10 @@ class Dense(Linear):
     def out_features(self) -> int:
         return int(self.weight.shape[0])
 
+    @property
+    def out_size(self) -> int:
+        return self.out_features
+
     def linear(self, x: Array, weight: Array, bias: Array | None, xp: ModuleType) -> Array:
         z = xp.matmul(x, xp.matrix_transpose(weight))
         return z if bias is None else z + bias
