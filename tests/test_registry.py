@@ -218,3 +218,26 @@ def test_lrp_on_a_module_traces_with_the_input_shape() -> None:
     composite = rp.composites.EpsilonPlusFlat()
     torch.testing.assert_close(rp.lrp(net, x, composite=composite),
                                rp.lrp(rp.from_torch(net, x), x, composite=composite))
+
+
+@pytest.mark.parametrize(
+    ("heading", "names"),
+    [
+        ("## JAX functions, flax and equinox", "relprop.interop.jax:supported_primitives"),
+        ("## ONNX files", "relprop.interop.onnx:supported_ops"),
+        ("## Keras 3", "relprop.interop.keras:supported_keras_layers"),
+    ],
+)
+def test_docs_tables_list_what_each_importer_reads(heading: str, names: str) -> None:
+    """Every primitive / operator / layer an importer has a handler for is on its docs
+    table (the handler tables are the importers' one list; no framework is imported)."""
+    import importlib
+
+    module, function = names.split(":")
+    supported = getattr(importlib.import_module(module), function)()
+    text = (DOCS / "guide" / "supported_layers.md").read_text()
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("|"))
+    shown = set(re.findall(r"`([A-Za-z_0-9]+)", table))
+    missing = sorted(name for name in supported if name not in shown)
+    assert not missing, f"{heading}: not on the docs table: {missing}"
