@@ -433,3 +433,19 @@ def test_conv_transpose_vjp_and_adjoint(cls, weight_shape, x_shape, settings, dt
     lhs = float(np.sum(linear * v_np.astype(dtype)))
     rhs = float(np.sum(rp.to_numpy(x).astype(np.float64) * rp.to_numpy(explicit)))
     assert abs(lhs - rhs) <= rtol_for(dtype, "linear") * 10 * max(abs(lhs), 1.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    ("layer", "shape"),
+    [(rp.ZeroPad2d(((1, 0), (2, 3))), (2, 3, 4, 5)), (rp.ZeroPad1d(2), (2, 3, 4))],
+    ids=["2d", "1d"],
+)
+def test_zero_pad_vjp_is_the_crop(layer, shape, dtype) -> None:
+    rng = np.random.default_rng(6)
+    x = on_backend(rng.normal(size=shape), dtype)
+    xp = rp.array_namespace(x=x)
+    out = layer.forward(x, xp)
+    v = on_backend(rng.normal(size=tuple(out.shape)), dtype)
+    expected = rp.to_numpy(autodiff_vjp(layer, x, v)).astype(np.float64)
+    check(layer.vjp(x, v, xp), expected, dtype, "linear")

@@ -445,12 +445,14 @@ def test_input_normalisation_and_nchw_conv_in_a_plain_function() -> None:
         x = (x - 0.5) / 0.25
         y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME",
                                          dimension_numbers=("NCHW", "OIHW", "NCHW"))
-        return jnp.max(jax.nn.relu(y), axis=(2, 3))
+        y = jnp.pad(jax.nn.relu(y), ((0, 0), (0, 0), (1, 0), (2, 1)))
+        return jnp.max(y, axis=(2, 3))
 
     x = jnp.asarray(_rng(19).uniform(size=(2, 2, 5, 5)))
     model = rp.from_jax(fn, x)
-    assert [type(m).__name__ for m in model] == ["Affine", "Conv2d", "ReLU", "MaxPool2d",
-                                                 "Flatten"]
+    assert [type(m).__name__ for m in model] == ["Affine", "Conv2d", "ReLU", "ZeroPad2d",
+                                                 "MaxPool2d", "Flatten"]
+    assert model[3].padding == ((1, 0), (2, 1))
     np.testing.assert_allclose(np.asarray(model(x)), np.asarray(fn(x)), rtol=1e-12)
 
 

@@ -111,11 +111,12 @@ def _cnn():
         keras.layers.BatchNormalization(dtype=F64),
         keras.layers.ReLU(dtype=F64),
         keras.layers.MaxPooling2D(dtype=F64),
+        keras.layers.ZeroPadding2D(((1, 0), (0, 1)), dtype=F64),
         keras.layers.Conv2D(6, 3, padding="valid", activation="relu", dtype=F64),
         keras.layers.Flatten(dtype=F64),
         keras.layers.Dropout(0.5, dtype=F64),
         keras.layers.Dense(5, activation="softmax", dtype=F64),
-    ])
+    ])  # 8x8 -> pool 4x4 -> pad 5x5 -> conv 3x3
     _randomise_batch_norms(net, 1)
     _randomise_biases(net, 2)
     return net
@@ -126,18 +127,19 @@ def test_sequential_cnn_forward_and_torch_twin() -> None:
     with pytest.warns(UserWarning, match="explains the logits"):
         model = rp.from_keras(net, backend="numpy")
     assert [type(layer).__name__ for layer in model] == [
-        "Permute", "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "Permute",
-        "Flatten", "Dense"]
+        "Permute", "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "ZeroPad2d", "Conv2d", "ReLU",
+        "Permute", "Flatten", "Dense"]
     x = np.random.default_rng(3).normal(size=(4, 8, 8, 3))
     probabilities = keras.ops.convert_to_numpy(net(x, training=False))
     logits = np.asarray(model(x))
     softmax = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(softmax, probabilities, rtol=KERAS_RTOL, atol=1e-8)
 
-    conv1, bn, _, _, conv2, _, _, fc = net.layers
-    rows = np.arange(2 * 2 * 6).reshape(2, 2, 6).transpose(2, 0, 1).reshape(-1)  # NCHW order
+    conv1, bn, _, _, _, conv2, _, _, fc = net.layers
+    rows = np.arange(3 * 3 * 6).reshape(3, 3, 6).transpose(2, 0, 1).reshape(-1)  # NCHW order
     twin = torch.nn.Sequential(
         _conv(conv1, 1), _bn(bn), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.ZeroPad2d((0, 1, 1, 0)),  # torch's order: left, right, top, bottom
         _conv(conv2, 0), torch.nn.ReLU(), torch.nn.Flatten(), _fc(fc, rows),
     ).eval()
     _assert_twin(model, x, twin, _nchw)
@@ -221,9 +223,9 @@ def test_dense_network_with_normalization_and_activations() -> None:
 
 
 def test_unsupported_layers_and_settings_are_named() -> None:
-    net = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.ZeroPadding2D(1),
+    net = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Cropping2D(1),
                             keras.layers.Flatten(), keras.layers.Dense(2)])
-    with pytest.raises(TypeError, match=r"layer 'zero_padding2d.*' \(ZeroPadding2D\).*supported"):
+    with pytest.raises(TypeError, match=r"layer 'cropping2d.*' \(Cropping2D\).*supported"):
         rp.from_keras(net)
     gelu = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="gelu")])
     with pytest.raises(TypeError, match="activation='gelu'"):

@@ -71,12 +71,18 @@ def _upsampler() -> nn.Module:
         nn.ConvTranspose2d(6, 2, 2, dilation=2), nn.Flatten(), nn.Linear(2 * 10 * 10, 3))
 
 
+def _padded() -> nn.Module:
+    return nn.Sequential(nn.ZeroPad2d((1, 2, 0, 1)), nn.Conv2d(2, 3, 3), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(3 * 7 * 9, 2))
+
+
 MODELS = {
     "vgg": (lambda: randomize_batchnorm(vgg_sequential()), (3, 8, 8)),
     "resnet": (lambda: randomize_batchnorm(resnet18()), (3, 16, 16)),
     "normalised": (_Normalised, (2, 8, 8)),
     "mlp": (_mlp, (6,)),
     "upsampler": (_upsampler, (2, 8, 8)),
+    "padded": (_padded, (2, 8, 8)),
 }
 HAS_BATCHNORM = {"vgg", "resnet"}
 # onnx 1.23's reference evaluator fails on grouped ConvTranspose: the import's own check
@@ -135,6 +141,13 @@ def test_forward_equals_onnxruntime(model_name, dynamo) -> None:
 def test_relevance_equals_the_torch_twin(model_name, dynamo, composite) -> None:
     net, x = _net(model_name, torch.float64)
     model = _read(model_name, _export(net, x, dynamo), "torch")
+    if model_name == "padded" and dynamo:
+        # the dynamo exporter folds the ZeroPad2d into the convolution's padding: the same
+        # function, but the Flat and ZBox rules of the first layer see the padded pixels as
+        # inputs in the torch module and not in the export; the z-rules agree
+        assert not any(isinstance(layer, rp.ZeroPad2d) for layer in model)
+        if composite != "EpsilonAlpha2Beta1":
+            return
     # both exporters fold batch norms into the convolutions: compare with them merged
     merges = [True] if model_name in HAS_BATCHNORM else [True, False]
     target = net(x).argmin(1).tolist()

@@ -69,9 +69,12 @@ def _cnn_model(rng, dtype):
         ("up", rp.ConvTranspose2d(a(4, 2, 3, 3), a(4), stride=2, padding=((1, 0), (2, 1)),
                                   output_padding=1, groups=2)),
         ("down", rp.Conv2d(a(4, 4, 3, 3), None, stride=2, padding=1)),
+        ("pad", rp.ZeroPad2d(((1, 0), (0, 2)))),
+        ("unpad", rp.Conv2d(a(4, 4, 2, 3), None)),
         ("up1d_in", rp.Flatten(2)),
+        ("pad1d", rp.ZeroPad1d(((0, 2),))),
         ("up1d", rp.ConvTranspose1d(a(4, 4, 2), None, stride=1, dilation=2)),
-        ("up1d_out", rp.Reshape((4, 17, 1))),
+        ("up1d_out", rp.Reshape((4, 19, 1))),
         ("adapt", rp.AdaptiveAvgPool2d((2, 1))),
         ("permute", rp.Permute((0, 2, 3, 1))),  # channels last
         ("reshape", rp.Reshape((2, -1))),
@@ -197,7 +200,7 @@ def test_file_layout(tmp_path):
         "conv1.weight", "conv1.bias",
         "bn1.running_mean", "bn1.running_var", "bn1.weight", "bn1.bias",
         "conv2.weight", "bn2.running_mean", "bn2.running_var",
-        "up.weight", "up.bias", "down.weight", "up1d.weight",
+        "up.weight", "up.bias", "down.weight", "unpad.weight", "up1d.weight",
         "fc.weight", "fc.bias",
     }
     assert weight.dtype == np.float32

@@ -574,10 +574,11 @@ def test_zz_largest_errors():
 
 
 def torch_upsampler(seed: int = 0) -> torch.nn.Sequential:
-    """Convolutions down, a transposed convolution (stride, output_padding, groups) up."""
+    """Zero padding, a convolution down, transposed convolutions (stride, output_padding,
+    groups, dilation) up."""
     nn = torch.nn
     net = nn.Sequential(
-        nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(),
+        nn.ZeroPad2d((1, 0, 0, 1)), nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(),
         nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2), nn.ReLU(),
         nn.ConvTranspose2d(6, 2, 2, dilation=2, bias=False), nn.ReLU(),
         nn.Flatten(), nn.Linear(2 * 10 * 10, CLASSES),
@@ -592,6 +593,6 @@ def test_transposed_convolutions_match_zennit(name: str) -> None:
     reference, ours = _both(name, [], [])
     expected = zennit_relevance(net, x, reference)
     model = rp.from_torch(net, x)
-    assert [type(layer).__name__ for layer in model][2:5:2] == ["ConvTranspose2d"] * 2
+    assert [type(layer).__name__ for layer in model][3:6:2] == ["ConvTranspose2d"] * 2
     actual = rp.lrp(model, x, target=TARGETS, composite=ours)
     check_parity(("upsampler", name), actual, expected)

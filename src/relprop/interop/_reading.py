@@ -42,6 +42,8 @@ from relprop.layers import (
     Permute,
     ReLU,
     Reshape,
+    ZeroPad1d,
+    ZeroPad2d,
 )
 
 __all__ = ["Const", "LayoutReader", "Tensor", "UnsupportedError", "Value"]
@@ -357,6 +359,22 @@ class LayoutReader:
         if summed:
             pooled = self.affine(pooled, None, scale=self.scalar(math.prod(kernel), t.dtype))
         return self.insert_axes(pooled, dropped)
+
+    def zero_pad(self, t: Tensor, pads: Sequence[tuple[int, int]],
+                 out_shape: Sequence[int]) -> Tensor:
+        """Zeros around the spatial axes: ``pads`` is one ``(before, after)`` pair per
+        source axis (``(0, 0)`` on the batch and channel axes)."""
+        pads = [(int(lo), int(hi)) for lo, hi in pads]
+        if not any(lo or hi for lo, hi in pads):
+            return t
+        if any(lo < 0 or hi < 0 for lo, hi in pads):
+            raise self.fail(f"pads by {pads}; negative padding (cropping) is not supported")
+        ones = [1] * len(t.shape)
+        prepared, axes, kept, dropped = self.window(t, ones, ones, pads)
+        layer = (ZeroPad1d if len(axes) == 1 else ZeroPad2d)(tuple(pads[a] for a in axes))
+        shape = [int(out_shape[k]) for k in kept]
+        padded = self.emit("pad", layer, [prepared], prepared.perm, shape, t.dtype)
+        return self.insert_axes(padded, dropped)
 
     def global_pool(
         self, t: Tensor, axes: Sequence[int], kind: str, out_shape: Sequence[int],

@@ -345,6 +345,17 @@ class _Reader(LayoutReader):
 
     # -- moves -----------------------------------------------------------------------
 
+    @_handles("pad")
+    def _pad(self, eqn: Any, t: Value, value: Value) -> list[Value]:
+        if not isinstance(t, Tensor) or not isinstance(value, Const):
+            raise self.fail("pads a constant with the input's values")
+        if not bool(np.all(np.asarray(value.value) == 0)):
+            raise self.fail("pads with a value other than 0")
+        config = [(int(lo), int(hi), int(inner)) for lo, hi, inner in eqn.params["padding_config"]]
+        if any(inner for _, _, inner in config):
+            raise self.fail("pads between the elements (interior padding)")
+        return [self.zero_pad(t, [(lo, hi) for lo, hi, _ in config], _out(eqn))]
+
     @_handles("transpose")
     def _transpose(self, eqn: Any, t: Tensor) -> list[Value]:
         return [self.transpose(t, eqn.params["permutation"])]

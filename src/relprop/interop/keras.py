@@ -315,6 +315,19 @@ class _Reader(LayoutReader):
 
     # -- merges and moves ------------------------------------------------------------
 
+    @_layer("ZeroPadding1D", "ZeroPadding2D")
+    def _zero_padding(self, layer: Any, inputs: list[Value], out: tuple[int, ...],
+                      last: bool) -> Value:
+        t = self.one(inputs)
+        _, axes = self.spatial_axes(layer, t)
+        padding = layer.padding
+        if len(axes) == 1 and len(padding) == 2 and isinstance(padding[0], int):
+            padding = (tuple(padding),)
+        pairs = [(0, 0)] * len(t.shape)
+        for axis, pair in zip(axes, padding, strict=True):
+            pairs[axis] = (int(pair[0]), int(pair[1]))
+        return self.zero_pad(t, pairs, out)
+
     @_layer("Add")
     def _add_layer(self, layer: Any, inputs: list[Value], out: tuple[int, ...],
                    last: bool) -> Value:

@@ -87,9 +87,11 @@ class _Node:
 
 
 class _Reader(LayoutReader):
-    def __init__(self, draft: Draft, shapes: dict[str, tuple[int, ...]]) -> None:
+    def __init__(self, draft: Draft, proto: Any, input_shape: tuple[int, ...]) -> None:
         super().__init__(draft, "from_onnx", np)
-        self.shapes = shapes
+        self.proto = proto
+        self.input_shape = input_shape
+        self.shapes = _shapes(proto, input_shape, {})
         self.node: _Node | None = None
 
     def fail(self, problem: str) -> UnsupportedError:
@@ -103,9 +105,18 @@ class _Reader(LayoutReader):
     def out(self, index: int = 0) -> tuple[int, ...]:
         assert self.node is not None
         name = self.node.outputs[index]
+        if name not in self.shapes:  # infer again, from the shapes read so far
+            self.shapes.update(_shapes(self.proto, self.input_shape, self.shapes))
         if name not in self.shapes:
-            raise self.fail(f"has output {name!r} of unknown shape (run onnx shape inference)")
+            raise self.fail(f"has output {name!r} of a shape ONNX's shape inference cannot "
+                            "tell")
         return self.shapes[name]
+
+    def known(self, node: _Node, value: Value) -> Value:
+        """Record the shape of a tensor a handler computed itself."""
+        if isinstance(value, Tensor):
+            self.shapes.setdefault(node.outputs[0], value.shape)
+        return value
 
     def read(self, node: _Node, inputs: list[Value | None]) -> list[Value]:
         self.node = node
@@ -398,6 +409,26 @@ class _Reader(LayoutReader):
         rank = len(self.out())
         return [self.concat(values, int(node.get("axis")) % rank, self.out())]
 
+    @_op("Pad")
+    def _pad(self, node: _Node, x: Value, pads: Value | None = None,
+             value: Value | None = None, axes: Value | None = None) -> list[Value]:
+        t = self.tensor(x, "data")
+        if node.get("mode", "constant") != "constant":
+            raise self.fail(f"pads with mode={node.get('mode')!r}; only 'constant' zeros")
+        fill = node.get("value", 0.0) if value is None else float(self.const(value, "value"))
+        if float(fill) != 0.0:
+            raise self.fail(f"pads with {fill}; only zeros are supported")
+        found = node.get("pads") if pads is None else self.const(pads, "pads").tolist()
+        rank = len(t.shape)
+        chosen = (list(range(rank)) if axes is None
+                  else [int(a) % rank for a in self.const(axes, "axes").tolist()])
+        pairs = [(0, 0)] * rank
+        for i, axis in enumerate(chosen):
+            pairs[axis] = (int(found[i]), int(found[i + len(chosen)]))
+        # shape inference cannot follow pads computed in the graph: the shape from them
+        out = [size + lo + hi for size, (lo, hi) in zip(t.shape, pairs, strict=True)]
+        return [self.known(node, self.zero_pad(t, pairs, out))]
+
     @_op("Shape")
     def _shape(self, node: _Node, x: Value) -> list[Value]:
         t = self.tensor(x, "data")
@@ -446,12 +477,21 @@ def _input_of(graph: Any, initialized: set[str]) -> Any:
     return inputs[0]
 
 
-def _shapes(model: Any, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-    """Every value's shape by ONNX shape inference, with the input's batch made concrete."""
+def _shapes(
+    model: Any, input_shape: tuple[int, ...], known: dict[str, tuple[int, ...]]
+) -> dict[str, tuple[int, ...]]:
+    """Every value's shape by ONNX shape inference, with the input's batch made concrete
+    and the ``known`` shapes given."""
     import onnx
 
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
+    listed = {info.name for info in graph.value_info}
+    outputs = {o.name for o in graph.output}
+    for name, shape in known.items():
+        if name not in listed and name not in outputs and name != graph.input[0].name:
+            elem = graph.input[0].type.tensor_type.elem_type
+            graph.value_info.append(onnx.helper.make_tensor_value_info(name, elem, shape))
     initialized = {init.name for init in graph.initializer}
     first = _input_of(graph, initialized)
     dims = first.type.tensor_type.shape.dim
@@ -548,9 +588,8 @@ def from_onnx(
             f"from_onnx: the graph has {len(graph.output)} outputs; relprop explains one."
         )
     dtype = onnx.helper.tensor_dtype_to_np_dtype(first.type.tensor_type.elem_type)
-    shapes = _shapes(proto, shape)
     draft = Draft(tuple(shape[1:]))
-    reader = _Reader(draft, shapes)
+    reader = _Reader(draft, proto, shape)
     env: dict[str, Value] = {first.name: Tensor(INPUT, tuple(range(len(shape))), shape, dtype)}
     for init in graph.initializer:
         # a copy: to_array gives a read-only view of the file's buffer

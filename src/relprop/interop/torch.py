@@ -53,6 +53,8 @@ from relprop.layers import (
     SiLU,
     Softplus,
     Tanh,
+    ZeroPad1d,
+    ZeroPad2d,
 )
 from relprop.model import INPUT, Graph, Sequential
 
@@ -94,6 +96,7 @@ SUPPORTED_FUNCTIONS = (
     "F.max_pool1d/2d",
     "F.avg_pool1d/2d",
     "F.adaptive_avg_pool1d/2d",
+    "F.pad with zeros (mode='constant', value=0)",
     "F.dropout (eval)",
     "Tensor.contiguous",
     "x.size(0) / x.shape[0]",
@@ -199,6 +202,34 @@ def _conv_transpose(
             groups=int(module.groups),
             dilation=_tuple(module.dilation),
         )
+
+    return convert
+
+
+def _torch_pads(pad: Any, spatial: int) -> tuple[tuple[int, int], ...]:
+    """torch's padding list (the last axis first: ``(left, right, top, bottom)``) as one
+    ``(before, after)`` pair per spatial axis, in axis order."""
+    values = [int(p) for p in ((pad,) * (2 * spatial) if isinstance(pad, int) else pad)]
+    pairs = [(values[2 * i], values[2 * i + 1]) for i in range(len(values) // 2)][::-1]
+    return tuple([(0, 0)] * (spatial - len(pairs)) + pairs)
+
+
+def _zero_pad_layer(
+    pad: Any, value: float, spatial: int, fail: Callable[[str], Exception]
+) -> Layer:
+    if float(value) != 0.0:
+        raise fail(f"pads with {value}; only zeros are supported (a pure move of the values)")
+    pairs = _torch_pads(pad, spatial)
+    if len(pairs) != spatial or any(side < 0 for pair in pairs for side in pair):
+        raise fail(f"has padding {pad}; {spatial} axes of non-negative padding are supported")
+    return (ZeroPad1d if spatial == 1 else ZeroPad2d)(pairs)
+
+
+def _zero_pad(spatial: int) -> Callable[[Any, str], Layer]:
+    def convert(module: Any, qualname: str) -> Layer:
+        value = getattr(module, "value", 0.0)
+        return _zero_pad_layer(module.padding, value, spatial,
+                               lambda problem: _setting_error(module, qualname, problem))
 
     return convert
 
@@ -313,6 +344,10 @@ def _builtin_modules() -> dict[type, Callable[[Any, str], Layer]]:
         nn.Sigmoid: lambda m, q: Sigmoid(),
         nn.Softplus: _softplus,
         nn.Flatten: _flatten,
+        nn.ZeroPad1d: _zero_pad(1),
+        nn.ZeroPad2d: _zero_pad(2),
+        nn.ConstantPad1d: _zero_pad(1),
+        nn.ConstantPad2d: _zero_pad(2),
         nn.Identity: lambda m, q: Identity(),
         nn.Dropout: lambda m, q: Dropout(float(m.p)),
         nn.Dropout1d: lambda m, q: Dropout(float(m.p)),
@@ -781,6 +816,7 @@ class _FxImporter:
             (F.max_pool2d, self.pool(_max_pool_layer, MaxPool2d, max_pool)),
             (F.avg_pool1d, self.pool(_avg_pool_layer, AvgPool1d, avg_pool)),
             (F.avg_pool2d, self.pool(_avg_pool_layer, AvgPool2d, avg_pool)),
+            (F.pad, self.pad),
             (F.dropout, self.dropout),
             (F.dropout1d, self.dropout),
             (F.dropout2d, self.dropout),
@@ -1002,6 +1038,22 @@ class _FxImporter:
             return self.emit(node, node.name, pool(1), [x])
         pooled = self.emit(node, f"{node.name}_pool", pool(1), [x])
         return self.emit(node, node.name, Flatten(1), [pooled])
+
+    def pad(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
+        """``F.pad(x, pad)`` with zeros: rp.ZeroPad1d / ZeroPad2d."""
+        bound = self.bind(node, args, kwargs, [("input", _REQUIRED), ("pad", _REQUIRED),
+                                               ("mode", "constant"), ("value", None)])
+        x = self.tensor(node, bound["input"])
+        if bound["mode"] != "constant":
+            raise self.fail(node, f"pads with mode={bound['mode']!r}; only 'constant' zeros")
+        pad = tuple(int(p) for p in bound["pad"])
+        spatial = len(pad) // 2 if x.shape is None else len(x.shape) - 2
+        if spatial not in (1, 2) or len(pad) > 2 * spatial:
+            raise self.fail(node, f"pads {pad}; only the 1 or 2 spatial axes of "
+                            "(batch, channels, ...) inputs")
+        layer = _zero_pad_layer(pad, bound["value"] or 0.0, spatial,
+                                lambda problem: self.fail(node, problem))
+        return self.emit(node, node.name, layer, [x])
 
     def cat(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
         kwargs = {("dim" if k == "axis" else k): v for k, v in kwargs.items()}

@@ -33,7 +33,16 @@ from relprop.layers.pool import (
     MaxPool1d,
     MaxPool2d,
 )
-from relprop.layers.shape import Dropout, Flatten, Identity, Lambda, Permute, Reshape
+from relprop.layers.shape import (
+    Dropout,
+    Flatten,
+    Identity,
+    Lambda,
+    Permute,
+    Reshape,
+    ZeroPad1d,
+    ZeroPad2d,
+)
 
 __all__ = [
     "Activation",
@@ -74,6 +83,8 @@ __all__ = [
     "Sigmoid",
     "Softplus",
     "Tanh",
+    "ZeroPad1d",
+    "ZeroPad2d",
     "describe",
     "parameter_arrays",
 ]

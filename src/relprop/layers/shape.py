@@ -14,8 +14,12 @@ from typing import Any
 from relprop._xp import Array
 from relprop.layers.base import Layer
 from relprop.layers.registry import register
+from relprop.ops._args import normalize_pads
+from relprop.ops.padding import pad, pad_transpose
 
-__all__ = ["Dropout", "Flatten", "Identity", "Lambda", "Permute", "Reshape"]
+__all__ = [
+    "Dropout", "Flatten", "Identity", "Lambda", "Permute", "Reshape", "ZeroPad1d", "ZeroPad2d",
+]
 
 
 @register
@@ -164,6 +168,72 @@ class Permute(Layer):
 
     def __repr__(self) -> str:
         return f"Permute({self.dims})"
+
+
+
+class _ZeroPadNd(Layer):
+    spatial: int = 0
+    preserves_sign = True
+
+    def __init__(self, padding: Any) -> None:
+        pairs = normalize_pads(padding, self.spatial, "padding")
+        self.padding = tuple(tuple(pair) for pair in pairs)
+
+    def forward(self, x: Array, xp: ModuleType) -> Array:
+        return pad(x, self.padding, 0.0, xp=xp)
+
+    def vjp(self, x: Array, v: Array, xp: ModuleType) -> Array:
+        return pad_transpose(v, self.padding, xp=xp)
+
+    def check_input(self, shape: tuple[int, ...]) -> str | None:
+        if len(shape) != 2 + self.spatial:
+            return f"expects (batch, channels, {', '.join(['...'] * self.spatial)}), got {shape}"
+        return None
+
+    def config(self) -> dict[str, Any]:
+        return {"padding": [list(pair) for pair in self.padding]}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.padding})"
+
+
+@register
+class ZeroPad1d(_ZeroPadNd):
+    """Zeros around the length of ``(batch, channels, length)`` inputs.
+
+    Parameters
+    ----------
+    padding
+        An int (both sides) or ``((before, after),)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ZeroPad1d(((1, 2),))(np.ones((1, 1, 2))).tolist()
+    [[[0.0, 1.0, 1.0, 0.0, 0.0]]]
+    """
+
+    spatial = 1
+
+
+@register
+class ZeroPad2d(_ZeroPadNd):
+    """Zeros around the image of ``(batch, channels, height, width)`` inputs.
+
+    Parameters
+    ----------
+    padding
+        An int, one int per axis, or ``((top, bottom), (left, right))`` (relprop's order,
+        the axes in turn; torch's ``nn.ZeroPad2d`` takes ``(left, right, top, bottom)``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ZeroPad2d(((0, 1), (1, 0)))(np.ones((1, 1, 1, 1))).tolist()
+    [[[[0.0, 1.0], [0.0, 0.0]]]]
+    """
+
+    spatial = 2
 
 
 @register(savable=False)
