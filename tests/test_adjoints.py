@@ -449,3 +449,24 @@ def test_zero_pad_vjp_is_the_crop(layer, shape, dtype) -> None:
     v = on_backend(rng.normal(size=tuple(out.shape)), dtype)
     expected = rp.to_numpy(autodiff_vjp(layer, x, v)).astype(np.float64)
     check(layer.vjp(x, v, xp), expected, dtype, "linear")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    ("layer", "shape"),
+    [
+        (rp.Upsample(scale_factor=2), (2, 3, 3, 4)),
+        (rp.Upsample(size=(5, 7), mode="bilinear"), (2, 2, 3, 4)),
+        (rp.Upsample(scale_factor=(1.5, 2.0), mode="bilinear", align_corners=True), (1, 2, 4, 3)),
+        (rp.Upsample(scale_factor=3, mode="linear"), (2, 2, 4)),
+    ],
+    ids=["nearest", "bilinear-size", "bilinear-corners", "linear-1d"],
+)
+def test_upsample_vjp_matches_autodiff(layer, shape, dtype) -> None:
+    rng = np.random.default_rng(7)
+    x = on_backend(rng.normal(size=shape), dtype)
+    xp = rp.array_namespace(x=x)
+    out = layer.forward(x, xp)
+    v = on_backend(rng.normal(size=tuple(out.shape)), dtype)
+    expected = rp.to_numpy(autodiff_vjp(layer, x, v)).astype(np.float64)
+    check(layer.vjp(x, v, xp), expected, dtype, "linear")

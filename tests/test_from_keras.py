@@ -153,6 +153,7 @@ def test_functional_model_with_residual_concat_and_rescaling() -> None:
     b = keras.layers.Conv2D(4, 3, padding="same", dtype=F64)(a)
     h = keras.layers.Add(dtype=F64)([a, b])
     h = keras.layers.Activation("relu", dtype=F64)(h)
+    h = keras.layers.UpSampling2D(2, dtype=F64)(h)
     pooled = keras.layers.GlobalAveragePooling2D(dtype=F64)(h)
     maxed = keras.layers.GlobalMaxPooling2D(dtype=F64)(h)
     joined = keras.layers.Concatenate(dtype=F64)([pooled, maxed])
@@ -179,8 +180,9 @@ def test_functional_model_with_residual_concat_and_rescaling() -> None:
             x = x * 2.0 - 1.0
             a = torch.relu(self.a(x))
             h = torch.relu(a + self.b(a))
+            h = torch.nn.functional.interpolate(h, scale_factor=2)
             pooled = h.mean((2, 3))
-            maxed = torch.nn.functional.max_pool2d(h, 6).flatten(1)
+            maxed = torch.nn.functional.max_pool2d(h, 12).flatten(1)
             return self.fc(torch.cat([pooled, maxed], dim=1))
 
     _assert_twin(model, x, Twin().eval(), _nchw, merge_options=(False,))

@@ -68,7 +68,10 @@ def _upsampler() -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.ReLU(),
         nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2), nn.ReLU(),
-        nn.ConvTranspose2d(6, 2, 2, dilation=2), nn.Flatten(), nn.Linear(2 * 10 * 10, 3))
+        nn.ConvTranspose2d(6, 2, 2, dilation=2), nn.Upsample(scale_factor=2, mode="bilinear"),
+        # an integer factor: with sizes such as 20 -> 24, onnxruntime's nearest rounds the
+        # float32 scale (1.2) and picks other pixels than torch at some boundaries
+        nn.Upsample(scale_factor=2), nn.Flatten(), nn.Linear(2 * 40 * 40, 3))
 
 
 def _padded() -> nn.Module:

@@ -33,6 +33,7 @@ from relprop.layers import (
     SiLU,
     Softplus,
     Tanh,
+    Upsample,
 )
 from relprop.model import INPUT, Graph, Sequential
 
@@ -314,6 +315,19 @@ class _Reader(LayoutReader):
         return self.one(inputs)
 
     # -- merges and moves ------------------------------------------------------------
+
+    @_layer("UpSampling1D", "UpSampling2D")
+    def _upsampling(self, layer: Any, inputs: list[Value], out: tuple[int, ...],
+                    last: bool) -> Value:
+        t = self.one(inputs)
+        channel, axes = self.spatial_axes(layer, t)
+        size = layer.size if isinstance(layer.size, (tuple, list)) else (layer.size,)
+        mode = getattr(layer, "interpolation", "nearest")
+        if mode not in ("nearest", "bilinear"):
+            raise self.fail(f"has interpolation={mode!r}; 'nearest' and 'bilinear'")
+        t = self.relayout(t, (t.batch_axis, channel, *axes))
+        made = Upsample(scale_factor=tuple(float(s) for s in size), mode=mode)
+        return self.emit(layer.name, made, [t], t.perm, out, t.dtype)
 
     @_layer("ZeroPadding1D", "ZeroPadding2D")
     def _zero_padding(self, layer: Any, inputs: list[Value], out: tuple[int, ...],

@@ -33,6 +33,7 @@ from relprop.layers import (
     Sigmoid,
     Softplus,
     Tanh,
+    Upsample,
 )
 from relprop.model import INPUT, Graph, Sequential
 
@@ -428,6 +429,35 @@ class _Reader(LayoutReader):
         # shape inference cannot follow pads computed in the graph: the shape from them
         out = [size + lo + hi for size, (lo, hi) in zip(t.shape, pairs, strict=True)]
         return [self.known(node, self.zero_pad(t, pairs, out))]
+
+    @_op("Resize", "Upsample")
+    def _resize(self, node: _Node, x: Value, *rest: Value | None) -> list[Value]:
+        t = self.natural(self.tensor(x, "X"))
+        mode = node.get("mode", "nearest")
+        transform = node.get("coordinate_transformation_mode", "half_pixel")
+        if mode == "nearest":
+            if node.get("nearest_mode", "round_prefer_floor") != "floor" or transform not in (
+                "asymmetric",
+            ):
+                raise self.fail("resizes by nearest neighbours with rounding other than "
+                                "floor of asymmetric coordinates (torch's 'nearest')")
+            corners = False
+        elif mode == "linear":
+            if transform not in ("half_pixel", "pytorch_half_pixel", "align_corners"):
+                raise self.fail(f"has coordinate_transformation_mode={transform!r}")
+            corners = transform == "align_corners"
+        else:
+            raise self.fail(f"has mode={mode!r}; 'nearest' and 'linear' are supported")
+        out = self.out()
+        if any(a != b for a, b in zip(out[:2], t.shape[:2], strict=True)):
+            raise self.fail("resizes the batch or channel axis")
+        scales_value = rest[1] if len(rest) > 1 else (rest[0] if node.op == "Upsample" else None)
+        factor = None
+        if scales_value is not None and np.asarray(scales_value.value).size:  # type: ignore[union-attr]
+            factor = tuple(float(s) for s in np.asarray(scales_value.value)[2:])  # type: ignore[union-attr]
+        layer = Upsample(None, factor, "nearest" if mode == "nearest" else "linear", corners) \
+            if factor is not None else Upsample(tuple(out[2:]), None, mode, corners)
+        return [self.emit("upsample", layer, [t], t.perm, out, t.dtype)]
 
     @_op("Shape")
     def _shape(self, node: _Node, x: Value) -> list[Value]:

@@ -53,6 +53,7 @@ from relprop.layers import (
     SiLU,
     Softplus,
     Tanh,
+    Upsample,
     ZeroPad1d,
     ZeroPad2d,
 )
@@ -97,6 +98,7 @@ SUPPORTED_FUNCTIONS = (
     "F.avg_pool1d/2d",
     "F.adaptive_avg_pool1d/2d",
     "F.pad with zeros (mode='constant', value=0)",
+    "F.interpolate (nearest, linear, bilinear)",
     "F.dropout (eval)",
     "Tensor.contiguous",
     "x.size(0) / x.shape[0]",
@@ -234,6 +236,29 @@ def _zero_pad(spatial: int) -> Callable[[Any, str], Layer]:
     return convert
 
 
+def _upsample_layer(
+    size: Any, scale_factor: Any, mode: str, align_corners: Any,
+    fail: Callable[[str], Exception],
+) -> Layer:
+    if mode not in ("nearest", "linear", "bilinear"):
+        raise fail(f"has mode={mode!r}; 'nearest', 'linear' and 'bilinear' are supported")
+    factor = None if scale_factor is None else (
+        tuple(float(f) for f in scale_factor) if isinstance(scale_factor, (tuple, list))
+        else float(scale_factor))
+    return Upsample(None if size is None else _tuple(size), factor, mode,
+                    bool(align_corners) if align_corners is not None else False)
+
+
+def _upsample(module: Any, qualname: str) -> Layer:
+    def fail(problem: str) -> Exception:
+        return _setting_error(module, qualname, problem)
+
+    if getattr(module, "recompute_scale_factor", None):
+        raise fail("has recompute_scale_factor=True")
+    return _upsample_layer(module.size, module.scale_factor, module.mode,
+                           module.align_corners, fail)
+
+
 _MAX_POOL = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
 _AVG_POOL = ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
              "divisor_override")
@@ -344,6 +369,9 @@ def _builtin_modules() -> dict[type, Callable[[Any, str], Layer]]:
         nn.Sigmoid: lambda m, q: Sigmoid(),
         nn.Softplus: _softplus,
         nn.Flatten: _flatten,
+        nn.Upsample: _upsample,
+        nn.UpsamplingNearest2d: _upsample,
+        nn.UpsamplingBilinear2d: _upsample,
         nn.ZeroPad1d: _zero_pad(1),
         nn.ZeroPad2d: _zero_pad(2),
         nn.ConstantPad1d: _zero_pad(1),
@@ -817,6 +845,7 @@ class _FxImporter:
             (F.avg_pool1d, self.pool(_avg_pool_layer, AvgPool1d, avg_pool)),
             (F.avg_pool2d, self.pool(_avg_pool_layer, AvgPool2d, avg_pool)),
             (F.pad, self.pad),
+            (F.interpolate, self.interpolate),
             (F.dropout, self.dropout),
             (F.dropout1d, self.dropout),
             (F.dropout2d, self.dropout),
@@ -1038,6 +1067,17 @@ class _FxImporter:
             return self.emit(node, node.name, pool(1), [x])
         pooled = self.emit(node, f"{node.name}_pool", pool(1), [x])
         return self.emit(node, node.name, Flatten(1), [pooled])
+
+    def interpolate(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
+        """``F.interpolate`` (nearest, linear, bilinear): rp.Upsample."""
+        bound = self.bind(node, args, kwargs, [
+            ("input", _REQUIRED), ("size", None), ("scale_factor", None), ("mode", "nearest"),
+            ("align_corners", None), ("recompute_scale_factor", None), ("antialias", False)])
+        if bound["recompute_scale_factor"] or bound["antialias"]:
+            raise self.fail(node, "uses recompute_scale_factor or antialias")
+        layer = _upsample_layer(bound["size"], bound["scale_factor"], bound["mode"],
+                                bound["align_corners"], lambda problem: self.fail(node, problem))
+        return self.emit(node, node.name, layer, [self.tensor(node, bound["input"])])
 
     def pad(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
         """``F.pad(x, pad)`` with zeros: rp.ZeroPad1d / ZeroPad2d."""

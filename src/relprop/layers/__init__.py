@@ -33,6 +33,7 @@ from relprop.layers.pool import (
     MaxPool1d,
     MaxPool2d,
 )
+from relprop.layers.resample import Upsample
 from relprop.layers.shape import (
     Dropout,
     Flatten,
@@ -83,6 +84,7 @@ __all__ = [
     "Sigmoid",
     "Softplus",
     "Tanh",
+    "Upsample",
     "ZeroPad1d",
     "ZeroPad2d",
     "describe",
