@@ -24,7 +24,7 @@ pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript (
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 from torch import nn  # noqa: E402
-from torch_models import randomize_batchnorm, resnet18, vgg_sequential  # noqa: E402
+from torch_models import IMPORT_MODELS  # noqa: E402
 
 import relprop as rp  # noqa: E402
 from relprop.canonizers import MergeBatchNorm  # noqa: E402
@@ -39,54 +39,7 @@ COMPOSITES = {
 }
 
 
-class _Normalised(nn.Module):
-    """Input normalisation, a residual sum, a concatenation and global average pooling."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
-        self.conv2 = nn.Conv2d(4, 4, 3, padding=1, groups=2)
-        self.conv3 = nn.Conv2d(2, 3, 1, stride=2)
-        self.pool = nn.AvgPool2d(2)
-        self.fc = nn.Linear(7, 3)
-
-    def forward(self, x):
-        x = (x - 0.5) / 0.25
-        h = torch.relu(self.conv1(x))
-        h = torch.relu(self.conv2(h) + h)
-        h = torch.cat([self.pool(h), self.conv3(x)], dim=1)
-        return self.fc(h.mean((2, 3)))
-
-
-def _mlp() -> nn.Module:
-    return nn.Sequential(nn.Linear(6, 8), nn.LeakyReLU(0.2), nn.Linear(8, 8), nn.Tanh(),
-                         nn.Linear(8, 8), nn.ELU(0.7), nn.Linear(8, 8), nn.Sigmoid(),
-                         nn.Linear(8, 4))
-
-
-def _upsampler() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(2, 4, 3, stride=2, padding=1), nn.ReLU(),
-        nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2), nn.ReLU(),
-        nn.ConvTranspose2d(6, 2, 2, dilation=2), nn.Upsample(scale_factor=2, mode="bilinear"),
-        # an integer factor: with sizes such as 20 -> 24, onnxruntime's nearest rounds the
-        # float32 scale (1.2) and picks other pixels than torch at some boundaries
-        nn.Upsample(scale_factor=2), nn.Flatten(), nn.Linear(2 * 40 * 40, 3))
-
-
-def _padded() -> nn.Module:
-    return nn.Sequential(nn.ZeroPad2d((1, 2, 0, 1)), nn.Conv2d(2, 3, 3), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(3 * 7 * 9, 2))
-
-
-MODELS = {
-    "vgg": (lambda: randomize_batchnorm(vgg_sequential()), (3, 8, 8)),
-    "resnet": (lambda: randomize_batchnorm(resnet18()), (3, 16, 16)),
-    "normalised": (_Normalised, (2, 8, 8)),
-    "mlp": (_mlp, (6,)),
-    "upsampler": (_upsampler, (2, 8, 8)),
-    "padded": (_padded, (2, 8, 8)),
-}
+MODELS = IMPORT_MODELS
 HAS_BATCHNORM = {"vgg", "resnet"}
 # onnx 1.23's reference evaluator fails on grouped ConvTranspose: the import's own check
 # warns that it was skipped (the forward is compared with onnxruntime and torch below)

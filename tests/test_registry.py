@@ -226,6 +226,7 @@ def test_lrp_on_a_module_traces_with_the_input_shape() -> None:
         ("## JAX functions, flax and equinox", "relprop.interop.jax:supported_primitives"),
         ("## ONNX files", "relprop.interop.onnx:supported_ops"),
         ("## Keras 3", "relprop.interop.keras:supported_keras_layers"),
+        ("## torch.export programs", "relprop.interop.torch_export:supported_aten_ops"),
     ],
 )
 def test_docs_tables_list_what_each_importer_reads(heading: str, names: str) -> None:

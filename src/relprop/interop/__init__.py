@@ -53,10 +53,13 @@ def from_torch(module: Any, example_input: Any = None) -> Sequential | Graph:
     ``AdaptiveAvgPool2d``, ``BatchNorm1d`` / ``BatchNorm2d`` (with running statistics;
     inference form).
 
+    A ``torch.export.ExportedProgram`` (``torch.export.export(module, (x,))``) is read from
+    its ATen graph instead (:mod:`relprop.interop.torch_export`).
+
     Parameters
     ----------
     module
-        A ``torch.nn.Module`` in eval mode.
+        A ``torch.nn.Module`` in eval mode, or an exported program of one.
     example_input
         Optional input batch. If given, both the torch module and the relprop model are
         run on it and a ``ValueError`` is raised when their outputs differ (relative

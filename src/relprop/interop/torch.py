@@ -1240,9 +1240,17 @@ def from_torch(module: Any, example_input: Any = None) -> Sequential | Graph:
     """See :func:`relprop.interop.from_torch`."""
     import torch
 
+    if isinstance(module, torch.export.ExportedProgram):
+        from relprop.interop.torch_export import from_exported_program
+
+        exported = from_exported_program(module)
+        if example_input is not None:
+            _self_check(module.module(), exported, torch.as_tensor(example_input).detach())
+        return exported
     if not isinstance(module, torch.nn.Module):
         raise TypeError(
-            f"from_torch needs a torch.nn.Module; got {type(module).__name__}."
+            f"from_torch needs a torch.nn.Module or a torch.export.ExportedProgram; got "
+            f"{type(module).__name__}."
         )
     _check_eval(module)
     example = None

@@ -1,0 +1,442 @@
+"""``from_torch(torch.export.export(module, (x,)))``: a relprop model from an exported
+program, read node by node from its ATen graph with the shared layout reader
+(:mod:`relprop.interop._reading`), like a jaxpr or an ONNX graph.
+
+The program's parameters and buffers become the layers' tensors (the same tensors, no
+copies); shapes come from each node's ``meta["val"]``. torch is imported inside the
+functions only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from relprop.interop._draft import Draft
+from relprop.interop._reading import Const, LayoutReader, Tensor, UnsupportedError, Value
+from relprop.layers import (
+    ELU,
+    BatchNorm1d,
+    BatchNorm2d,
+    Hardtanh,
+    LeakyReLU,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softplus,
+    Tanh,
+    Upsample,
+)
+from relprop.model import INPUT, Graph, Sequential
+
+__all__ = ["from_exported_program", "supported_aten_ops"]
+
+_OPS: dict[str, Callable[..., Value]] = {}
+_BATCH = 7919  # a symbolic batch size is read as this prime (as in the ONNX importer)
+
+
+def _op(*names: str) -> Callable[[Callable[..., Value]], Callable[..., Value]]:
+    def add(method: Callable[..., Value]) -> Callable[..., Value]:
+        for name in names:
+            _OPS[name] = method
+        return method
+
+    return add
+
+
+def supported_aten_ops() -> tuple[str, ...]:
+    """The ATen operators (by name, without overload) read from an exported program."""
+    return tuple(sorted(_OPS))
+
+
+def _shape(node: Any) -> tuple[int, ...]:
+    value = node.meta.get("val")
+    dims = []
+    for i, size in enumerate(value.shape):
+        try:
+            dims.append(int(size))
+        except TypeError:  # a symbolic size: only the batch may be one
+            if i != 0:
+                raise
+            dims.append(_BATCH)
+    return tuple(dims)
+
+
+def _per_axis(spatial: int) -> Callable[[Any], list[Any]]:
+    """torch's per-axis arguments (an int, or one per spatial axis) as lists."""
+
+    def expand(value: Any) -> list[Any]:
+        return list(value) if isinstance(value, (list, tuple)) else [value] * spatial
+
+    return expand
+
+
+def _pairs(padding: Sequence[int]) -> list[tuple[int, int]]:
+    return [(int(p), int(p)) for p in padding]
+
+
+class _Reader(LayoutReader):
+    def __init__(self, draft: Draft) -> None:
+        import array_api_compat.torch as xp
+
+        super().__init__(draft, "from_torch", xp)
+        self.node: Any = None
+
+    def fail(self, problem: str) -> UnsupportedError:
+        node = self.node
+        where = "" if node is None else f"node {node.name!r} ({node.target})"
+        return UnsupportedError(
+            f"from_torch: exported program {where} {problem}. Supported ATen ops: "
+            f"rp.interop.torch_export.supported_aten_ops() ({', '.join(supported_aten_ops())})."
+        )
+
+    def read(self, node: Any, args: list[Any], kwargs: dict[str, Any]) -> Value:
+        self.node = node
+        if not _any_tensor([args, kwargs]):  # constants only (buffers' bookkeeping): evaluate
+            values = _unwrap([args, kwargs])
+            return Const(node.target(*values[0], **values[1]))
+        name = node.target.__name__.split(".")[0] if hasattr(node.target, "__name__") else ""
+        handler = _OPS.get(name)
+        if handler is None:
+            raise self.fail("is not supported")
+        return handler(self, node, *args, **kwargs)
+
+    def tensor(self, value: Any) -> Tensor:
+        if not isinstance(value, Tensor):
+            raise self.fail("needs an input that depends on the program's input")
+        return value
+
+    def weight(self, value: Any) -> Any:
+        if not isinstance(value, Const):
+            raise self.fail("needs its parameters to be constants")
+        return value.value
+
+    # -- linear layers ---------------------------------------------------------------
+
+    @_op("conv1d", "conv2d")
+    def _conv(self, node: Any, x: Any, w: Any, b: Any = None, stride: Any = 1,
+              padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Value:
+        t = self.tensor(x)
+        spatial = len(t.shape) - 2
+        if isinstance(padding, str):
+            raise self.fail(f"has padding={padding!r}; export a module with numeric padding")
+        per_axis = _per_axis(spatial)
+        axes = tuple(range(len(t.shape)))
+        out = self.conv(t, w, self.weight(w), axes, axes, stride=per_axis(stride),
+                        pads=_pairs(per_axis(padding)), dilation=per_axis(dilation),
+                        groups=int(groups), out_shape=_shape(node))
+        return out if b is None else self._bias(out, b, spatial, node)
+
+    @_op("conv_transpose1d", "conv_transpose2d")
+    def _conv_transpose(self, node: Any, x: Any, w: Any, b: Any = None, stride: Any = 1,
+                        padding: Any = 0, output_padding: Any = 0, groups: int = 1,
+                        dilation: Any = 1) -> Value:
+        t = self.tensor(x)
+        spatial = len(t.shape) - 2
+        per_axis = _per_axis(spatial)
+        axes = tuple(range(len(t.shape)))
+        out = self.conv(t, w, self.weight(w), axes, axes, stride=per_axis(stride),
+                        pads=_pairs(per_axis(padding)), dilation=per_axis(dilation),
+                        groups=int(groups), out_shape=_shape(node),
+                        output_padding=per_axis(output_padding))
+        return out if b is None else self._bias(out, b, spatial, node)
+
+    def _bias(self, out: Tensor, b: Any, spatial: int, node: Any) -> Tensor:
+        bias = self.xp.reshape(self.weight(b), (-1,) + (1,) * spatial)
+        return self.add(out, Const(bias, b.origin), _shape(node))
+
+    @_op("linear")
+    def _linear(self, node: Any, x: Any, w: Any, b: Any = None) -> Value:
+        t = self.tensor(x)
+        out = self.dense(t, w, len(t.shape) - 1, self.weight(w), True, _shape(node))
+        return out if b is None else self.add(out, b, _shape(node))
+
+    @_op("batch_norm")
+    def _batch_norm(self, node: Any, x: Any, weight: Any, bias: Any, mean: Any, var: Any,
+                    training: bool = False, momentum: float = 0.1, eps: float = 1e-5,
+                    cudnn_enabled: bool = True) -> Value:
+        if training:
+            raise self.fail("normalises with batch statistics; export the module in eval mode")
+        t = self.natural(self.tensor(x))
+        cls = BatchNorm2d if len(t.shape) == 4 else BatchNorm1d
+        arrays = [None if v is None else self.weight(v) for v in (mean, var, weight, bias)]
+        layer = cls(arrays[0], arrays[1], arrays[2], arrays[3], eps=float(eps))
+        origin = mean.origin if isinstance(mean, Const) else None
+        return self.same_place(layer, origin or "bn", t)
+
+    # -- element-wise ----------------------------------------------------------------
+
+    @_op("add", "add_")
+    def _add(self, node: Any, a: Any, b: Any, alpha: float = 1) -> Value:
+        if alpha != 1:
+            raise self.fail("adds with alpha != 1")
+        return self.add(self._value(a), self._value(b), _shape(node))
+
+    @_op("sub", "sub_", "rsub")
+    def _sub(self, node: Any, a: Any, b: Any, alpha: float = 1) -> Value:
+        if alpha != 1:
+            raise self.fail("subtracts with alpha != 1")
+        a, b = self._value(a), self._value(b)
+        if "rsub" in str(node.target):
+            a, b = b, a
+        return self.sub(a, b, _shape(node))
+
+    @_op("mul", "mul_")
+    def _mul(self, node: Any, a: Any, b: Any) -> Value:
+        return self.mul(self._value(a), self._value(b), _shape(node))
+
+    @_op("div", "div_")
+    def _div(self, node: Any, a: Any, b: Any, rounding_mode: Any = None) -> Value:
+        if rounding_mode is not None:
+            raise self.fail(f"divides with rounding_mode={rounding_mode!r}")
+        return self.div(self._value(a), self._value(b), _shape(node))
+
+    def _value(self, a: Any) -> Value:
+        import torch
+
+        if isinstance(a, (Tensor, Const)):
+            return a
+        return Const(torch.tensor(float(a)))
+
+    def _unary(self, layer: Any, name: str, x: Any) -> Value:
+        return self.same_place(layer, name, self.tensor(x))
+
+    @_op("relu", "relu_")
+    def _relu(self, node: Any, x: Any) -> Value:
+        return self._unary(ReLU(), "relu", x)
+
+    @_op("sigmoid", "sigmoid_")
+    def _sigmoid(self, node: Any, x: Any) -> Value:
+        return self._unary(Sigmoid(), "sigmoid", x)
+
+    @_op("tanh", "tanh_")
+    def _tanh(self, node: Any, x: Any) -> Value:
+        return self._unary(Tanh(), "tanh", x)
+
+    @_op("silu", "silu_")
+    def _silu(self, node: Any, x: Any) -> Value:
+        return self._unary(SiLU(), "silu", x)
+
+    @_op("leaky_relu", "leaky_relu_")
+    def _leaky(self, node: Any, x: Any, slope: float = 0.01) -> Value:
+        return self._unary(LeakyReLU(float(slope)), "leaky_relu", x)
+
+    @_op("elu", "elu_")
+    def _elu(self, node: Any, x: Any, alpha: float = 1.0, scale: float = 1.0,
+             input_scale: float = 1.0) -> Value:
+        if scale != 1 or input_scale != 1:
+            raise self.fail("is a scaled ELU (SELU)")
+        return self._unary(ELU(float(alpha)), "elu", x)
+
+    @_op("hardtanh", "hardtanh_")
+    def _hardtanh(self, node: Any, x: Any, low: float = -1.0, high: float = 1.0) -> Value:
+        return self._unary(Hardtanh(float(low), float(high)), "hardtanh", x)
+
+    @_op("relu6")
+    def _relu6(self, node: Any, x: Any) -> Value:
+        return self._unary(Hardtanh(0.0, 6.0), "relu6", x)
+
+    @_op("softplus")
+    def _softplus(self, node: Any, x: Any, beta: float = 1.0, threshold: float = 20.0) -> Value:
+        if threshold < 20:
+            raise self.fail("has threshold < 20 (relprop's softplus has no linear region)")
+        return self._unary(Softplus(float(beta)), "softplus", x)
+
+    @_op("dropout", "dropout_", "feature_dropout", "alpha_dropout", "clone", "contiguous",
+         "detach", "lift_fresh_copy")
+    def _same(self, node: Any, x: Any, *rest: Any, **options: Any) -> Value:
+        if rest and rest[-1] is True and "dropout" in str(node.target):
+            raise self.fail("drops values at random (train=True); export in eval mode")
+        return self._value(x)
+
+    # -- pools -----------------------------------------------------------------------
+
+    @_op("max_pool1d", "max_pool2d")
+    def _max_pool(self, node: Any, x: Any, kernel: Any, stride: Any = (), padding: Any = 0,
+                  dilation: Any = 1, ceil_mode: bool = False) -> Value:
+        t = self.tensor(x)
+        return self._window(node, t, True, kernel, stride, padding, dilation, ceil_mode, True)
+
+    @_op("avg_pool1d", "avg_pool2d")
+    def _avg_pool(self, node: Any, x: Any, kernel: Any, stride: Any = (), padding: Any = 0,
+                  ceil_mode: bool = False, count_include_pad: bool = True,
+                  divisor_override: Any = None) -> Value:
+        if divisor_override is not None:
+            raise self.fail("has divisor_override")
+        t = self.tensor(x)
+        return self._window(node, t, False, kernel, stride, padding, 1, ceil_mode,
+                            count_include_pad)
+
+    def _window(self, node: Any, t: Tensor, maximum: bool, kernel: Any, stride: Any,
+                padding: Any, dilation: Any, ceil_mode: bool, include: bool) -> Value:
+        spatial = len(t.shape) - 2
+        per_axis = _per_axis(spatial)
+        k = per_axis(kernel)
+        s = per_axis(stride) if stride not in ((), [], None) else k
+        return self.pool(t, maximum, [1, 1, *k], [1, 1, *s],
+                         [(0, 0), (0, 0), *_pairs(per_axis(padding))],
+                         [1, 1, *per_axis(dilation)], _shape(node), ceil_mode=bool(ceil_mode),
+                         count_include_pad=bool(include))
+
+    @_op("adaptive_avg_pool1d", "adaptive_avg_pool2d")
+    def _adaptive(self, node: Any, x: Any, size: Any) -> Value:
+        t = self.tensor(x)
+        sizes = list(size) if isinstance(size, (list, tuple)) else [size]
+        if any(int(s) != 1 for s in sizes):
+            raise self.fail(f"pools to {sizes}; only global pooling (output size 1)")
+        return self.global_pool(t, range(2, len(t.shape)), "mean", _shape(node), keepdims=True)
+
+    @_op("mean")
+    def _mean(self, node: Any, x: Any, dims: Any, keepdim: bool = False,
+              dtype: Any = None) -> Value:
+        t = self.tensor(x)
+        axes = [int(d) % len(t.shape) for d in dims]
+        return self.global_pool(t, axes, "mean", _shape(node), keepdims=bool(keepdim))
+
+    # -- moves -----------------------------------------------------------------------
+
+    @_op("view", "reshape", "_unsafe_view")
+    def _reshape(self, node: Any, x: Any, shape: Any) -> Value:
+        return self.reshape(self.tensor(x), _shape(node))
+
+    @_op("flatten")
+    def _flatten(self, node: Any, x: Any, start: int = 0, end: int = -1) -> Value:
+        return self.reshape(self.tensor(x), _shape(node))
+
+    @_op("permute")
+    def _permute(self, node: Any, x: Any, dims: Any) -> Value:
+        t = self.tensor(x)
+        return self.transpose(t, [int(d) % len(t.shape) for d in dims])
+
+    @_op("transpose")
+    def _transpose_two(self, node: Any, x: Any, a: int, b: int) -> Value:
+        t = self.tensor(x)
+        order = list(range(len(t.shape)))
+        a, b = int(a) % len(order), int(b) % len(order)
+        order[a], order[b] = order[b], order[a]
+        return self.transpose(t, order)
+
+    @_op("unsqueeze")
+    def _unsqueeze(self, node: Any, x: Any, dim: int) -> Value:
+        t = self.tensor(x)
+        return self.insert_axes(t, [int(dim) % (len(t.shape) + 1)])
+
+    @_op("squeeze")
+    def _squeeze(self, node: Any, x: Any, dims: Any = None) -> Value:
+        t = self.tensor(x)
+        if dims is None:
+            dims = [i for i, s in enumerate(t.shape) if s == 1 and i != t.batch_axis]
+        dims = [dims] if isinstance(dims, int) else dims
+        return self.drop_axes(t, [int(d) % len(t.shape) for d in dims])
+
+    @_op("cat", "concat")
+    def _cat(self, node: Any, values: Any, dim: int = 0) -> Value:
+        shape = _shape(node)
+        return self.concat(list(values), int(dim) % len(shape), shape)
+
+    @_op("pad", "constant_pad_nd")
+    def _pad(self, node: Any, x: Any, pad: Any, mode: Any = "constant", value: Any = None) -> Value:
+        t = self.tensor(x)
+        if (mode not in ("constant", None)) or float(value or 0.0) != 0.0:
+            raise self.fail("pads with something other than zeros")
+        values = [int(p) for p in pad]
+        pairs = [(0, 0)] * len(t.shape)
+        for i in range(len(values) // 2):
+            pairs[len(t.shape) - 1 - i] = (values[2 * i], values[2 * i + 1])
+        return self.zero_pad(t, pairs, _shape(node))
+
+    @_op("upsample_nearest1d", "upsample_nearest2d", "upsample_linear1d",
+         "upsample_bilinear2d")
+    def _upsample(self, node: Any, x: Any, size: Any, *rest: Any) -> Value:
+        t = self.natural(self.tensor(x))
+        name = str(node.target)
+        corners = bool(rest[0]) if "linear" in name and rest else False
+        scales = rest[1] if "linear" in name and len(rest) > 1 else (rest[0] if rest else None)
+        mode = "linear" if "linear" in name else "nearest"
+        if size is not None:
+            layer = Upsample(tuple(int(s) for s in size), None, mode, corners)
+        elif scales is not None:
+            layer = Upsample(None, tuple(float(s) for s in scales), mode, corners)
+        else:
+            raise self.fail("has neither an output size nor scale factors")
+        return self.emit("upsample", layer, [t], t.perm, _shape(node), t.dtype)
+
+
+def _any_tensor(value: Any) -> bool:
+    if isinstance(value, Tensor):
+        return True
+    if isinstance(value, dict):
+        return any(_any_tensor(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_any_tensor(v) for v in value)
+    return False
+
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, Const):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _unwrap(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_unwrap(v) for v in value)
+    return value
+
+
+def _origin(target: str) -> str:
+    """``"features.0.weight"`` -> ``"features.0"``: a layer named after its module."""
+    return target.rsplit(".", 1)[0] if "." in target else target
+
+
+def from_exported_program(program: Any) -> Sequential | Graph:
+    """A relprop model of a ``torch.export.ExportedProgram`` of one input and one output
+    (see :func:`relprop.from_torch`)."""
+    import torch
+    from torch.export.graph_signature import InputKind
+
+    signature = program.graph_signature
+    state = {**program.state_dict, **getattr(program, "constants", {})}
+    user_inputs = [s for s in signature.input_specs if s.kind == InputKind.USER_INPUT]
+    if len(user_inputs) != 1:
+        raise ValueError(
+            f"from_torch: the exported program has {len(user_inputs)} inputs; relprop explains "
+            "programs of one input."
+        )
+    env: dict[str, Any] = {}
+    graph = program.graph_module.graph
+    placeholders = {n.name: n for n in graph.nodes if n.op == "placeholder"}
+    first = placeholders[user_inputs[0].arg.name]
+    shape = _shape(first)
+    draft = Draft(shape[1:])
+    reader = _Reader(draft)
+    env[first.name] = Tensor(INPUT, tuple(range(len(shape))), shape, first.meta["val"].dtype)
+    for spec in signature.input_specs:
+        if spec.kind != InputKind.USER_INPUT:
+            env[spec.arg.name] = Const(state[spec.target].detach(), _origin(spec.target))
+    output: Any = None
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            continue
+        if node.op == "output":
+            outputs = node.args[0]
+            if len(outputs) != 1:
+                raise ValueError(f"from_torch: the exported program returns {len(outputs)} "
+                                 "values; relprop explains one output.")
+            output = env[outputs[0].name]
+            continue
+        if node.op != "call_function":
+            raise reader.fail(f"is a {node.op} node")
+
+        def resolve(a: Any) -> Any:
+            if isinstance(a, torch.fx.Node):
+                return env[a.name]
+            if isinstance(a, (list, tuple)):
+                return type(a)(resolve(b) for b in a)
+            return a
+
+        args = [resolve(a) for a in node.args]
+        kwargs = {k: resolve(v) for k, v in node.kwargs.items()}
+        env[node.name] = reader.read(node, args, kwargs)
+    reader.node = None
+    reader.output(output)
+    return draft.model()
+

@@ -1,0 +1,76 @@
+"""rp.from_torch of a torch.export program: the suite's models give the module's outputs
+and the module's own relevance (the fx / Sequential import) exactly, with a static and a
+symbolic batch size."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import BACKEND
+
+torch = pytest.importorskip("torch", reason="torch.export needs torch (torch session)")
+
+from torch import nn  # noqa: E402
+from torch_models import IMPORT_MODELS  # noqa: E402
+
+import relprop as rp  # noqa: E402
+from relprop.canonizers import MergeBatchNorm  # noqa: E402
+
+pytestmark = pytest.mark.skipif(BACKEND != "torch", reason="torch.export: torch session")
+
+COMPOSITES = {
+    "EpsilonPlusFlat": lambda c: rp.composites.EpsilonPlusFlat(canonizers=c),
+    "EpsilonGammaBox": lambda c: rp.composites.EpsilonGammaBox(low=-3.0, high=3.0, canonizers=c),
+    "EpsilonAlpha2Beta1": lambda c: rp.composites.EpsilonAlpha2Beta1(canonizers=c),
+}
+
+
+def _net(name: str):
+    make, shape = IMPORT_MODELS[name]
+    torch.manual_seed(0)
+    net = make().eval().double()
+    x = torch.randn(3, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    return net, x
+
+
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "symbolic-batch"])
+@pytest.mark.parametrize("name", list(IMPORT_MODELS))
+def test_exported_programs_equal_the_module(name: str, dynamic: bool) -> None:
+    net, x = _net(name)
+    shapes = ({0: torch.export.Dim("batch")},) if dynamic else None
+    program = torch.export.export(net, (x,), dynamic_shapes=shapes)
+    model = rp.from_torch(program, x)  # with an example: outputs compared
+    other = torch.randn(5 if dynamic else 3, *x.shape[1:], dtype=torch.float64)
+    torch.testing.assert_close(model(other), net(other), rtol=1e-12, atol=1e-12)
+    target = net(x).argmin(1).tolist()
+    for composite in COMPOSITES.values():
+        for canonizers in ([], [MergeBatchNorm()]):
+            ours = rp.lrp(model, x, target=target, composite=composite(canonizers))
+            theirs = rp.lrp(net, x, target=target, composite=composite(canonizers))
+            torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_exported_layers_share_the_program_tensors_and_are_named_after_modules() -> None:
+    net, x = _net("vgg")
+    program = torch.export.export(net, (x,))
+    model = rp.from_torch(program)
+    assert "features.0" in model.names and "classifier.3" in model.names
+    weight = program.state_dict["features.0.weight"]
+    assert model["features.0"].weight.data_ptr() == weight.data_ptr()
+
+
+def test_unsupported_aten_ops_are_named() -> None:
+    class Exp(nn.Module):
+        def forward(self, x):
+            return torch.exp(x).sum(1, keepdim=True)
+
+    program = torch.export.export(Exp(), (torch.ones(2, 3),))
+    with pytest.raises(TypeError, match=r"exported program node 'exp' \(aten.exp.default\)"):
+        rp.from_torch(program)
+    assert "conv2d" in rp.interop.torch_export.supported_aten_ops()
+
+
+def test_a_training_mode_program_is_refused() -> None:
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)).double().train()
+    program = torch.export.export(net, (torch.ones(5, 3, dtype=torch.float64),))
+    with pytest.raises(TypeError, match="batch statistics"):
+        rp.from_torch(program)
