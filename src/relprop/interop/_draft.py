@@ -32,7 +32,7 @@ from relprop._xp import Array, array_namespace
 from relprop.layers import Affine, Dropout, Flatten, Identity, Layer, Linear, Permute, Reshape
 from relprop.model import INPUT, Graph, Sequential
 
-__all__ = ["Draft"]
+__all__ = ["Draft", "on_backend"]
 
 _MOVES = (Permute, Reshape, Flatten)
 
@@ -231,6 +231,16 @@ class Draft:
             node.name = renamed[node.name]
             node.inputs = [renamed.get(name, name) for name in node.inputs]
         self.output = renamed.get(self.output, self.output)
+
+
+def on_backend(model: Sequential | Graph, backend: str | None) -> Sequential | Graph:
+    """``model`` with its parameters on ``backend`` (default ``RELPROP_BACKEND``): for the
+    importers whose arrays are made from nothing (files, NumPy weights)."""
+    from relprop._xp import default_backend
+
+    moved = model.to(backend or default_backend())
+    assert isinstance(moved, (Sequential, Graph))
+    return moved
 
 
 def _moved_shape(shape: tuple[int, ...], layers: list[Layer]) -> tuple[int, ...]:

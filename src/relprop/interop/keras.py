@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from relprop.interop._draft import Draft
+from relprop.interop._draft import Draft, on_backend
 from relprop.interop._reading import Const, LayoutReader, Tensor, UnsupportedError, Value
 from relprop.layers import (
     ELU,
@@ -464,7 +464,6 @@ def from_keras(model: Any, *, backend: str | None = None, check: bool = True) ->
     """
     import keras
 
-    from relprop._xp import default_backend
 
     if not isinstance(model, keras.Model):
         raise TypeError(
@@ -486,9 +485,7 @@ def from_keras(model: Any, *, backend: str | None = None, check: bool = True) ->
     built = draft.model()
     if check:
         _check(built, model, shape, dtype, reader.softmax)
-    moved = built.to(backend or default_backend())
-    assert isinstance(moved, (Sequential, Graph))
-    return moved
+    return on_backend(built, backend)
 
 
 def _dtype(model: Any, first: Any) -> np.dtype:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from relprop.interop._draft import Draft
+from relprop.interop._draft import Draft, on_backend
 from relprop.interop._reading import Const, LayoutReader, Tensor, UnsupportedError, Value
 from relprop.layers import (
     ELU,
@@ -599,7 +599,6 @@ def from_onnx(
     import onnx
     from onnx import numpy_helper
 
-    from relprop._xp import default_backend
 
     proto = _load(model)
     graph = proto.graph
@@ -648,9 +647,7 @@ def from_onnx(
     built = draft.model()
     if check:
         _check(built, proto, output, shape, dtype)
-    moved = built.to(backend or default_backend())
-    assert isinstance(moved, (Sequential, Graph))
-    return moved
+    return on_backend(built, backend)
 
 
 def _origin(name: str) -> str | None:

@@ -167,42 +167,27 @@ def _conv_padding(module: Any) -> Any:
     return _tuple(padding)
 
 
-def _conv(cls: type[Conv1d] | type[Conv2d]) -> Callable[[Any, str], Layer]:
-    def convert(module: Any, qualname: str) -> Layer:
-        if module.padding_mode != "zeros":
-            raise _setting_error(
-                module, qualname,
-                f"has padding_mode={module.padding_mode!r}; only 'zeros' is supported",
-            )
-        return cls(
-            module.weight,
-            module.bias,
-            stride=_tuple(module.stride),
-            padding=_conv_padding(module),
-            dilation=_tuple(module.dilation),
-            groups=int(module.groups),
-        )
-
-    return convert
-
-
-def _conv_transpose(
-    cls: type[ConvTranspose1d] | type[ConvTranspose2d],
+def _conv(
+    cls: type[Conv1d | Conv2d | ConvTranspose1d | ConvTranspose2d],
 ) -> Callable[[Any, str], Layer]:
+    """The converter of a torch (transposed) convolution module into ``cls``."""
+    transposed = issubclass(cls, (ConvTranspose1d, ConvTranspose2d))
+
     def convert(module: Any, qualname: str) -> Layer:
         if module.padding_mode != "zeros":
             raise _setting_error(
                 module, qualname,
                 f"has padding_mode={module.padding_mode!r}; only 'zeros' is supported",
             )
+        extra = {"output_padding": _tuple(module.output_padding)} if transposed else {}
         return cls(
             module.weight,
             module.bias,
             stride=_tuple(module.stride),
-            padding=_tuple(module.padding),
-            output_padding=_tuple(module.output_padding),
-            groups=int(module.groups),
+            padding=_tuple(module.padding) if transposed else _conv_padding(module),
             dilation=_tuple(module.dilation),
+            groups=int(module.groups),
+            **extra,
         )
 
     return convert
@@ -358,8 +343,8 @@ def _builtin_modules() -> dict[type, Callable[[Any, str], Layer]]:
         nn.Linear: lambda m, q: Dense(m.weight, m.bias),
         nn.Conv1d: _conv(Conv1d),
         nn.Conv2d: _conv(Conv2d),
-        nn.ConvTranspose1d: _conv_transpose(ConvTranspose1d),
-        nn.ConvTranspose2d: _conv_transpose(ConvTranspose2d),
+        nn.ConvTranspose1d: _conv(ConvTranspose1d),
+        nn.ConvTranspose2d: _conv(ConvTranspose2d),
         nn.ReLU: lambda m, q: ReLU(),
         nn.LeakyReLU: lambda m, q: LeakyReLU(float(m.negative_slope)),
         nn.Tanh: lambda m, q: Tanh(),

@@ -17,7 +17,76 @@ from relprop.ops.conv import conv, conv_transpose
 __all__ = ["Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d"]
 
 
-class _ConvNd(Convolution):
+class _Convolutional(Convolution):
+    """What convolutions and transposed convolutions share: the weight's checks, the
+    channel counts, the input check and the repr. ``spatial`` is the number of axes;
+    ``layout`` names the weight's first two axes (both divide axis 0 by ``groups``)."""
+
+    spatial: int = 0
+    layout = "out_channels, in_channels / groups"
+
+    @staticmethod
+    def _outputs_of(weight: Array, groups: int) -> int:
+        """The output channels of a weight of this layout."""
+        return int(weight.shape[0])
+
+    def _check_weight(self, weight: Array, bias: Array | None, groups: int) -> None:
+        xp = array_namespace(weight=weight, bias=bias)
+        name = type(self).__name__
+        if len(weight.shape) != 2 + self.spatial:
+            raise ValueError(
+                f"{name} weight must have shape ({self.layout}, "
+                f"{', '.join(['k'] * self.spatial)}); got {tuple(weight.shape)}."
+            )
+        if not xp.isdtype(weight.dtype, "real floating"):
+            raise TypeError(f"{name} weight has dtype {weight.dtype}; use a real floating dtype.")
+        first = self.layout.split(",")[0]
+        if groups < 1 or weight.shape[0] % groups:
+            raise ValueError(f"{name} groups={groups} must divide {first}={weight.shape[0]}.")
+        out_channels = self._outputs_of(weight, groups)
+        if bias is not None and tuple(bias.shape) != (out_channels,):
+            raise ValueError(
+                f"{name} bias must have shape ({out_channels},); got {tuple(bias.shape)}."
+            )
+
+    @property
+    def channel_axis(self) -> int:
+        """The channel axis of one sample, counted from its end: ``-(spatial + 1)``."""
+        return -(self.spatial + 1)
+
+    @property
+    def in_channels(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def out_channels(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def out_size(self) -> int:
+        return self.out_channels
+
+    def map_params(self, fn: Callable[[Array], Array]) -> _Convolutional:
+        bias = None if self.bias is None else fn(self.bias)
+        return type(self)(fn(self.weight), bias, **self.config())
+
+    def check_input(self, shape: tuple[int, ...]) -> str | None:
+        if len(shape) != 2 + self.spatial or shape[1] != self.in_channels:
+            axes = ", ".join(["batch", str(self.in_channels)] + ["..."] * self.spatial)
+            return f"expects input of shape ({axes}), got {shape}"
+        return None
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v}" for k, v in self.config().items())
+        kernel = tuple(int(k) for k in self.weight.shape[2:])
+        bias = "" if self.bias is not None else ", bias=False"
+        return (
+            f"{type(self).__name__}({self.in_channels} -> {self.out_channels}, kernel={kernel}, "
+            f"{options}{bias})"
+        )
+
+
+class _ConvNd(_Convolutional):
     """Shared by :class:`Conv1d` and :class:`Conv2d`; ``spatial`` is the number of axes."""
 
     spatial: int = 0
@@ -31,31 +100,12 @@ class _ConvNd(Convolution):
         dilation: int | tuple[int, ...] = 1,
         groups: int = 1,
     ) -> None:
-        xp = array_namespace(weight=weight, bias=bias)
-        name = type(self).__name__
-        if len(weight.shape) != 2 + self.spatial:
-            raise ValueError(
-                f"{name} weight must have shape (out_channels, in_channels / groups, "
-                f"{', '.join(['k'] * self.spatial)}); got {tuple(weight.shape)}."
-            )
-        if not xp.isdtype(weight.dtype, "real floating"):
-            raise TypeError(f"{name} weight has dtype {weight.dtype}; use a real floating dtype.")
-        if groups < 1 or weight.shape[0] % groups:
-            raise ValueError(f"{name} groups={groups} must divide out_channels={weight.shape[0]}.")
-        if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-            raise ValueError(
-                f"{name} bias must have shape ({weight.shape[0]},); got {tuple(bias.shape)}."
-            )
+        self._check_weight(weight, bias, groups)
         super().__init__(weight, bias)
         self.stride = stride
         self.padding = padding
         self.dilation = dilation
         self.groups = groups
-
-    @property
-    def channel_axis(self) -> int:
-        """The channel axis of one sample, counted from its end: ``-(spatial + 1)``."""
-        return -(self.spatial + 1)
 
     @property
     def in_channels(self) -> int:
@@ -64,10 +114,6 @@ class _ConvNd(Convolution):
     @property
     def out_channels(self) -> int:
         return int(self.weight.shape[0])
-
-    @property
-    def out_size(self) -> int:
-        return self.out_channels
 
     def config(self) -> dict[str, Any]:
         """The hyper-parameters (everything but the arrays)."""
@@ -87,25 +133,6 @@ class _ConvNd(Convolution):
         if input_shape is None:
             raise TypeError(f"{type(self).__name__}.transpose needs the input shape.")
         return conv_transpose(v, weight, input_shape=input_shape, xp=xp, **self.config())
-
-    def map_params(self, fn: Callable[[Array], Array]) -> _ConvNd:
-        bias = None if self.bias is None else fn(self.bias)
-        return type(self)(fn(self.weight), bias, **self.config())
-
-    def check_input(self, shape: tuple[int, ...]) -> str | None:
-        if len(shape) != 2 + self.spatial or shape[1] != self.in_channels:
-            axes = ", ".join(["batch", str(self.in_channels)] + ["..."] * self.spatial)
-            return f"expects input of shape ({axes}), got {shape}"
-        return None
-
-    def __repr__(self) -> str:
-        options = ", ".join(f"{k}={v}" for k, v in self.config().items())
-        kernel = tuple(int(k) for k in self.weight.shape[2:])
-        bias = "" if self.bias is not None else ", bias=False"
-        return (
-            f"{type(self).__name__}({self.in_channels} -> {self.out_channels}, kernel={kernel}, "
-            f"{options}{bias})"
-        )
 
 
 @register
@@ -159,11 +186,15 @@ def _per_axis(value: int | tuple[int, ...], n: int) -> tuple[int, ...]:
     return tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else (int(value),) * n
 
 
-class _ConvTransposeNd(Convolution):
+class _ConvTransposeNd(_Convolutional):
     """Shared by :class:`ConvTranspose1d` and :class:`ConvTranspose2d`."""
 
-    spatial: int = 0
+    layout = "in_channels, out_channels / groups"
     mergeable = False  # MergeBatchNorm's formulas are for convolutions' weight layout
+
+    @staticmethod
+    def _outputs_of(weight: Array, groups: int) -> int:
+        return int(weight.shape[1]) * groups
 
     def __init__(
         self,
@@ -175,21 +206,7 @@ class _ConvTransposeNd(Convolution):
         groups: int = 1,
         dilation: int | tuple[int, ...] = 1,
     ) -> None:
-        xp = array_namespace(weight=weight, bias=bias)
-        name = type(self).__name__
-        if len(weight.shape) != 2 + self.spatial:
-            raise ValueError(
-                f"{name} weight must have shape (in_channels, out_channels / groups, "
-                f"{', '.join(['k'] * self.spatial)}); got {tuple(weight.shape)}."
-            )
-        if not xp.isdtype(weight.dtype, "real floating"):
-            raise TypeError(f"{name} weight has dtype {weight.dtype}; use a real floating dtype.")
-        if groups < 1 or weight.shape[0] % groups:
-            raise ValueError(f"{name} groups={groups} must divide in_channels={weight.shape[0]}.")
-        out_channels = int(weight.shape[1]) * groups
-        if bias is not None and tuple(bias.shape) != (out_channels,):
-            raise ValueError(f"{name} bias must have shape ({out_channels},); got "
-                             f"{tuple(bias.shape)}.")
+        self._check_weight(weight, bias, groups)
         super().__init__(weight, bias)
         self.stride = stride
         self.padding = padding
@@ -201,13 +218,9 @@ class _ConvTransposeNd(Convolution):
         if any(e < 0 or e >= max(s, d) for e, s, d in
                zip(extra, strides, _per_axis(dilation, self.spatial), strict=True)):
             raise ValueError(
-                f"{name} output_padding={output_padding} must be smaller than the stride or "
-                "the dilation (as in torch)."
+                f"{type(self).__name__} output_padding={output_padding} must be smaller than "
+                "the stride or the dilation (as in torch)."
             )
-
-    @property
-    def channel_axis(self) -> int:
-        return -(self.spatial + 1)
 
     @property
     def in_channels(self) -> int:
@@ -216,10 +229,6 @@ class _ConvTransposeNd(Convolution):
     @property
     def out_channels(self) -> int:
         return int(self.weight.shape[1]) * self.groups
-
-    @property
-    def out_size(self) -> int:
-        return self.out_channels
 
     def config(self) -> dict[str, Any]:
         return {
@@ -260,26 +269,13 @@ class _ConvTransposeNd(Convolution):
     ) -> Array:
         return conv(v, weight, None, xp=xp, **self._conv_settings())
 
-    def map_params(self, fn: Callable[[Array], Array]) -> _ConvTransposeNd:
-        bias = None if self.bias is None else fn(self.bias)
-        return type(self)(fn(self.weight), bias, **self.config())
-
     def check_input(self, shape: tuple[int, ...]) -> str | None:
-        if len(shape) != 2 + self.spatial or shape[1] != self.in_channels:
-            axes = ", ".join(["batch", str(self.in_channels)] + ["..."] * self.spatial)
-            return f"expects input of shape ({axes}), got {shape}"
+        problem = super().check_input(shape)
+        if problem is not None:
+            return problem
         if any(size < 1 for size in self.output_shape(shape)[2:]):
             return f"would give an empty output from an input of shape {shape}"
         return None
-
-    def __repr__(self) -> str:
-        options = ", ".join(f"{k}={v}" for k, v in self.config().items())
-        kernel = tuple(int(k) for k in self.weight.shape[2:])
-        bias = "" if self.bias is not None else ", bias=False"
-        return (
-            f"{type(self).__name__}({self.in_channels} -> {self.out_channels}, kernel={kernel}, "
-            f"{options}{bias})"
-        )
 
 
 @register
