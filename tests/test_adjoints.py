@@ -470,3 +470,20 @@ def test_upsample_vjp_matches_autodiff(layer, shape, dtype) -> None:
     v = on_backend(rng.normal(size=tuple(out.shape)), dtype)
     expected = rp.to_numpy(autodiff_vjp(layer, x, v)).astype(np.float64)
     check(layer.vjp(x, v, xp), expected, dtype, "linear")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    ("layer", "shape"),
+    [(rp.AdaptiveMaxPool2d((2, 1)), (2, 3, 4, 5)), (rp.AdaptiveMaxPool1d(3), (2, 3, 6))],
+    ids=["2d", "1d"],
+)
+def test_adaptive_max_pool_vjp_matches_autodiff(layer, shape, dtype) -> None:
+    rng = np.random.default_rng(8)
+    spread = rng.permutation(np.prod(shape)).reshape(shape) * 0.25 - 3.0  # no ties
+    x = on_backend(spread, dtype)
+    xp = rp.array_namespace(x=x)
+    out = layer.forward(x, xp)
+    v = on_backend(rng.normal(size=tuple(out.shape)), dtype)
+    expected = rp.to_numpy(autodiff_vjp(layer, x, v)).astype(np.float64)
+    check(layer.vjp(x, v, xp), expected, dtype, "linear")

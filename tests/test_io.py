@@ -76,7 +76,9 @@ def _cnn_model(rng, dtype):
         ("up1d_in", rp.Flatten(2)),
         ("pad1d", rp.ZeroPad1d(((0, 2),))),
         ("up1d", rp.ConvTranspose1d(a(4, 4, 2), None, stride=1, dilation=2)),
-        ("up1d_out", rp.Reshape((4, 10, 1))),
+        ("max1d", rp.AdaptiveMaxPool1d(5)),
+        ("up1d_out", rp.Reshape((4, 5, 1))),
+        ("max2d", rp.AdaptiveMaxPool2d((5, 1))),
         ("adapt", rp.AdaptiveAvgPool2d((2, 1))),
         ("permute", rp.Permute((0, 2, 3, 1))),  # channels last
         ("reshape", rp.Reshape((2, -1))),

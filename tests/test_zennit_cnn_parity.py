@@ -575,14 +575,14 @@ def test_zz_largest_errors():
 
 def torch_upsampler(seed: int = 0) -> torch.nn.Sequential:
     """Zero padding, a convolution down, transposed convolutions (stride, output_padding,
-    groups, dilation) and upsampling (bilinear, nearest) up."""
+    groups, dilation) and upsampling (bilinear, nearest) up, an adaptive max pool."""
     nn = torch.nn
     net = nn.Sequential(
         nn.ZeroPad2d((1, 0, 0, 1)), nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(),
         nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2), nn.ReLU(),
         nn.ConvTranspose2d(6, 2, 2, dilation=2, bias=False), nn.ReLU(),
         nn.Upsample(scale_factor=1.5, mode="bilinear"), nn.Upsample(size=(16, 12)),
-        nn.Flatten(), nn.Linear(2 * 16 * 12, CLASSES),
+        nn.AdaptiveMaxPool2d((8, 6)), nn.Flatten(), nn.Linear(2 * 8 * 6, CLASSES),
     )
     return _init(net, np.random.default_rng(seed))
 

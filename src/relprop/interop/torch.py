@@ -28,6 +28,8 @@ from relprop.layers import (
     ELU,
     AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,
+    AdaptiveMaxPool1d,
+    AdaptiveMaxPool2d,
     Add,
     Affine,
     AvgPool1d,
@@ -96,7 +98,7 @@ SUPPORTED_FUNCTIONS = (
     "torch.mean / Tensor.mean over the spatial axes (global average pooling)",
     "F.max_pool1d/2d",
     "F.avg_pool1d/2d",
-    "F.adaptive_avg_pool1d/2d",
+    "F.adaptive_avg_pool1d/2d, F.adaptive_max_pool1d/2d (sizes that divide the input's)",
     "F.pad with zeros (mode='constant', value=0)",
     "F.interpolate (nearest, linear, bilinear)",
     "F.dropout (eval)",
@@ -189,6 +191,17 @@ def _conv(
             groups=int(module.groups),
             **extra,
         )
+
+    return convert
+
+
+def _adaptive_max(
+    cls: type[AdaptiveMaxPool1d] | type[AdaptiveMaxPool2d],
+) -> Callable[[Any, str], Layer]:
+    def convert(module: Any, qualname: str) -> Layer:
+        if module.return_indices:
+            raise _setting_error(module, qualname, "has return_indices=True")
+        return cls(_tuple(module.output_size))
 
     return convert
 
@@ -371,6 +384,8 @@ def _builtin_modules() -> dict[type, Callable[[Any, str], Layer]]:
         nn.AvgPool2d: _from_attributes(_avg_pool_layer, AvgPool2d, _AVG_POOL),
         nn.AdaptiveAvgPool1d: _adaptive(AdaptiveAvgPool1d),
         nn.AdaptiveAvgPool2d: _adaptive(AdaptiveAvgPool2d),
+        nn.AdaptiveMaxPool1d: _adaptive_max(AdaptiveMaxPool1d),
+        nn.AdaptiveMaxPool2d: _adaptive_max(AdaptiveMaxPool2d),
         nn.BatchNorm1d: _batchnorm(BatchNorm1d),
         nn.BatchNorm2d: _batchnorm(BatchNorm2d),
     }
@@ -825,6 +840,8 @@ class _FxImporter:
             (torch.cat, self.cat),
             (F.adaptive_avg_pool1d, self.adaptive(AdaptiveAvgPool1d)),
             (F.adaptive_avg_pool2d, self.adaptive(AdaptiveAvgPool2d)),
+            (F.adaptive_max_pool1d, self.adaptive(AdaptiveMaxPool1d)),
+            (F.adaptive_max_pool2d, self.adaptive(AdaptiveMaxPool2d)),
             (F.max_pool1d, self.pool(_max_pool_layer, MaxPool1d, max_pool)),
             (F.max_pool2d, self.pool(_max_pool_layer, MaxPool2d, max_pool)),
             (F.avg_pool1d, self.pool(_avg_pool_layer, AvgPool1d, avg_pool)),
@@ -1100,11 +1117,15 @@ class _FxImporter:
         return self.emit(node, node.name, layer, [self.tensor(node, bound["input"])])
 
     def adaptive(
-        self, cls: type[AdaptiveAvgPool1d] | type[AdaptiveAvgPool2d]
+        self, cls: type[AdaptiveAvgPool1d | AdaptiveAvgPool2d | AdaptiveMaxPool1d
+                        | AdaptiveMaxPool2d],
     ) -> Callable[[Any, tuple, dict], _Tensor]:
         def handle(node: Any, args: tuple, kwargs: dict) -> _Tensor:
             bound = self.bind(node, args, kwargs, [("input", _REQUIRED),
-                                                   ("output_size", _REQUIRED)])
+                                                   ("output_size", _REQUIRED),
+                                                   ("return_indices", False)])
+            if bound["return_indices"]:
+                raise self.fail(node, "returns the indices of the maxima too")
             return self.emit(node, node.name, cls(_adaptive_size(bound["output_size"])),
                              [self.tensor(node, bound["input"])])
 

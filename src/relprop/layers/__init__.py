@@ -26,6 +26,8 @@ from relprop.layers.merge import Add, Concat, Merge
 from relprop.layers.pool import (
     AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,
+    AdaptiveMaxPool1d,
+    AdaptiveMaxPool2d,
     AvgPool,
     AvgPool1d,
     AvgPool2d,
@@ -50,6 +52,8 @@ __all__ = [
     "Affine",
     "AdaptiveAvgPool1d",
     "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool1d",
+    "AdaptiveMaxPool2d",
     "Add",
     "AvgPool",
     "AvgPool1d",

@@ -25,6 +25,8 @@ from relprop.ops.pool import (
 __all__ = [
     "AdaptiveAvgPool1d",
     "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool1d",
+    "AdaptiveMaxPool2d",
     "AvgPool",
     "AvgPool1d",
     "AvgPool2d",
@@ -104,6 +106,67 @@ class MaxPool2d(MaxPool):
     >>> import numpy as np
     >>> MaxPool2d(2)(np.arange(16.0).reshape(1, 1, 4, 4)).tolist()
     [[[[5.0, 7.0], [13.0, 15.0]]]]
+    """
+
+    spatial = 2
+
+
+class _AdaptiveMaxPool(MaxPool):
+    """torch's adaptive max pooling where the input size is a multiple of the output size
+    (``1``: global max pooling): a max pool whose window is that multiple."""
+
+    def __init__(self, output_size: int | tuple[int, ...]) -> None:
+        self.output_size = output_size
+
+    def _sizes(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        out = self.output_size
+        return tuple(int(s) for s in out) if isinstance(out, (tuple, list)) else (
+            (int(out),) * self.spatial)
+
+    def _window(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(n // m for n, m in zip(shape[2:], self._sizes(shape), strict=True))
+
+    def config(self) -> dict[str, Any]:
+        return {"output_size": self.output_size}
+
+    def forward(self, x: Array, xp: ModuleType) -> Array:
+        return max_pool(x, self._window(tuple(x.shape)), xp=xp)
+
+    def vjp(self, x: Array, v: Array, xp: ModuleType) -> Array:
+        return max_pool_vjp(x, v, self._window(tuple(x.shape)), xp=xp)
+
+    def check_input(self, shape: tuple[int, ...]) -> str | None:
+        problem = super().check_input(shape)
+        if problem is not None:
+            return problem
+        sizes = self._sizes(shape)
+        if len(sizes) != self.spatial or any(m < 1 or n % m for n, m in
+                                             zip(shape[2:], sizes, strict=True)):
+            return (
+                f"pools {shape[2:]} to {sizes}; relprop's adaptive max pools need sizes that "
+                "divide the input's (the windows then do not overlap)"
+            )
+        return None
+
+
+@register
+class AdaptiveMaxPool1d(_AdaptiveMaxPool):
+    """Adaptive max pooling of ``(batch, channels, length)`` inputs to ``output_size``
+    (which must divide the length)."""
+
+    spatial = 1
+
+
+@register
+class AdaptiveMaxPool2d(_AdaptiveMaxPool):
+    """Adaptive max pooling to ``output_size`` (``1``: global max pooling); the input's
+    sizes must be multiples of it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> AdaptiveMaxPool2d(1)(np.arange(16.0).reshape(1, 1, 4, 4)).tolist()
+    [[[[15.0]]]]
     """
 
     spatial = 2
