@@ -475,8 +475,9 @@ def test_upsample_vjp_matches_autodiff(layer, shape, dtype) -> None:
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     ("layer", "shape"),
-    [(rp.AdaptiveMaxPool2d((2, 1)), (2, 3, 4, 5)), (rp.AdaptiveMaxPool1d(3), (2, 3, 6))],
-    ids=["2d", "1d"],
+    [(rp.AdaptiveMaxPool2d((2, 1)), (2, 3, 4, 5)), (rp.AdaptiveMaxPool1d(3), (2, 3, 6)),
+     (rp.AdaptiveMaxPool2d((None, 1)), (2, 3, 4, 5))],
+    ids=["2d", "1d", "2d-keep-height"],
 )
 def test_adaptive_max_pool_vjp_matches_autodiff(layer, shape, dtype) -> None:
     rng = np.random.default_rng(8)

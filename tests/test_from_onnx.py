@@ -202,6 +202,21 @@ def test_channels_last_graph_with_transposes_same_padding_clip_and_reductions() 
     assert relevance.shape == x.shape
 
 
+@pytest.mark.parametrize("opset", [9, 10])
+def test_old_upsample_and_resize_use_asymmetric_floor_coordinates(opset: int) -> None:
+    """Upsample (opset 9) and Resize-10 have no coordinate attributes: nearest neighbours
+    of asymmetric coordinates, rounded down (torch's 'nearest')."""
+    op = "Upsample" if opset == 9 else "Resize"
+    scales = numpy_helper.from_array(np.asarray([1.0, 1.0, 2.0, 3.0], dtype=np.float32), "s")
+    node = helper.make_node(op, ["x", "s"], ["y"], mode="nearest")
+    proto = _model([node], [_info("x", ["n", 2, 3, 2])], _info("y", ["n", 2, 6, 6]), [scales],
+                   opset=opset)
+    model = rp.from_onnx(proto, backend="numpy")
+    assert [type(layer).__name__ for layer in model] == ["Upsample"]
+    x = np.random.default_rng(5).normal(size=(2, 2, 3, 2))
+    np.testing.assert_array_equal(model(x), x.repeat(2, axis=2).repeat(3, axis=3))
+
+
 def test_gemm_settings_squeeze_unsqueeze_and_reshape_with_shape_arithmetic() -> None:
     rng = np.random.default_rng(4)
     nodes = [

@@ -58,6 +58,21 @@ def test_exported_layers_share_the_program_tensors_and_are_named_after_modules()
     assert model["features.0"].weight.data_ptr() == weight.data_ptr()
 
 
+def test_constant_pad_nd_reads_its_value_argument() -> None:
+    class Padded(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 3, 3)
+
+        def forward(self, x):
+            return self.conv(torch.ops.aten.constant_pad_nd(x, [1, 2, 0, 1], 0.0)).flatten(1)
+
+    net = Padded().double().eval()
+    x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
+    model = rp.from_torch(torch.export.export(net, (x,)), x)
+    assert [type(layer).__name__ for layer in model][:2] == ["ZeroPad2d", "Conv2d"]
+
+
 def test_unsupported_aten_ops_are_named() -> None:
     class Exp(nn.Module):
         def forward(self, x):

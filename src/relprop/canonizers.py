@@ -165,7 +165,7 @@ class MergeBatchNorm(Canonizer):
                     and consumers.get(source) == [node.name]
                     and source not in replaced
                 ):
-                    found = _scale_shift(node.layer, producer.layer, _outputs(producer.layer), xp)
+                    found = _scale_shift(node.layer, producer.layer, producer.layer.out_size, xp)
                     if found is None:
                         continue
                     replaced[source] = _merge_after(producer.layer, *found, xp)
@@ -179,8 +179,8 @@ class MergeBatchNorm(Canonizer):
             if isinstance(reader_layer, Linear) and reader_layer.mergeable:
                 reader = by_name[readers[0]]
                 linear: Linear = reader_layer
-                found = _scale_shift(node.layer, linear, _inputs(linear), xp)
-                merged = None if found is None else _merge_before(*found, linear, xp)
+                bn: BatchNorm = node.layer
+                merged = _merge_before(*bn.scale_shift(xp), linear, xp)
                 if merged is not None and reader.name not in replaced:
                     replaced[reader.name] = merged
                     removed[node.name] = source
@@ -189,15 +189,6 @@ class MergeBatchNorm(Canonizer):
             return model
         rebuilt = _rebuild(model, nodes, replaced, removed)
         return with_aliases(rebuilt, _compose(model.aliases, folded))
-
-
-def _outputs(linear: Linear) -> int:
-    return linear.out_size
-
-
-def _inputs(linear: Linear) -> int:
-    groups = int(linear.config().get("groups", 1)) if isinstance(linear, Convolution) else 1
-    return int(linear.weight.shape[1]) * groups
 
 
 def _compose(before: Mapping[str, Alias], now: Mapping[str, Alias]) -> dict[str, Alias]:

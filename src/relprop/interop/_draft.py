@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from relprop._xp import Array, array_namespace
+from relprop._xp import Array, array_namespace, to_numpy
 from relprop.layers import Affine, Dropout, Flatten, Identity, Layer, Linear, Permute, Reshape
 from relprop.model import INPUT, Graph, Sequential
 
@@ -121,15 +121,15 @@ class Draft:
             if not fewer:
                 self._bypass(last, source)
                 return True
-            last.layer, last.inputs = fewer[-1], [source]
-            if len(fewer) == 2:
-                first_shape = _moved_shape(self.shape_of(source), fewer[:1])
-                # the first move goes in just before the last one, under the first's name
-                self.nodes.insert(
-                    self.nodes.index(last),
-                    _Node(node.name, fewer[0], [source], first_shape, node.base),
-                )
-                last.inputs = [node.name]
+            # the earlier moves go in just before the last one, under the chain's first names
+            reads = source
+            for index, move in enumerate(fewer[:-1]):
+                named = chain[index]
+                shape = _moved_shape(self.shape_of(source), fewer[: index + 1])
+                self.nodes.insert(self.nodes.index(last),
+                                  _Node(named.name, move, [reads], shape, named.base))
+                reads = named.name
+            last.layer, last.inputs = fewer[-1], [reads]
             return True
         return False
 
@@ -302,7 +302,7 @@ def _is_identity(layer: Affine) -> bool:
     for constant, neutral, slack in ((layer.scale, 1.0, 4.0), (layer.shift, 0.0, 0.0)):
         if constant is None:
             continue
-        values: Array = np.asarray(constant)
+        values: Array = to_numpy(constant)
         tolerance = slack * float(np.finfo(values.dtype).eps)
         if not bool(np.all(np.abs(values - neutral) <= tolerance)):
             return False

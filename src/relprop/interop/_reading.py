@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from relprop._xp import to_numpy
 from relprop.interop._draft import Draft
 from relprop.layers import (
     AdaptiveAvgPool1d,
@@ -46,7 +47,27 @@ from relprop.layers import (
     ZeroPad2d,
 )
 
-__all__ = ["Const", "LayoutReader", "Tensor", "UnsupportedError", "Value"]
+__all__ = [
+    "SYMBOLIC_BATCH", "Const", "LayoutReader", "Tensor", "UnsupportedError", "Value", "same_pads",
+]
+
+SYMBOLIC_BATCH = 7919
+"""The batch size read where a source leaves it symbolic (ONNX's ``"batch"``, torch.export's
+``Dim``): a prime that no reshape target of a real model holds by chance."""
+
+
+def same_pads(
+    sizes: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
+    dilation: Sequence[int], *, odd_after: bool = True,
+) -> list[tuple[int, int]]:
+    """``padding="same"`` (TensorFlow, ONNX's ``SAME_UPPER``; ``odd_after=False``:
+    ``SAME_LOWER``): the output has ``ceil(size / stride)`` entries per axis."""
+    pairs = []
+    for size, k, s, d in zip(sizes, kernel, strides, dilation, strict=True):
+        total = max(0, (math.ceil(int(size) / s) - 1) * s + (k - 1) * d + 1 - int(size))
+        small, large = total // 2, total - total // 2
+        pairs.append((small, large) if odd_after else (large, small))
+    return pairs
 
 
 @dataclass(frozen=True)
@@ -231,11 +252,14 @@ class LayoutReader:
     def neg(self, t: Tensor) -> Tensor:
         return self.affine(t, None, scale=self.scalar(-1.0, t.dtype))
 
-    def maximum(self, a: Value, b: Value) -> Tensor:
+    def maximum(self, a: Value, b: Value, out_shape: Sequence[int]) -> Tensor:
         t, c = (a, b) if isinstance(a, Tensor) else (b, a)
-        if not isinstance(c, Const) or not bool(np.all(np.asarray(c.value) == 0)):
+        if not isinstance(c, Const) or not bool(np.all(to_numpy(c.value) == 0)):
             raise self.fail("takes a maximum other than max(x, 0) (ReLU)")
         assert isinstance(t, Tensor)
+        if tuple(int(s) for s in out_shape) != t.shape:
+            raise self.fail(f"broadcasts the input's values of shape {t.shape} to "
+                            f"{tuple(out_shape)}")
         return self.same_place(ReLU(), "relu", t)
 
     # -- linear layers ---------------------------------------------------------------
@@ -295,7 +319,7 @@ class LayoutReader:
 
     def window(
         self, t: Tensor, sizes: Sequence[int], strides: Sequence[int],
-        pads: Sequence[tuple[int, int]],
+        pads: Sequence[tuple[int, int]], what: str = "pools",
     ) -> tuple[Tensor, list[int], list[int], list[int]]:
         """Prepare ``t`` for a pool: drop the size-1 axes the window does not touch and
         put one untouched axis (the channels) right after the batch.
@@ -308,13 +332,13 @@ class LayoutReader:
             if k == 1 and s == 1 and tuple(pad) == (0, 0)
         ]
         if t.batch_axis not in trivial:
-            raise self.fail("pools over the batch axis")
+            raise self.fail(f"{what} over the batch axis")
         dropped = [i for i in trivial if t.shape[i] == 1 and i != t.batch_axis]
         untouched = [i for i in trivial if i != t.batch_axis and i not in dropped]
         if not untouched and dropped:
             untouched, dropped = dropped[-1:], dropped[:-1]
         if not untouched:
-            raise self.fail("pools over every axis but the batch; keep a channel axis")
+            raise self.fail(f"{what} over every axis but the batch; keep a channel axis")
         kept = [i for i in range(len(t.shape)) if i not in dropped]
         renumber = {axis: i for i, axis in enumerate(kept)}
         t = self.drop_axes(t, dropped)
@@ -322,7 +346,7 @@ class LayoutReader:
         channel = t.perm[1] if t.perm[1] in untouched else untouched[-1]
         pooled = [a for a in t.perm[1:] if a != channel]
         if len(pooled) not in (1, 2):
-            raise self.fail(f"pools over {len(pooled)} axes; 1d and 2d pools are supported")
+            raise self.fail(f"{what} over {len(pooled)} axes; 1 or 2 spatial axes are supported")
         t = self.relayout(t, (t.batch_axis, channel, *pooled))
         return t, [kept[a] for a in pooled], kept, dropped
 
@@ -370,7 +394,7 @@ class LayoutReader:
         if any(lo < 0 or hi < 0 for lo, hi in pads):
             raise self.fail(f"pads by {pads}; negative padding (cropping) is not supported")
         ones = [1] * len(t.shape)
-        prepared, axes, kept, dropped = self.window(t, ones, ones, pads)
+        prepared, axes, kept, dropped = self.window(t, ones, ones, pads, "pads")
         layer = (ZeroPad1d if len(axes) == 1 else ZeroPad2d)(tuple(pads[a] for a in axes))
         shape = [int(out_shape[k]) for k in kept]
         padded = self.emit("pad", layer, [prepared], prepared.perm, shape, t.dtype)

@@ -195,7 +195,7 @@ class _Reader(LayoutReader):
 
     @_handles("max")
     def _max(self, eqn: Any, a: Value, b: Value) -> list[Value]:
-        return [self.maximum(a, b)]
+        return [self.maximum(a, b, _out(eqn))]
 
     @_handles("logistic")
     def _logistic(self, eqn: Any, t: Tensor) -> list[Value]:
@@ -322,6 +322,9 @@ class _Reader(LayoutReader):
             (d * (k - 1) - int(lo), d * (k - 1) - int(hi))
             for (lo, hi), d, k in zip(p["padding"], dilation, weight.shape[2:], strict=True)
         ]
+        if any(lo < 0 or hi < 0 for lo, hi in pads):
+            raise self.fail(f"is a transposed convolution padded by {list(p['padding'])}, more "
+                            "than its kernel spans (no transposed convolution computes that)")
         return self.conv(x, w, transposed, lhs, out_spec, stride=p["lhs_dilation"], pads=pads,
                          dilation=dilation, groups=1, out_shape=_out(eqn),
                          output_padding=[0] * len(spatial))

@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from relprop.interop._draft import Draft, on_backend
-from relprop.interop._reading import Const, LayoutReader, Tensor, UnsupportedError, Value
+from relprop.interop._reading import (
+    Const,
+    LayoutReader,
+    Tensor,
+    UnsupportedError,
+    Value,
+    same_pads,
+)
 from relprop.layers import (
     ELU,
     BatchNorm1d,
@@ -85,16 +92,6 @@ def _numpy(variable: Any) -> np.ndarray:
     import keras
 
     return np.asarray(keras.ops.convert_to_numpy(variable))
-
-
-def _same_pads(sizes: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
-               dilation: Sequence[int]) -> list[tuple[int, int]]:
-    """TensorFlow's ``padding="same"``: the odd pixel goes after."""
-    pairs = []
-    for size, k, s, d in zip(sizes, kernel, strides, dilation, strict=True):
-        total = max(0, (math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size)
-        pairs.append((total // 2, total - total // 2))
-    return pairs
 
 
 class _Reader(LayoutReader):
@@ -182,7 +179,7 @@ class _Reader(LayoutReader):
         if layer.padding == "valid":
             pads = [(0, 0)] * spatial
         elif layer.padding == "same":
-            pads = _same_pads([t.shape[a] for a in axes], k, strides, dilation)
+            pads = same_pads([t.shape[a] for a in axes], k, strides, dilation)
         else:
             raise self.fail(f"has padding={layer.padding!r}; 'valid' and 'same' are supported")
         lhs = (t.batch_axis, channel, *axes)
@@ -206,7 +203,7 @@ class _Reader(LayoutReader):
         strides = tuple(layer.strides or kernel)
         sizes, steps = [1] * len(t.shape), [1] * len(t.shape)
         pads = [(0, 0)] * len(t.shape)
-        same = _same_pads([t.shape[a] for a in axes], kernel, strides, [1] * len(axes))
+        same = same_pads([t.shape[a] for a in axes], kernel, strides, [1] * len(axes))
         for a, k, s, pad in zip(axes, kernel, strides, same, strict=True):
             sizes[a], steps[a] = k, s
             if layer.padding == "same":
@@ -442,7 +439,8 @@ def from_keras(model: Any, *, backend: str | None = None, check: bool = True) ->
         NumPy); the dtype is the model's.
     check
         Run both on a random input and raise ``ValueError`` when they differ (relative
-        tolerance 1e-5: Keras computes batch norms in float32).
+        tolerance 1e-5 in float64, where Keras still computes batch norms and global pools
+        in float32; 1e-4 otherwise).
 
     Returns
     -------

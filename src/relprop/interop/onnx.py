@@ -22,7 +22,15 @@ from typing import Any
 import numpy as np
 
 from relprop.interop._draft import Draft, on_backend
-from relprop.interop._reading import Const, LayoutReader, Tensor, UnsupportedError, Value
+from relprop.interop._reading import (
+    SYMBOLIC_BATCH,
+    Const,
+    LayoutReader,
+    Tensor,
+    UnsupportedError,
+    Value,
+    same_pads,
+)
 from relprop.layers import (
     ELU,
     BatchNorm1d,
@@ -40,10 +48,6 @@ from relprop.model import INPUT, Graph, Sequential
 __all__ = ["from_onnx", "supported_ops"]
 
 _OPS: dict[str, Callable[..., list[Value]]] = {}
-
-# the batch size the reader assumes where the file leaves it symbolic ("batch"): a prime
-# that no reshape target of a real model holds by chance
-_SYMBOLIC_BATCH = 7919
 
 
 def _op(*names: str) -> Callable[[Callable[..., list[Value]]], Callable[..., list[Value]]]:
@@ -93,6 +97,8 @@ class _Reader(LayoutReader):
         self.proto = proto
         self.input_shape = input_shape
         self.shapes = _shapes(proto, input_shape, {})
+        self.opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+                         default=1)
         self.node: _Node | None = None
 
     def fail(self, problem: str) -> UnsupportedError:
@@ -158,12 +164,12 @@ class _Reader(LayoutReader):
         x = self.tensor(a, "A")
         weight = self.const(b, "B (the weight)") * node.number("alpha", 1.0)
         weight = weight if node.get("transB", 0) else weight.T
-        w = b if isinstance(b, Const) else Const(weight)
-        out = self.dense(x, w, len(x.shape) - 1, weight.astype(x.dtype), True, self.out())
+        assert isinstance(b, Const)  # self.const raised otherwise
+        out = self.dense(x, b, len(x.shape) - 1, weight.astype(x.dtype), True, self.out())
         if c is None:
             return [out]
         bias = self.const(c, "C (the bias)") * node.number("beta", 1.0)
-        return [self.add(out, Const(bias, w.origin), self.out())]
+        return [self.add(out, Const(bias, b.origin), self.out())]
 
     @_op("MatMul")
     def _matmul(self, node: _Node, a: Value, b: Value) -> list[Value]:
@@ -171,8 +177,8 @@ class _Reader(LayoutReader):
         weight = self.const(b, "second input (the weight)")
         if weight.ndim != 2:
             raise self.fail(f"multiplies by a constant of shape {weight.shape} (needs a matrix)")
-        w = b if isinstance(b, Const) else Const(weight)
-        return [self.dense(x, w, len(x.shape) - 1, weight.T.astype(x.dtype), True, self.out())]
+        assert isinstance(b, Const)  # self.const raised otherwise
+        return [self.dense(x, b, len(x.shape) - 1, weight.T.astype(x.dtype), True, self.out())]
 
     def _conv_pads(self, node: _Node, x: Tensor, kernel: Sequence[int],
                    strides: Sequence[int], dilations: Sequence[int]) -> list[tuple[int, int]]:
@@ -183,12 +189,7 @@ class _Reader(LayoutReader):
             return [(int(pads[i]), int(pads[i + spatial])) for i in range(spatial)]
         if auto == "VALID":
             return [(0, 0)] * spatial
-        pairs = []
-        for size, k, s, d in zip(x.shape[2:], kernel, strides, dilations, strict=True):
-            total = max(0, (math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size)
-            small, large = total // 2, total - total // 2
-            pairs.append((small, large) if auto == "SAME_UPPER" else (large, small))
-        return pairs
+        return same_pads(x.shape[2:], kernel, strides, dilations, odd_after=auto == "SAME_UPPER")
 
     @_op("Conv")
     def _conv(self, node: _Node, x: Value, w: Value, b: Value | None = None) -> list[Value]:
@@ -434,11 +435,14 @@ class _Reader(LayoutReader):
     def _resize(self, node: _Node, x: Value, *rest: Value | None) -> list[Value]:
         t = self.natural(self.tensor(x, "X"))
         mode = node.get("mode", "nearest")
-        transform = node.get("coordinate_transformation_mode", "half_pixel")
+        # Upsample and Resize before opset 11 have no such attributes: their coordinates are
+        # asymmetric and nearest rounds down
+        old = node.op == "Upsample" or self.opset < 11
+        transform = node.get("coordinate_transformation_mode",
+                             "asymmetric" if old else "half_pixel")
+        rounding = node.get("nearest_mode", "floor" if old else "round_prefer_floor")
         if mode == "nearest":
-            if node.get("nearest_mode", "round_prefer_floor") != "floor" or transform not in (
-                "asymmetric",
-            ):
+            if rounding != "floor" or transform != "asymmetric":
                 raise self.fail("resizes by nearest neighbours with rounding other than "
                                 "floor of asymmetric coordinates (torch's 'nearest')")
             corners = False
@@ -604,9 +608,9 @@ def from_onnx(
     graph = proto.graph
     initialized = {init.name for init in graph.initializer}
     first = _input_of(graph, initialized)
-    shape = _dims(first, _SYMBOLIC_BATCH)
+    shape = _dims(first, SYMBOLIC_BATCH)
     if input_shape is not None:
-        shape = (_SYMBOLIC_BATCH, *tuple(int(s) for s in input_shape)[1:])
+        shape = (SYMBOLIC_BATCH, *tuple(int(s) for s in input_shape)[1:])
     if shape is None or len(shape) < 2:
         raise ValueError(
             f"from_onnx: the input {first.name!r} has no fixed shape per sample; pass "
@@ -686,8 +690,7 @@ def _check(
     from onnx.reference import ReferenceEvaluator
 
     x = np.random.default_rng(0).normal(size=(2, *shape[1:])).astype(dtype)
-    name = next(i.name for i in proto.graph.input
-                if i.name not in {init.name for init in proto.graph.initializer})
+    name = _input_of(proto.graph, {init.name for init in proto.graph.initializer}).name
     try:
         results: Any = ReferenceEvaluator(proto).run([output], {name: x})
     except Exception as error:  # noqa: BLE001 - the evaluator's own gaps (e.g. grouped ConvTranspose)

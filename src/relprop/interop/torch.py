@@ -201,7 +201,7 @@ def _adaptive_max(
     def convert(module: Any, qualname: str) -> Layer:
         if module.return_indices:
             raise _setting_error(module, qualname, "has return_indices=True")
-        return cls(_tuple(module.output_size))
+        return cls(_adaptive_size(module.output_size))
 
     return convert
 

@@ -13,7 +13,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from relprop.interop._draft import Draft
-from relprop.interop._reading import Const, LayoutReader, Tensor, UnsupportedError, Value
+from relprop.interop._reading import (
+    SYMBOLIC_BATCH,
+    Const,
+    LayoutReader,
+    Tensor,
+    UnsupportedError,
+    Value,
+)
 from relprop.layers import (
     ELU,
     BatchNorm1d,
@@ -32,7 +39,6 @@ from relprop.model import INPUT, Graph, Sequential
 __all__ = ["from_exported_program", "supported_aten_ops"]
 
 _OPS: dict[str, Callable[..., Value]] = {}
-_BATCH = 7919  # a symbolic batch size is read as this prime (as in the ONNX importer)
 
 
 def _op(*names: str) -> Callable[[Callable[..., Value]], Callable[..., Value]]:
@@ -58,7 +64,7 @@ def _shape(node: Any) -> tuple[int, ...]:
         except TypeError:  # a symbolic size: only the batch may be one
             if i != 0:
                 raise
-            dims.append(_BATCH)
+            dims.append(SYMBOLIC_BATCH)
     return tuple(dims)
 
 
@@ -334,7 +340,11 @@ class _Reader(LayoutReader):
         shape = _shape(node)
         return self.concat(list(values), int(dim) % len(shape), shape)
 
-    @_op("pad", "constant_pad_nd")
+    @_op("constant_pad_nd")
+    def _constant_pad(self, node: Any, x: Any, pad: Any, value: Any = 0.0) -> Value:
+        return self._pad(node, x, pad, "constant", value)
+
+    @_op("pad")
     def _pad(self, node: Any, x: Any, pad: Any, mode: Any = "constant", value: Any = None) -> Value:
         t = self.tensor(x)
         if (mode not in ("constant", None)) or float(value or 0.0) != 0.0:
@@ -353,10 +363,11 @@ class _Reader(LayoutReader):
         corners = bool(rest[0]) if "linear" in name and rest else False
         scales = rest[1] if "linear" in name and len(rest) > 1 else (rest[0] if rest else None)
         mode = "linear" if "linear" in name else "nearest"
-        if size is not None:
-            layer = Upsample(tuple(int(s) for s in size), None, mode, corners)
-        elif scales is not None:
+        if scales is not None and all(s is not None for s in scales):
+            # the scales fix the coordinates (and, rounded down, the size)
             layer = Upsample(None, tuple(float(s) for s in scales), mode, corners)
+        elif size is not None:
+            layer = Upsample(tuple(int(s) for s in size), None, mode, corners)
         else:
             raise self.fail("has neither an output size nor scale factors")
         return self.emit("upsample", layer, [t], t.perm, _shape(node), t.dtype)

@@ -215,11 +215,10 @@ class _ConvTransposeNd(_Convolutional):
         self.dilation = dilation
         strides = _per_axis(stride, self.spatial)
         extra = _per_axis(output_padding, self.spatial)
-        if any(e < 0 or e >= max(s, d) for e, s, d in
-               zip(extra, strides, _per_axis(dilation, self.spatial), strict=True)):
+        if any(e < 0 or e >= s for e, s in zip(extra, strides, strict=True)):
             raise ValueError(
                 f"{type(self).__name__} output_padding={output_padding} must be smaller than "
-                "the stride or the dilation (as in torch)."
+                f"the stride {stride} (torch also allows up to the dilation; relprop does not)."
             )
 
     @property

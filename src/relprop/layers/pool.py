@@ -119,9 +119,11 @@ class _AdaptiveMaxPool(MaxPool):
         self.output_size = output_size
 
     def _sizes(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The output sizes (``None`` keeps that axis, as in torch)."""
         out = self.output_size
-        return tuple(int(s) for s in out) if isinstance(out, (tuple, list)) else (
-            (int(out),) * self.spatial)
+        sizes = tuple(out) if isinstance(out, (tuple, list)) else (out,) * self.spatial
+        return tuple(int(n) if m is None else int(m)
+                     for n, m in zip(shape[2:], sizes, strict=False))
 
     def _window(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(n // m for n, m in zip(shape[2:], self._sizes(shape), strict=True))
