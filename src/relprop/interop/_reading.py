@@ -14,7 +14,7 @@ their primitives' settings into calls of :class:`LayoutReader`'s methods.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -48,7 +48,8 @@ from relprop.layers import (
 )
 
 __all__ = [
-    "SYMBOLIC_BATCH", "Const", "LayoutReader", "Tensor", "UnsupportedError", "Value", "same_pads",
+    "SYMBOLIC_BATCH", "Const", "Handlers", "LayoutReader", "Tensor", "UnsupportedError", "Value",
+    "same_pads",
 ]
 
 SYMBOLIC_BATCH = 7919
@@ -99,6 +100,30 @@ class Tensor:
 
 
 Value = Const | Tensor
+
+
+class Handlers:
+    """An importer's one table: the source's step names (primitives, operators, layer
+    classes) to the reader methods that translate them. ``@table.register("add", ...)``
+    adds a method; :meth:`names` is the importer's list of what it reads.
+    """
+
+    def __init__(self) -> None:
+        self._methods: dict[str, Callable[..., Any]] = {}
+
+    def register(self, *names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def add(method: Callable[..., Any]) -> Callable[..., Any]:
+            for name in names:
+                self._methods[name] = method
+            return method
+
+        return add
+
+    def get(self, name: str) -> Callable[..., Any] | None:
+        return self._methods.get(name)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(sorted(self._methods))
 
 
 class UnsupportedError(TypeError):

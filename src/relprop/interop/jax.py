@@ -30,7 +30,14 @@ from typing import Any
 import numpy as np
 
 from relprop.interop._draft import Draft
-from relprop.interop._reading import Const, LayoutReader, Tensor, UnsupportedError, Value
+from relprop.interop._reading import (
+    Const,
+    Handlers,
+    LayoutReader,
+    Tensor,
+    UnsupportedError,
+    Value,
+)
 from relprop.layers import (
     ELU,
     Hardtanh,
@@ -46,22 +53,14 @@ from relprop.model import INPUT, Graph, Sequential
 
 __all__ = ["from_jax", "supported_primitives"]
 
-_HANDLERS: dict[str, Callable[..., list[Value]]] = {}
-
-
-def _handles(*names: str) -> Callable[[Callable[..., list[Value]]], Callable[..., list[Value]]]:
-    def add(method: Callable[..., list[Value]]) -> Callable[..., list[Value]]:
-        for name in names:
-            _HANDLERS[name] = method
-        return method
-
-    return add
+_HANDLERS = Handlers()
+_handles = _HANDLERS.register
 
 
 def supported_primitives() -> tuple[str, ...]:
     """The jaxpr primitives :func:`from_jax` reads on values that depend on the input
     (on constants, every primitive is evaluated)."""
-    return tuple(sorted(_HANDLERS))
+    return _HANDLERS.names()
 
 
 _ACTIVATION_NAMES = ("relu", "relu6", "silu", "swish", "sigmoid", "softplus", "hard_tanh",

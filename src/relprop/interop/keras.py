@@ -22,6 +22,7 @@ import numpy as np
 from relprop.interop._draft import Draft, on_backend
 from relprop.interop._reading import (
     Const,
+    Handlers,
     LayoutReader,
     Tensor,
     UnsupportedError,
@@ -46,23 +47,15 @@ from relprop.model import INPUT, Graph, Sequential
 
 __all__ = ["from_keras", "supported_keras_layers"]
 
-_LAYERS: dict[str, Callable[..., Value]] = {}
+_LAYERS = Handlers()
+_layer = _LAYERS.register
 
 _BATCH = 2  # the batch size the reader works with (the model takes any)
 
 
-def _layer(*names: str) -> Callable[[Callable[..., Value]], Callable[..., Value]]:
-    def add(method: Callable[..., Value]) -> Callable[..., Value]:
-        for name in names:
-            _LAYERS[name] = method
-        return method
-
-    return add
-
-
 def supported_keras_layers() -> tuple[str, ...]:
     """The Keras layer classes :func:`from_keras` reads."""
-    return tuple(sorted(_LAYERS))
+    return _LAYERS.names()
 
 
 _ACTIVATIONS: dict[str, Callable[[], Layer] | None] = {

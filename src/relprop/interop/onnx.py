@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ from relprop.interop._draft import Draft, on_backend
 from relprop.interop._reading import (
     SYMBOLIC_BATCH,
     Const,
+    Handlers,
     LayoutReader,
     Tensor,
     UnsupportedError,
@@ -47,22 +48,14 @@ from relprop.model import INPUT, Graph, Sequential
 
 __all__ = ["from_onnx", "supported_ops"]
 
-_OPS: dict[str, Callable[..., list[Value]]] = {}
-
-
-def _op(*names: str) -> Callable[[Callable[..., list[Value]]], Callable[..., list[Value]]]:
-    def add(method: Callable[..., list[Value]]) -> Callable[..., list[Value]]:
-        for name in names:
-            _OPS[name] = method
-        return method
-
-    return add
+_OPS = Handlers()
+_op = _OPS.register
 
 
 def supported_ops() -> tuple[str, ...]:
     """The ONNX operators :func:`from_onnx` reads on values that depend on the input (a
     node of constants only is evaluated, whatever its operator)."""
-    return tuple(sorted(_OPS))
+    return _OPS.names()
 
 
 class _Node:

@@ -16,6 +16,7 @@ from relprop.interop._draft import Draft
 from relprop.interop._reading import (
     SYMBOLIC_BATCH,
     Const,
+    Handlers,
     LayoutReader,
     Tensor,
     UnsupportedError,
@@ -38,21 +39,13 @@ from relprop.model import INPUT, Graph, Sequential
 
 __all__ = ["from_exported_program", "supported_aten_ops"]
 
-_OPS: dict[str, Callable[..., Value]] = {}
-
-
-def _op(*names: str) -> Callable[[Callable[..., Value]], Callable[..., Value]]:
-    def add(method: Callable[..., Value]) -> Callable[..., Value]:
-        for name in names:
-            _OPS[name] = method
-        return method
-
-    return add
+_OPS = Handlers()
+_op = _OPS.register
 
 
 def supported_aten_ops() -> tuple[str, ...]:
     """The ATen operators (by name, without overload) read from an exported program."""
-    return tuple(sorted(_OPS))
+    return _OPS.names()
 
 
 def _shape(node: Any) -> tuple[int, ...]:
