@@ -435,6 +435,16 @@ def test_conv_transpose_vjp_and_adjoint(cls, weight_shape, x_shape, settings, dt
     assert abs(lhs - rhs) <= rtol_for(dtype, "linear") * 10 * max(abs(lhs), 1.0)
 
 
+def check_linear_vjp(layer: rp.layers.Layer, x, rng: np.random.Generator, dtype: str) -> None:
+    """``layer.vjp`` at ``x`` for a random ``v`` equals the backend's VJP (a piecewise
+    linear map: the "linear" tolerance)."""
+    xp = rp.array_namespace(x=x)
+    out = layer.forward(x, xp)
+    v = on_backend(rng.normal(size=tuple(out.shape)), dtype)
+    expected = rp.to_numpy(autodiff_vjp(layer, x, v)).astype(np.float64)
+    check(layer.vjp(x, v, xp), expected, dtype, "linear")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     ("layer", "shape"),
@@ -444,11 +454,7 @@ def test_conv_transpose_vjp_and_adjoint(cls, weight_shape, x_shape, settings, dt
 def test_zero_pad_vjp_is_the_crop(layer, shape, dtype) -> None:
     rng = np.random.default_rng(6)
     x = on_backend(rng.normal(size=shape), dtype)
-    xp = rp.array_namespace(x=x)
-    out = layer.forward(x, xp)
-    v = on_backend(rng.normal(size=tuple(out.shape)), dtype)
-    expected = rp.to_numpy(autodiff_vjp(layer, x, v)).astype(np.float64)
-    check(layer.vjp(x, v, xp), expected, dtype, "linear")
+    check_linear_vjp(layer, x, rng, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -465,11 +471,7 @@ def test_zero_pad_vjp_is_the_crop(layer, shape, dtype) -> None:
 def test_upsample_vjp_matches_autodiff(layer, shape, dtype) -> None:
     rng = np.random.default_rng(7)
     x = on_backend(rng.normal(size=shape), dtype)
-    xp = rp.array_namespace(x=x)
-    out = layer.forward(x, xp)
-    v = on_backend(rng.normal(size=tuple(out.shape)), dtype)
-    expected = rp.to_numpy(autodiff_vjp(layer, x, v)).astype(np.float64)
-    check(layer.vjp(x, v, xp), expected, dtype, "linear")
+    check_linear_vjp(layer, x, rng, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -483,8 +485,4 @@ def test_adaptive_max_pool_vjp_matches_autodiff(layer, shape, dtype) -> None:
     rng = np.random.default_rng(8)
     spread = rng.permutation(np.prod(shape)).reshape(shape) * 0.25 - 3.0  # no ties
     x = on_backend(spread, dtype)
-    xp = rp.array_namespace(x=x)
-    out = layer.forward(x, xp)
-    v = on_backend(rng.normal(size=tuple(out.shape)), dtype)
-    expected = rp.to_numpy(autodiff_vjp(layer, x, v)).astype(np.float64)
-    check(layer.vjp(x, v, xp), expected, dtype, "linear")
+    check_linear_vjp(layer, x, rng, dtype)
