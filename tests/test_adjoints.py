@@ -410,8 +410,10 @@ def test_affine_vjp_matches_autodiff(dtype: str) -> None:
         (rp.ConvTranspose2d, (4, 2, 2, 3), (2, 4, 3, 3),
          {"stride": (1, 2), "padding": ((1, 0), (0, 2)), "groups": 2, "dilation": 2}),
         (rp.ConvTranspose1d, (3, 2, 4), (2, 3, 6), {"stride": 3, "output_padding": 2}),
+        (rp.ConvTranspose3d, (2, 2, 2, 3, 2), (1, 2, 3, 2, 3),
+         {"stride": (2, 1, 2), "padding": (1, 1, 0), "output_padding": (1, 0, 0)}),
     ],
-    ids=["2d-stride", "2d-groups-dilation", "1d"],
+    ids=["2d-stride", "2d-groups-dilation", "1d", "3d"],
 )
 def test_conv_transpose_vjp_and_adjoint(cls, weight_shape, x_shape, settings, dtype) -> None:
     """A transposed convolution's vjp (a convolution) equals the backend's VJP, and
@@ -448,8 +450,9 @@ def check_linear_vjp(layer: rp.layers.Layer, x, rng: np.random.Generator, dtype:
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     ("layer", "shape"),
-    [(rp.ZeroPad2d(((1, 0), (2, 3))), (2, 3, 4, 5)), (rp.ZeroPad1d(2), (2, 3, 4))],
-    ids=["2d", "1d"],
+    [(rp.ZeroPad2d(((1, 0), (2, 3))), (2, 3, 4, 5)), (rp.ZeroPad1d(2), (2, 3, 4)),
+     (rp.ZeroPad3d(((0, 1), (2, 0), (1, 1))), (1, 2, 2, 3, 2))],
+    ids=["2d", "1d", "3d"],
 )
 def test_zero_pad_vjp_is_the_crop(layer, shape, dtype) -> None:
     rng = np.random.default_rng(6)
@@ -478,8 +481,10 @@ def test_upsample_vjp_matches_autodiff(layer, shape, dtype) -> None:
 @pytest.mark.parametrize(
     ("layer", "shape"),
     [(rp.AdaptiveMaxPool2d((2, 1)), (2, 3, 4, 5)), (rp.AdaptiveMaxPool1d(3), (2, 3, 6)),
-     (rp.AdaptiveMaxPool2d((None, 1)), (2, 3, 4, 5))],
-    ids=["2d", "1d", "2d-keep-height"],
+     (rp.AdaptiveMaxPool2d((None, 1)), (2, 3, 4, 5)),
+     (rp.AdaptiveMaxPool2d((3, 4)), (2, 3, 7, 5)), (rp.AdaptiveMaxPool1d(4), (2, 3, 7)),
+     (rp.AdaptiveMaxPool3d((2, 3, 2)), (1, 2, 3, 5, 4))],
+    ids=["2d", "1d", "2d-keep-height", "2d-overlapping", "1d-overlapping", "3d-overlapping"],
 )
 def test_adaptive_max_pool_vjp_matches_autodiff(layer, shape, dtype) -> None:
     rng = np.random.default_rng(8)

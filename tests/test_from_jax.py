@@ -293,6 +293,38 @@ def test_equinox_cnn_equals_torch_twin() -> None:
         _assert_twin(model, batch, twin, _same, composite, merge=False)
 
 
+def test_equinox_3d_cnn_equals_torch_twin() -> None:
+    """Volumes: Conv3d, MaxPool3d and AvgPool3d from equinox read as relprop's 3d layers."""
+    keys = jax.random.split(jax.random.PRNGKey(11), 2)
+    net = eqx.nn.Sequential([
+        eqx.nn.Conv3d(2, 3, (2, 3, 3), padding=(0, 1, 1), key=keys[0], dtype=F64),
+        eqx.nn.Lambda(jax.nn.relu),
+        eqx.nn.MaxPool3d(2, (1, 2, 2)),
+        eqx.nn.AvgPool3d((1, 2, 2), (1, 2, 2)),
+        eqx.nn.Lambda(jnp.ravel),
+        eqx.nn.Linear(3 * 2 * 2 * 2, 3, key=keys[1], dtype=F64),
+    ])
+    sample = jnp.asarray(_rng(12).normal(size=(2, 4, 8, 8)))
+    model = rp.from_equinox(net, sample)
+    assert [type(layer).__name__ for layer in model] == [
+        "Conv3d", "ReLU", "MaxPool3d", "AvgPool3d", "Flatten", "Dense"
+    ]
+    batch = jnp.asarray(_rng(13).normal(size=(3, 2, 4, 8, 8)))
+    np.testing.assert_allclose(np.asarray(model(batch)), np.asarray(jax.vmap(net)(batch)),
+                               rtol=1e-12, atol=1e-12)
+    conv = torch.nn.Conv3d(2, 3, (2, 3, 3), padding=(0, 1, 1)).double()
+    conv.weight.data = _t(net.layers[0].weight)
+    conv.bias.data = _t(np.asarray(net.layers[0].bias).reshape(-1))
+    fc = torch.nn.Linear(24, 3).double()
+    fc.weight.data, fc.bias.data = _t(net.layers[5].weight), _t(net.layers[5].bias)
+    twin = torch.nn.Sequential(
+        conv, torch.nn.ReLU(), torch.nn.MaxPool3d(2, (1, 2, 2)), torch.nn.AvgPool3d((1, 2, 2)),
+        torch.nn.Flatten(), fc,
+    ).eval()
+    for composite in COMPOSITES:
+        _assert_twin(model, batch, twin, _same, composite, merge=False)
+
+
 def test_equinox_mlp_with_the_batch_moved_by_vmap() -> None:
     mlp = eqx.nn.MLP(6, 4, 8, depth=2, key=jax.random.PRNGKey(11), dtype=F64)
     model = rp.from_equinox(mlp, jnp.ones(6))

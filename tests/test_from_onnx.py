@@ -40,7 +40,7 @@ COMPOSITES = {
 
 
 MODELS = IMPORT_MODELS
-HAS_BATCHNORM = {"vgg", "resnet"}
+HAS_BATCHNORM = {"vgg", "resnet", "volume"}
 # onnx 1.23's reference evaluator fails on grouped ConvTranspose: the import's own check
 # warns that it was skipped (the forward is compared with onnxruntime and torch below)
 UNCHECKED = {"upsampler"}

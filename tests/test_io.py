@@ -87,6 +87,24 @@ def _cnn_model(rng, dtype):
     ]), (2, 2, 7, 7)
 
 
+def _volume_model(rng, dtype):
+    def a(*shape):
+        return on_backend(_normal(rng, *shape), dtype)
+
+    return rp.Sequential([
+        ("conv", rp.Conv3d(a(4, 2, 2, 3, 2), a(4), padding=((1, 0), (1, 1), (0, 0)))),
+        ("bn", rp.BatchNorm3d(a(4), on_backend(rng.uniform(0.5, 2.0, size=4), dtype))),
+        ("pad", rp.ZeroPad3d(((0, 1), (1, 0), (0, 1)))),
+        ("max", rp.MaxPool3d((2, 2, 1), stride=(1, 2, 1), ceil_mode=True)),
+        ("up", rp.ConvTranspose3d(a(4, 2, 2, 2, 2), None, stride=(2, 1, 1), groups=2)),
+        ("avg", rp.AvgPool3d(2, stride=1, padding=1, count_include_pad=False)),
+        ("amax", rp.AdaptiveMaxPool3d((3, 2, None))),  # overlapping windows
+        ("aavg", rp.AdaptiveAvgPool3d(1)),
+        ("flat", rp.Flatten()),
+        ("fc", rp.Dense(a(3, 4), a(3))),
+    ]), (2, 2, 4, 5, 3)
+
+
 def _graph_model(rng, dtype):
     def a(*shape):
         return on_backend(_normal(rng, *shape), dtype)
@@ -107,10 +125,12 @@ def _graph_model(rng, dtype):
     ]), (2, 2, 9)
 
 
-MODELS = {"dense": _dense_model, "cnn": _cnn_model, "graph": _graph_model}
+MODELS = {"dense": _dense_model, "cnn": _cnn_model, "volume": _volume_model,
+          "graph": _graph_model}
 COMPOSITES = {
     "dense": rp.composites.EpsilonPlus,
     "cnn": rp.composites.EpsilonPlusFlat,
+    "volume": lambda: rp.composites.EpsilonGammaBox(low=-3.0, high=3.0),
     "graph": rp.composites.EpsilonAlpha2Beta1,
 }
 

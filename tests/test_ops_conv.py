@@ -137,6 +137,10 @@ CASES = {
                                 dilation=1, groups=1, bias=True),
     "1d-depthwise": dict(x=(2, 4, 9), out=4, kernel=(3,), stride=3, padding=1, dilation=1,
                          groups=4, bias=True),
+    # 3d: x (1, 4, 4, 5, 3), three different kernel sizes
+    "3d-stride-asym-pad-groups2": dict(x=(1, 4, 4, 5, 3), out=4, kernel=(2, 3, 1),
+                                       stride=(1, 2, 1), padding=((1, 0), (1, 1), (0, 1)),
+                                       dilation=(2, 1, 1), groups=2, bias=True),
 }
 
 
@@ -179,7 +183,8 @@ NATIVE_IDS = ["native", "portable"]
 # padding, dilation, groups (incl. depthwise), 1d and 2d; the other cases are skipped
 # there (visibly) and run on every other backend.
 JAX_PORTABLE = ("2d-asym-pad-dil-stride-groups2", "1d-asym-dil-groups2")
-JAX_CASES = {*JAX_PORTABLE, "2d-same-odd-total", "2d-depthwise", "1d-same-even-kernel"}
+JAX_CASES = {*JAX_PORTABLE, "2d-same-odd-total", "2d-depthwise", "1d-same-even-kernel",
+             "3d-stride-asym-pad-groups2"}
 JAX_SKIP = pytest.mark.skip(reason="on JAX only the JAX_CASES / JAX_PORTABLE cases run")
 
 
@@ -315,7 +320,7 @@ def test_conv_output_shape() -> None:
 TORCH_GRID = [
     (n, stride, padding, dilation, groups, stride == dilation)
     for n, stride, padding, dilation, groups in itertools.product(
-        (1, 2), (1, 2), (0, 1, "asym", "same"), (1, 2), (1, 2)
+        (1, 2, 3), (1, 2), (0, 1, "asym", "same"), (1, 2), (1, 2)
     )
     if not (padding == "same" and stride != 1)
 ]
@@ -335,14 +340,14 @@ def test_conv_matches_torch(params) -> None:
 
     n, stride, padding, dilation, groups, bias = params
     rng = np.random.default_rng(9)
-    spatial, kernel = ((9,), (3,)) if n == 1 else ((8, 7), (3, 2))
+    spatial, kernel = (((9,), (3,)), ((8, 7), (3, 2)), ((5, 6, 4), (2, 3, 2)))[n - 1]
     x = torch.asarray(rng.normal(size=(2, 4, *spatial)))
     w = torch.asarray(rng.normal(size=(6, 4 // groups, *kernel)))
     b = torch.asarray(rng.normal(size=6)) if bias else None
-    torch_conv = F.conv1d if n == 1 else F.conv2d
+    torch_conv = (F.conv1d, F.conv2d, F.conv3d)[n - 1]
     if padding == "asym":
         # no padding after: trailing inputs no window reads must get a zero transpose
-        ours = ((1, 0),) if n == 1 else ((2, 0), (1, 0))
+        ours = (((1, 0),), ((2, 0), (1, 0)), ((1, 0), (2, 0), (0, 0)))[n - 1]
         flat = [side for pair in reversed(ours) for side in pair]
         expected = torch_conv(F.pad(x, flat), w, b, stride, 0, dilation, groups)
     else:

@@ -164,7 +164,7 @@ def ref_adaptive_transpose(v, shape):
 # cases (few shapes: JAX compiles per shape)
 # ---------------------------------------------------------------------------------------
 
-X2, X1 = (2, 3, 7, 6), (2, 3, 9)
+X2, X1, X3 = (2, 3, 7, 6), (2, 3, 9), (1, 2, 5, 4, 3)
 
 MAX_CASES = {
     "2d-k2": dict(x=X2, kernel_size=2, stride=None, padding=0, dilation=1, ceil_mode=False),
@@ -178,6 +178,8 @@ MAX_CASES = {
                              ceil_mode=True),
     "1d-k3-s1-dil2": dict(x=X1, kernel_size=3, stride=1, padding=((2, 1),), dilation=2,
                           ceil_mode=False),
+    "3d-k2x2x3-s2-ceil": dict(x=X3, kernel_size=(2, 2, 3), stride=(2, 1, 2), padding=(1, 0, 1),
+                              dilation=1, ceil_mode=True),
 }
 
 AVG_CASES = {
@@ -194,6 +196,9 @@ AVG_CASES = {
                                      ceil_mode=True, count_include_pad=True),
     "1d-k3-s2-asym-exclude": dict(x=X1, kernel_size=3, stride=2, padding=((1, 0),),
                                   ceil_mode=True, count_include_pad=False),
+    "3d-k2x3x2-exclude": dict(x=X3, kernel_size=(2, 3, 2), stride=(2, 1, 1),
+                              padding=((1, 0), (1, 1), (0, 1)), ceil_mode=False,
+                              count_include_pad=False),
 }
 
 ADAPTIVE_CASES = {
@@ -202,6 +207,7 @@ ADAPTIVE_CASES = {
     "2d-none-2": dict(x=X2, output_size=(None, 2)),
     "1d-4": dict(x=X1, output_size=4),
     "1d-global": dict(x=X1, output_size=1),
+    "3d-3x1x2": dict(x=X3, output_size=(3, 1, 2)),
 }
 
 # JAX compiles every op once per shape and geometry (~50 ms per eager op here, ~0.3-1 s
@@ -211,7 +217,8 @@ ADAPTIVE_CASES = {
 # stride, asymmetric padding, dilation, ceil mode with an overhang, both
 # count_include_pad settings, global and general adaptive pooling.
 JAX_CASES = {"2d-k2x3-s2-ceil", "1d-k3-s1-dil2", "2d-k2x3-s2-ceil-include",
-             "1d-k3-s2-asym-exclude", "2d-3x4", "2d-global", "1d-4"}
+             "1d-k3-s2-asym-exclude", "2d-3x4", "2d-global", "1d-4", "3d-k2x2x3-s2-ceil",
+             "3d-k2x3x2-exclude", "3d-3x1x2"}
 JAX_PORTABLE = {"2d-k2x3-s2-ceil", "1d-k3-s1-dil2", "1d-k3-s2-asym-exclude", "2d-3x4"}
 JAX_SKIP = pytest.mark.skip(reason="on JAX only the JAX_CASES / JAX_PORTABLE cases run")
 
@@ -466,8 +473,8 @@ def test_pad_transpose_is_adjoint() -> None:
 
 # stride None (= the kernel: 2 or 3) or 1 (overlapping windows); the loop references
 # above cover further strides on every backend
-MAX_GRID = list(itertools.product((1, 2), (2, 3), (None, 1), (0, 1), (1, 2), (False, True)))
-AVG_GRID = list(itertools.product((1, 2), (2, 3), (None, 1), (0, 1), (False, True),
+MAX_GRID = list(itertools.product((1, 2, 3), (2, 3), (None, 1), (0, 1), (1, 2), (False, True)))
+AVG_GRID = list(itertools.product((1, 2, 3), (2, 3), (None, 1), (0, 1), (False, True),
                                   (False, True)))
 
 
@@ -477,8 +484,8 @@ def test_max_pool_matches_torch(n, kernel, stride, padding, dilation, ceil_mode)
     import torch
     import torch.nn.functional as F
 
-    fn = F.max_pool1d if n == 1 else F.max_pool2d
-    shape = (2, 3, 9) if n == 1 else (2, 3, 8, 7)
+    fn = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[n - 1]
+    shape = ((2, 3, 9), (2, 3, 8, 7), (1, 2, 6, 7, 5))[n - 1]
     x = torch.asarray(distinct_values(np.random.default_rng(11), shape))
     point = x.clone().requires_grad_(True)
     expected = fn(point, kernel, stride, padding, dilation, ceil_mode)
@@ -496,8 +503,8 @@ def test_avg_pool_matches_torch(n, kernel, stride, padding, ceil_mode, include) 
     import torch
     import torch.nn.functional as F
 
-    fn = F.avg_pool1d if n == 1 else F.avg_pool2d
-    shape = (2, 3, 9) if n == 1 else (2, 3, 8, 7)
+    fn = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[n - 1]
+    shape = ((2, 3, 9), (2, 3, 8, 7), (1, 2, 6, 7, 5))[n - 1]
     x = torch.asarray(np.random.default_rng(13).normal(size=shape))
     point = x.clone().requires_grad_(True)
     expected = fn(point, kernel, stride, padding, ceil_mode, include)
@@ -516,7 +523,7 @@ def test_adaptive_avg_pool_matches_torch(name: str) -> None:
     import torch.nn.functional as F
 
     case = ADAPTIVE_CASES[name]
-    fn = F.adaptive_avg_pool1d if len(case["x"]) == 3 else F.adaptive_avg_pool2d
+    fn = (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)[len(case["x"]) - 3]
     x = torch.asarray(np.random.default_rng(15).normal(size=case["x"]))
     point = x.clone().requires_grad_(True)
     expected = fn(point, case["output_size"])

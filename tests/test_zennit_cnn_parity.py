@@ -97,14 +97,14 @@ def _init(module: torch.nn.Module, rng: np.random.Generator) -> torch.nn.Module:
     module = module.to(torch.float64)
     with torch.no_grad():
         for sub in module.modules():
-            if isinstance(sub, (torch.nn.Conv2d, torch.nn.Linear)):
+            if isinstance(sub, (torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
                 fan_in = sub.weight[0].numel()
                 sub.weight.copy_(torch.from_numpy(
                     rng.normal(scale=1.4 / np.sqrt(fan_in), size=tuple(sub.weight.shape))
                 ))
                 if sub.bias is not None:
                     sub.bias.copy_(torch.from_numpy(rng.normal(scale=0.1, size=sub.bias.shape)))
-            elif isinstance(sub, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            elif isinstance(sub, torch.nn.modules.batchnorm._BatchNorm):
                 n = sub.num_features
                 sub.running_mean.copy_(torch.from_numpy(rng.normal(scale=0.3, size=n)))
                 sub.running_var.copy_(torch.from_numpy(rng.uniform(0.5, 2.0, size=n)))
@@ -597,3 +597,32 @@ def test_transposed_convolutions_match_zennit(name: str) -> None:
     assert [type(layer).__name__ for layer in model][3:6:2] == ["ConvTranspose2d"] * 2
     actual = rp.lrp(model, x, target=TARGETS, composite=ours)
     check_parity(("upsampler", name), actual, expected)
+
+
+def torch_volume_net(seed: int = 0) -> torch.nn.Sequential:
+    """A 3d CNN (volumes, video): Conv3d with stride and groups, BatchNorm3d, zero padding,
+    max and average pools, a transposed Conv3d and an adaptive max pool with overlapping
+    windows."""
+    nn = torch.nn
+    net = nn.Sequential(
+        nn.Conv3d(3, 4, (2, 3, 3), padding=(0, 1, 1)), nn.BatchNorm3d(4), nn.ReLU(),
+        nn.ZeroPad3d((0, 1, 1, 0, 0, 1)), nn.MaxPool3d(2, stride=(1, 2, 2)),
+        nn.Conv3d(4, 6, 2, groups=2), nn.ReLU(),
+        nn.ConvTranspose3d(6, 4, 2, stride=(1, 2, 2)), nn.ReLU(),
+        nn.AvgPool3d((1, 2, 2)), nn.AdaptiveMaxPool3d((2, 3, 3)),
+        nn.Flatten(), nn.Linear(4 * 2 * 3 * 3, CLASSES),
+    )
+    return _init(net, np.random.default_rng(seed)).eval()
+
+
+@pytest.mark.parametrize("name", ["EpsilonPlusFlat", "EpsilonGammaBox", "EpsilonAlpha2Beta1"])
+def test_volume_net_matches_zennit(name: str) -> None:
+    net = torch_volume_net()
+    x = _input(shape=(len(TARGETS), 3, 4, 8, 8))
+    reference, ours = _both(name, [ExactSequentialMergeBatchNorm()],
+                            [rp.canonizers.MergeBatchNorm()])
+    expected = zennit_relevance(net, x, reference)
+    model = rp.from_torch(net, x)
+    assert "Conv3d" in [type(layer).__name__ for layer in model]
+    actual = rp.lrp(model, x, target=TARGETS, composite=ours)
+    check_parity(("volume", name), actual, expected)

@@ -286,6 +286,24 @@ def padded() -> nn.Module:
                          nn.Flatten(), nn.Linear(3 * 7 * 9, 2))
 
 
+class Volume(nn.Module):
+    """A 3d CNN (volumes, video) with functional pools and padding in its forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv3d(2, 4, (2, 3, 3), padding=(0, 1, 1))
+        self.bn = nn.BatchNorm3d(4)
+        self.up = nn.ConvTranspose3d(4, 4, 2, stride=(1, 2, 2), groups=2)
+        self.pool = nn.AvgPool3d((1, 2, 2))
+        self.fc = nn.Linear(4 * 4 * 4 * 4, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.conv1(x)))
+        h = F.max_pool3d(F.pad(h, (0, 1, 1, 0, 0, 1)), 2, stride=(1, 2, 2))
+        h = torch.relu(self.up(h))
+        return self.fc(torch.flatten(self.pool(h), 1))
+
+
 IMPORT_MODELS = {
     "vgg": (lambda: randomize_batchnorm(vgg_sequential()), (3, 8, 8)),
     "resnet": (lambda: randomize_batchnorm(resnet18()), (3, 16, 16)),
@@ -293,4 +311,5 @@ IMPORT_MODELS = {
     "mlp": (activations_mlp, (6,)),
     "upsampler": (upsampler, (2, 8, 8)),
     "padded": (padded, (2, 8, 8)),
+    "volume": (lambda: randomize_batchnorm(Volume()), (2, 4, 8, 8)),
 }

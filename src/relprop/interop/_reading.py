@@ -24,28 +24,23 @@ import numpy as np
 from relprop._xp import to_numpy
 from relprop.interop._draft import Draft
 from relprop.layers import (
-    AdaptiveAvgPool1d,
-    AdaptiveAvgPool2d,
     Add,
     Affine,
-    AvgPool1d,
-    AvgPool2d,
+    AvgPool,
     Concat,
-    Conv1d,
-    Conv2d,
-    ConvTranspose1d,
-    ConvTranspose2d,
     Dense,
     Flatten,
     Layer,
-    MaxPool1d,
-    MaxPool2d,
+    MaxPool,
     Permute,
     ReLU,
     Reshape,
-    ZeroPad1d,
-    ZeroPad2d,
 )
+from relprop.layers.conv import _ConvNd, _ConvTransposeNd
+from relprop.layers.pool import _AdaptiveAvgPool
+from relprop.layers.registry import by_spatial
+from relprop.layers.shape import _ZeroPadNd
+from relprop.ops._args import SPATIAL_DIMS
 
 __all__ = [
     "SYMBOLIC_BATCH", "Const", "Handlers", "LayoutReader", "Tensor", "UnsupportedError", "Value",
@@ -316,8 +311,8 @@ class LayoutReader:
         ``output_padding``, a transposed convolution (``weight`` ``(in, out / groups,
         *kernel)``, torch's layout)."""
         spatial = len(lhs) - 2
-        if spatial not in (1, 2):
-            raise self.fail(f"is a {spatial}d convolution; 1d and 2d are supported")
+        if spatial not in SPATIAL_DIMS:
+            raise self.fail(f"is a {spatial}d convolution; 1d, 2d and 3d are supported")
         if lhs[0] != x.batch_axis:
             raise self.fail("convolves along the batch axis")
         pairs = tuple((int(lo), int(hi)) for lo, hi in pads)
@@ -332,9 +327,9 @@ class LayoutReader:
         }
         layer: Layer
         if output_padding is None:
-            layer = (Conv1d if spatial == 1 else Conv2d)(weight, None, **settings)
+            layer = by_spatial(_ConvNd, spatial)(weight, None, **settings)
         else:
-            cls = ConvTranspose1d if spatial == 1 else ConvTranspose2d
+            cls = by_spatial(_ConvTransposeNd, spatial)
             extra = tuple(int(o) for o in output_padding)
             layer = cls(weight, None, output_padding=extra, **settings)
         x = self.relayout(x, lhs)
@@ -370,8 +365,9 @@ class LayoutReader:
         untouched = [renumber[i] for i in untouched]
         channel = t.perm[1] if t.perm[1] in untouched else untouched[-1]
         pooled = [a for a in t.perm[1:] if a != channel]
-        if len(pooled) not in (1, 2):
-            raise self.fail(f"{what} over {len(pooled)} axes; 1 or 2 spatial axes are supported")
+        if len(pooled) not in SPATIAL_DIMS:
+            raise self.fail(f"{what} over {len(pooled)} axes; 1, 2 or 3 spatial axes are "
+                            "supported")
         t = self.relayout(t, (t.batch_axis, channel, *pooled))
         return t, [kept[a] for a in pooled], kept, dropped
 
@@ -395,12 +391,12 @@ class LayoutReader:
             "ceil_mode": bool(ceil_mode),
         }
         if maximum:
-            cls: Any = MaxPool1d if len(axes) == 1 else MaxPool2d
+            cls: Any = by_spatial(MaxPool, len(axes))
             layer = cls(kernel, dilation=tuple(int(dilation[a]) for a in axes), **settings)
         else:
             if any(dilation[a] != 1 for a in axes):
                 raise self.fail("averages over dilated windows")
-            cls = AvgPool1d if len(axes) == 1 else AvgPool2d
+            cls = by_spatial(AvgPool, len(axes))
             layer = cls(kernel, count_include_pad=bool(count_include_pad), **settings)
         shape = [int(out_shape[k]) for k in kept]
         pooled = self.emit("max_pool" if maximum else "avg_pool", layer, [prepared],
@@ -420,7 +416,7 @@ class LayoutReader:
             raise self.fail(f"pads by {pads}; negative padding (cropping) is not supported")
         ones = [1] * len(t.shape)
         prepared, axes, kept, dropped = self.window(t, ones, ones, pads, "pads")
-        layer = (ZeroPad1d if len(axes) == 1 else ZeroPad2d)(tuple(pads[a] for a in axes))
+        layer = by_spatial(_ZeroPadNd, len(axes))(tuple(pads[a] for a in axes))
         shape = [int(out_shape[k]) for k in kept]
         padded = self.emit("pad", layer, [prepared], prepared.perm, shape, t.dtype)
         return self.insert_axes(padded, dropped)
@@ -438,20 +434,20 @@ class LayoutReader:
                 "mode? use running averages, e.g. use_running_average=True / model.eval())"
             )
         rest = [i for i in range(len(t.shape)) if i not in axes and i != t.batch_axis]
-        if len(rest) != 1 or len(axes) not in (1, 2):
+        if len(rest) != 1 or len(axes) not in SPATIAL_DIMS:
             raise self.fail(
                 f"reduces axes {tuple(axes)} of shape {t.shape}; only global pooling (every "
-                "axis but the batch and one channel axis, 1 or 2 of them) is supported"
+                "axis but the batch and one channel axis, 1 to 3 of them) is supported"
             )
         channel = rest[0]
         ordered = [a for a in t.perm[1:] if a != channel]
         t = self.relayout(t, (t.batch_axis, channel, *ordered))
         pooled_shape = [1 if i in axes else s for i, s in enumerate(t.shape)]
         if kind == "max":
-            cls: Any = MaxPool1d if len(axes) == 1 else MaxPool2d
+            cls: Any = by_spatial(MaxPool, len(axes))
             layer: Layer = cls(tuple(t.shape[a] for a in ordered))
         else:
-            layer = (AdaptiveAvgPool1d if len(axes) == 1 else AdaptiveAvgPool2d)(1)
+            layer = by_spatial(_AdaptiveAvgPool, len(axes))(1)
         pooled = self.emit("max_pool" if kind == "max" else "mean", layer, [t], t.perm,
                            pooled_shape, t.dtype)
         if not keepdims:

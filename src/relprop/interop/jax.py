@@ -443,7 +443,7 @@ def from_jax(
     (see :func:`relprop.from_flax`, :func:`relprop.from_equinox`). The parameters become
     the relprop layers' arrays (JAX arrays, in the dtype the trace computes in).
 
-    Read: ``dot_general`` (dense layers), ``conv_general_dilated`` (1d / 2d, any
+    Read: ``dot_general`` (dense layers), ``conv_general_dilated`` (1d / 2d / 3d, any
     dimension numbers, groups, dilation, padding), ``x + b`` right after one (its bias),
     ``+ - * /`` with constants (:class:`~relprop.Affine`; a batch norm in inference mode
     is one, which :class:`~relprop.canonizers.MergeBatchNorm` fuses), ``x + y``,

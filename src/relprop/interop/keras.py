@@ -31,8 +31,6 @@ from relprop.interop._reading import (
 )
 from relprop.layers import (
     ELU,
-    BatchNorm1d,
-    BatchNorm2d,
     Hardtanh,
     Layer,
     LeakyReLU,
@@ -43,6 +41,7 @@ from relprop.layers import (
     Tanh,
     Upsample,
 )
+from relprop.layers.batchnorm import batch_norm_for
 from relprop.model import INPUT, Graph, Sequential
 
 __all__ = ["from_keras", "supported_keras_layers"]
@@ -231,7 +230,7 @@ class _Reader(LayoutReader):
                                                           layer.moving_variance))
         gamma, beta = (None if v is None else _numpy(v).astype(t.dtype)
                        for v in (layer.gamma, layer.beta))
-        cls = BatchNorm2d if len(t.shape) == 4 else BatchNorm1d
+        cls = batch_norm_for(len(t.shape))
         bn = cls(mean, var, gamma, beta, eps=float(layer.epsilon))
         return self.same_place(bn, layer.name, t)
 

@@ -34,8 +34,6 @@ from relprop.interop._reading import (
 )
 from relprop.layers import (
     ELU,
-    BatchNorm1d,
-    BatchNorm2d,
     Hardtanh,
     LeakyReLU,
     ReLU,
@@ -44,6 +42,7 @@ from relprop.layers import (
     Tanh,
     Upsample,
 )
+from relprop.layers.batchnorm import batch_norm_for
 from relprop.model import INPUT, Graph, Sequential
 
 __all__ = ["from_onnx", "supported_ops"]
@@ -283,7 +282,7 @@ class _Reader(LayoutReader):
             raise self.fail("computes running statistics (training mode); export in eval mode")
         m, v, w, b = (self.const(value, what).astype(x.dtype) for value, what in
                       ((mean, "mean"), (var, "var"), (scale, "scale"), (bias, "B")))
-        cls = BatchNorm2d if len(x.shape) == 4 else BatchNorm1d
+        cls = batch_norm_for(len(x.shape))
         layer = cls(m, v, w, b, eps=node.number("epsilon", 1e-5))
         origin = scale.origin if isinstance(scale, Const) else None
         return [self.same_place(layer, origin or "bn", x)]

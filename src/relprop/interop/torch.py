@@ -28,19 +28,26 @@ from relprop.layers import (
     ELU,
     AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,
+    AdaptiveAvgPool3d,
     AdaptiveMaxPool1d,
     AdaptiveMaxPool2d,
+    AdaptiveMaxPool3d,
     Add,
     Affine,
     AvgPool1d,
     AvgPool2d,
+    AvgPool3d,
+    BatchNorm,
     BatchNorm1d,
     BatchNorm2d,
+    BatchNorm3d,
     Concat,
     Conv1d,
     Conv2d,
+    Conv3d,
     ConvTranspose1d,
     ConvTranspose2d,
+    ConvTranspose3d,
     Dense,
     Dropout,
     Flatten,
@@ -48,18 +55,23 @@ from relprop.layers import (
     Identity,
     Layer,
     LeakyReLU,
+    MaxPool,
     MaxPool1d,
     MaxPool2d,
+    MaxPool3d,
     ReLU,
     Sigmoid,
     SiLU,
     Softplus,
     Tanh,
     Upsample,
-    ZeroPad1d,
-    ZeroPad2d,
 )
+from relprop.layers.conv import _ConvNd, _ConvTransposeNd
+from relprop.layers.pool import _AdaptiveAvgPool, _AdaptiveMaxPool, _WindowAvgPool
+from relprop.layers.registry import by_spatial
+from relprop.layers.shape import _ZeroPadNd
 from relprop.model import INPUT, Graph, Sequential
+from relprop.ops._args import SPATIAL_DIMS
 
 __all__ = [
     "SUPPORTED_FUNCTIONS",
@@ -96,9 +108,9 @@ SUPPORTED_FUNCTIONS = (
     "Tensor.view / Tensor.reshape / torch.reshape to (batch, -1)",
     "torch.cat (dim >= 1)",
     "torch.mean / Tensor.mean over the spatial axes (global average pooling)",
-    "F.max_pool1d/2d",
-    "F.avg_pool1d/2d",
-    "F.adaptive_avg_pool1d/2d, F.adaptive_max_pool1d/2d (sizes that divide the input's)",
+    "F.max_pool1d/2d/3d",
+    "F.avg_pool1d/2d/3d",
+    "F.adaptive_avg_pool1d/2d/3d, F.adaptive_max_pool1d/2d/3d",
     "F.pad with zeros (mode='constant', value=0)",
     "F.interpolate (nearest, linear, bilinear)",
     "F.dropout (eval)",
@@ -170,10 +182,10 @@ def _conv_padding(module: Any) -> Any:
 
 
 def _conv(
-    cls: type[Conv1d | Conv2d | ConvTranspose1d | ConvTranspose2d],
+    cls: type[_ConvNd | _ConvTransposeNd],
 ) -> Callable[[Any, str], Layer]:
     """The converter of a torch (transposed) convolution module into ``cls``."""
-    transposed = issubclass(cls, (ConvTranspose1d, ConvTranspose2d))
+    transposed = issubclass(cls, _ConvTransposeNd)
 
     def convert(module: Any, qualname: str) -> Layer:
         if module.padding_mode != "zeros":
@@ -196,7 +208,7 @@ def _conv(
 
 
 def _adaptive_max(
-    cls: type[AdaptiveMaxPool1d] | type[AdaptiveMaxPool2d],
+    cls: type[_AdaptiveMaxPool],
 ) -> Callable[[Any, str], Layer]:
     def convert(module: Any, qualname: str) -> Layer:
         if module.return_indices:
@@ -222,7 +234,8 @@ def _zero_pad_layer(
     pairs = _torch_pads(pad, spatial)
     if len(pairs) != spatial or any(side < 0 for pair in pairs for side in pair):
         raise fail(f"has padding {pad}; {spatial} axes of non-negative padding are supported")
-    return (ZeroPad1d if spatial == 1 else ZeroPad2d)(pairs)
+    layer: Layer = by_spatial(_ZeroPadNd, spatial)(pairs)
+    return layer
 
 
 def _zero_pad(spatial: int) -> Callable[[Any, str], Layer]:
@@ -267,7 +280,7 @@ def _stride(stride: Any) -> Any:
 
 
 def _max_pool_layer(
-    cls: type[MaxPool1d] | type[MaxPool2d], b: dict[str, Any], fail: Callable[[str], Exception]
+    cls: type[MaxPool], b: dict[str, Any], fail: Callable[[str], Exception]
 ) -> Layer:
     """The max pool of torch's settings ``b`` (a module's attributes or a call's arguments)."""
     if b["return_indices"]:
@@ -277,7 +290,7 @@ def _max_pool_layer(
 
 
 def _avg_pool_layer(
-    cls: type[AvgPool1d] | type[AvgPool2d], b: dict[str, Any], fail: Callable[[str], Exception]
+    cls: type[_WindowAvgPool], b: dict[str, Any], fail: Callable[[str], Exception]
 ) -> Layer:
     """The average pool of torch's settings ``b``."""
     if b["divisor_override"] is not None:
@@ -314,12 +327,12 @@ def _from_attributes(
 
 
 def _adaptive(
-    cls: type[AdaptiveAvgPool1d] | type[AdaptiveAvgPool2d],
+    cls: type[_AdaptiveAvgPool],
 ) -> Callable[[Any, str], Layer]:
     return lambda module, qualname: cls(_adaptive_size(module.output_size))
 
 
-def _batchnorm(cls: type[BatchNorm1d] | type[BatchNorm2d]) -> Callable[[Any, str], Layer]:
+def _batchnorm(cls: type[BatchNorm]) -> Callable[[Any, str], Layer]:
     def convert(module: Any, qualname: str) -> Layer:
         if module.running_mean is None or module.running_var is None:
             raise _setting_error(
@@ -356,8 +369,10 @@ def _builtin_modules() -> dict[type, Callable[[Any, str], Layer]]:
         nn.Linear: lambda m, q: Dense(m.weight, m.bias),
         nn.Conv1d: _conv(Conv1d),
         nn.Conv2d: _conv(Conv2d),
+        nn.Conv3d: _conv(Conv3d),
         nn.ConvTranspose1d: _conv(ConvTranspose1d),
         nn.ConvTranspose2d: _conv(ConvTranspose2d),
+        nn.ConvTranspose3d: _conv(ConvTranspose3d),
         nn.ReLU: lambda m, q: ReLU(),
         nn.LeakyReLU: lambda m, q: LeakyReLU(float(m.negative_slope)),
         nn.Tanh: lambda m, q: Tanh(),
@@ -372,22 +387,30 @@ def _builtin_modules() -> dict[type, Callable[[Any, str], Layer]]:
         nn.UpsamplingBilinear2d: _upsample,
         nn.ZeroPad1d: _zero_pad(1),
         nn.ZeroPad2d: _zero_pad(2),
+        nn.ZeroPad3d: _zero_pad(3),
         nn.ConstantPad1d: _zero_pad(1),
         nn.ConstantPad2d: _zero_pad(2),
+        nn.ConstantPad3d: _zero_pad(3),
         nn.Identity: lambda m, q: Identity(),
         nn.Dropout: lambda m, q: Dropout(float(m.p)),
         nn.Dropout1d: lambda m, q: Dropout(float(m.p)),
         nn.Dropout2d: lambda m, q: Dropout(float(m.p)),
+        nn.Dropout3d: lambda m, q: Dropout(float(m.p)),
         nn.MaxPool1d: _from_attributes(_max_pool_layer, MaxPool1d, _MAX_POOL),
         nn.MaxPool2d: _from_attributes(_max_pool_layer, MaxPool2d, _MAX_POOL),
+        nn.MaxPool3d: _from_attributes(_max_pool_layer, MaxPool3d, _MAX_POOL),
         nn.AvgPool1d: _from_attributes(_avg_pool_layer, AvgPool1d, _AVG_POOL),
         nn.AvgPool2d: _from_attributes(_avg_pool_layer, AvgPool2d, _AVG_POOL),
+        nn.AvgPool3d: _from_attributes(_avg_pool_layer, AvgPool3d, _AVG_POOL),
         nn.AdaptiveAvgPool1d: _adaptive(AdaptiveAvgPool1d),
         nn.AdaptiveAvgPool2d: _adaptive(AdaptiveAvgPool2d),
+        nn.AdaptiveAvgPool3d: _adaptive(AdaptiveAvgPool3d),
         nn.AdaptiveMaxPool1d: _adaptive_max(AdaptiveMaxPool1d),
         nn.AdaptiveMaxPool2d: _adaptive_max(AdaptiveMaxPool2d),
+        nn.AdaptiveMaxPool3d: _adaptive_max(AdaptiveMaxPool3d),
         nn.BatchNorm1d: _batchnorm(BatchNorm1d),
         nn.BatchNorm2d: _batchnorm(BatchNorm2d),
+        nn.BatchNorm3d: _batchnorm(BatchNorm3d),
     }
 
 
@@ -842,15 +865,20 @@ class _FxImporter:
             (F.adaptive_avg_pool2d, self.adaptive(AdaptiveAvgPool2d)),
             (F.adaptive_max_pool1d, self.adaptive(AdaptiveMaxPool1d)),
             (F.adaptive_max_pool2d, self.adaptive(AdaptiveMaxPool2d)),
+            (F.adaptive_avg_pool3d, self.adaptive(AdaptiveAvgPool3d)),
+            (F.adaptive_max_pool3d, self.adaptive(AdaptiveMaxPool3d)),
             (F.max_pool1d, self.pool(_max_pool_layer, MaxPool1d, max_pool)),
             (F.max_pool2d, self.pool(_max_pool_layer, MaxPool2d, max_pool)),
+            (F.max_pool3d, self.pool(_max_pool_layer, MaxPool3d, max_pool)),
             (F.avg_pool1d, self.pool(_avg_pool_layer, AvgPool1d, avg_pool)),
             (F.avg_pool2d, self.pool(_avg_pool_layer, AvgPool2d, avg_pool)),
+            (F.avg_pool3d, self.pool(_avg_pool_layer, AvgPool3d, avg_pool)),
             (F.pad, self.pad),
             (F.interpolate, self.interpolate),
             (F.dropout, self.dropout),
             (F.dropout1d, self.dropout),
             (F.dropout2d, self.dropout),
+            (F.dropout3d, self.dropout),
         ]
         for name in ("concat", "concatenate"):
             if hasattr(torch, name):
@@ -1051,9 +1079,10 @@ class _FxImporter:
         x = self.tensor(node, bound["input"])
         dims = bound["dim"]
         dims = (dims,) if isinstance(dims, int) else tuple(dims or ())
-        pools: dict[tuple[int, ...], type[AdaptiveAvgPool1d] | type[AdaptiveAvgPool2d]] = {
+        pools: dict[tuple[int, ...], type[_AdaptiveAvgPool]] = {
             (2,): AdaptiveAvgPool1d, (-1,): AdaptiveAvgPool1d,
             (2, 3): AdaptiveAvgPool2d, (-2, -1): AdaptiveAvgPool2d,
+            (2, 3, 4): AdaptiveAvgPool3d, (-3, -2, -1): AdaptiveAvgPool3d,
         }
         pool = pools.get(tuple(sorted(dims)))
         if pool is not None and x.shape is not None and len(x.shape) != 2 + pool.spatial:
@@ -1090,8 +1119,8 @@ class _FxImporter:
             raise self.fail(node, f"pads with mode={bound['mode']!r}; only 'constant' zeros")
         pad = tuple(int(p) for p in bound["pad"])
         spatial = len(pad) // 2 if x.shape is None else len(x.shape) - 2
-        if spatial not in (1, 2) or len(pad) > 2 * spatial:
-            raise self.fail(node, f"pads {pad}; only the 1 or 2 spatial axes of "
+        if spatial not in SPATIAL_DIMS or len(pad) > 2 * spatial:
+            raise self.fail(node, f"pads {pad}; only the 1, 2 or 3 spatial axes of "
                             "(batch, channels, ...) inputs")
         layer = _zero_pad_layer(pad, bound["value"] or 0.0, spatial,
                                 lambda problem: self.fail(node, problem))
@@ -1117,8 +1146,7 @@ class _FxImporter:
         return self.emit(node, node.name, layer, [self.tensor(node, bound["input"])])
 
     def adaptive(
-        self, cls: type[AdaptiveAvgPool1d | AdaptiveAvgPool2d | AdaptiveMaxPool1d
-                        | AdaptiveMaxPool2d],
+        self, cls: type[_AdaptiveAvgPool | _AdaptiveMaxPool],
     ) -> Callable[[Any, tuple, dict], _Tensor]:
         def handle(node: Any, args: tuple, kwargs: dict) -> _Tensor:
             bound = self.bind(node, args, kwargs, [("input", _REQUIRED),

@@ -24,8 +24,6 @@ from relprop.interop._reading import (
 )
 from relprop.layers import (
     ELU,
-    BatchNorm1d,
-    BatchNorm2d,
     Hardtanh,
     LeakyReLU,
     ReLU,
@@ -35,6 +33,7 @@ from relprop.layers import (
     Tanh,
     Upsample,
 )
+from relprop.layers.batchnorm import batch_norm_for
 from relprop.model import INPUT, Graph, Sequential
 
 __all__ = ["from_exported_program", "supported_aten_ops"]
@@ -112,7 +111,7 @@ class _Reader(LayoutReader):
 
     # -- linear layers ---------------------------------------------------------------
 
-    @_op("conv1d", "conv2d")
+    @_op("conv1d", "conv2d", "conv3d")
     def _conv(self, node: Any, x: Any, w: Any, b: Any = None, stride: Any = 1,
               padding: Any = 0, dilation: Any = 1, groups: int = 1) -> Value:
         t = self.tensor(x)
@@ -126,7 +125,7 @@ class _Reader(LayoutReader):
                         groups=int(groups), out_shape=_shape(node))
         return out if b is None else self._bias(out, b, spatial, node)
 
-    @_op("conv_transpose1d", "conv_transpose2d")
+    @_op("conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
     def _conv_transpose(self, node: Any, x: Any, w: Any, b: Any = None, stride: Any = 1,
                         padding: Any = 0, output_padding: Any = 0, groups: int = 1,
                         dilation: Any = 1) -> Value:
@@ -157,7 +156,7 @@ class _Reader(LayoutReader):
         if training:
             raise self.fail("normalises with batch statistics; export the module in eval mode")
         t = self.natural(self.tensor(x))
-        cls = BatchNorm2d if len(t.shape) == 4 else BatchNorm1d
+        cls = batch_norm_for(len(t.shape))
         arrays = [None if v is None else self.weight(v) for v in (mean, var, weight, bias)]
         layer = cls(arrays[0], arrays[1], arrays[2], arrays[3], eps=float(eps))
         origin = mean.origin if isinstance(mean, Const) else None
@@ -250,13 +249,13 @@ class _Reader(LayoutReader):
 
     # -- pools -----------------------------------------------------------------------
 
-    @_op("max_pool1d", "max_pool2d")
+    @_op("max_pool1d", "max_pool2d", "max_pool3d")
     def _max_pool(self, node: Any, x: Any, kernel: Any, stride: Any = (), padding: Any = 0,
                   dilation: Any = 1, ceil_mode: bool = False) -> Value:
         t = self.tensor(x)
         return self._window(node, t, True, kernel, stride, padding, dilation, ceil_mode, True)
 
-    @_op("avg_pool1d", "avg_pool2d")
+    @_op("avg_pool1d", "avg_pool2d", "avg_pool3d")
     def _avg_pool(self, node: Any, x: Any, kernel: Any, stride: Any = (), padding: Any = 0,
                   ceil_mode: bool = False, count_include_pad: bool = True,
                   divisor_override: Any = None) -> Value:
@@ -277,7 +276,7 @@ class _Reader(LayoutReader):
                          [1, 1, *per_axis(dilation)], _shape(node), ceil_mode=bool(ceil_mode),
                          count_include_pad=bool(include))
 
-    @_op("adaptive_avg_pool1d", "adaptive_avg_pool2d")
+    @_op("adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d")
     def _adaptive(self, node: Any, x: Any, size: Any) -> Value:
         t = self.tensor(x)
         sizes = list(size) if isinstance(size, (list, tuple)) else [size]

@@ -18,22 +18,33 @@ from relprop.layers.base import (
     describe,
     parameter_arrays,
 )
-from relprop.layers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d
-from relprop.layers.conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
+from relprop.layers.batchnorm import BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d
+from relprop.layers.conv import (
+    Conv1d,
+    Conv2d,
+    Conv3d,
+    ConvTranspose1d,
+    ConvTranspose2d,
+    ConvTranspose3d,
+)
 from relprop.layers.dense import Dense
 from relprop.layers.elementwise import Affine
 from relprop.layers.merge import Add, Concat, Merge
 from relprop.layers.pool import (
     AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,
+    AdaptiveAvgPool3d,
     AdaptiveMaxPool1d,
     AdaptiveMaxPool2d,
+    AdaptiveMaxPool3d,
     AvgPool,
     AvgPool1d,
     AvgPool2d,
+    AvgPool3d,
     MaxPool,
     MaxPool1d,
     MaxPool2d,
+    MaxPool3d,
 )
 from relprop.layers.resample import Upsample
 from relprop.layers.shape import (
@@ -45,6 +56,7 @@ from relprop.layers.shape import (
     Reshape,
     ZeroPad1d,
     ZeroPad2d,
+    ZeroPad3d,
 )
 
 __all__ = [
@@ -52,20 +64,26 @@ __all__ = [
     "Affine",
     "AdaptiveAvgPool1d",
     "AdaptiveAvgPool2d",
+    "AdaptiveAvgPool3d",
     "AdaptiveMaxPool1d",
     "AdaptiveMaxPool2d",
+    "AdaptiveMaxPool3d",
     "Add",
     "AvgPool",
     "AvgPool1d",
     "AvgPool2d",
+    "AvgPool3d",
     "BatchNorm",
     "BatchNorm1d",
     "BatchNorm2d",
+    "BatchNorm3d",
     "Concat",
     "Conv1d",
     "Conv2d",
+    "Conv3d",
     "ConvTranspose1d",
     "ConvTranspose2d",
+    "ConvTranspose3d",
     "Convolution",
     "Dense",
     "Dropout",
@@ -80,6 +98,7 @@ __all__ = [
     "MaxPool",
     "MaxPool1d",
     "MaxPool2d",
+    "MaxPool3d",
     "Merge",
     "Permute",
     "ReLU",
@@ -91,6 +110,7 @@ __all__ = [
     "Upsample",
     "ZeroPad1d",
     "ZeroPad2d",
+    "ZeroPad3d",
     "describe",
     "parameter_arrays",
 ]

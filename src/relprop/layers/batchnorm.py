@@ -8,9 +8,9 @@ from typing import Any
 
 from relprop._xp import Array, array_namespace, detached
 from relprop.layers.base import Layer
-from relprop.layers.registry import register
+from relprop.layers.registry import by_spatial, register
 
-__all__ = ["BatchNorm", "BatchNorm1d", "BatchNorm2d"]
+__all__ = ["BatchNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "batch_norm_for"]
 
 
 class BatchNorm(Layer):
@@ -126,3 +126,18 @@ class BatchNorm2d(BatchNorm):
     """Batch norm of ``(batch, channels, height, width)`` inputs."""
 
     spatial = 2
+
+
+@register
+class BatchNorm3d(BatchNorm):
+    """Batch norm of ``(batch, channels, depth, height, width)`` inputs."""
+
+    spatial = 3
+
+
+def batch_norm_for(ndim: int) -> type[BatchNorm]:
+    """The batch-norm class of a ``(batch, channels, *spatial)`` input with ``ndim`` axes."""
+    if ndim <= 3:
+        return BatchNorm1d
+    cls: type[BatchNorm] = by_spatial(BatchNorm, ndim - 2)
+    return cls

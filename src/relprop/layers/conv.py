@@ -1,4 +1,4 @@
-"""Convolutions and transposed convolutions (1d and 2d, torch layout); the maths lives in
+"""Convolutions and transposed convolutions (1d, 2d and 3d, torch layout); the maths lives in
 :mod:`relprop.ops.conv` (a transposed convolution's forward is the convolution's adjoint,
 and its adjoint the convolution)."""
 
@@ -14,7 +14,7 @@ from relprop.layers.registry import register
 from relprop.ops._args import normalize_pads
 from relprop.ops.conv import conv, conv_transpose
 
-__all__ = ["Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d"]
+__all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"]
 
 
 class _Convolutional(Convolution):
@@ -182,6 +182,30 @@ class Conv2d(_ConvNd):
     spatial = 2
 
 
+
+@register
+class Conv3d(_ConvNd):
+    """3d convolution (cross-correlation) of ``(batch, channels, depth, height, width)``
+    inputs (volumes, video).
+
+    Parameters
+    ----------
+    weight
+        ``(out_channels, in_channels / groups, kernel_d, kernel_h, kernel_w)``.
+    bias
+        ``(out_channels,)`` or ``None``.
+    stride, padding, dilation, groups
+        As in ``torch.nn.Conv3d``; ``padding`` may also be per-side pairs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> Conv3d(np.ones((1, 1, 2, 2, 2)))(np.ones((1, 1, 2, 2, 3))).tolist()
+    [[[[[8.0, 8.0]]]]]
+    """
+
+    spatial = 3
+
 def _per_axis(value: int | tuple[int, ...], n: int) -> tuple[int, ...]:
     return tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else (int(value),) * n
 
@@ -323,3 +347,27 @@ class ConvTranspose2d(_ConvTransposeNd):
     """
 
     spatial = 2
+
+
+@register
+class ConvTranspose3d(_ConvTransposeNd):
+    """3d transposed convolution of ``(batch, channels, depth, height, width)`` inputs
+    (``torch.nn.ConvTranspose3d``): the adjoint of a :class:`Conv3d`.
+
+    Parameters
+    ----------
+    weight
+        ``(in_channels, out_channels / groups, kernel_d, kernel_h, kernel_w)``.
+    bias
+        ``(out_channels,)`` or ``None``.
+    stride, padding, output_padding, groups, dilation
+        As in torch; ``padding`` may also be per-side pairs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ConvTranspose3d(np.ones((1, 1, 2, 2, 2)), stride=2)(np.ones((1, 1, 1, 1, 2))).shape
+    (1, 1, 2, 2, 4)
+    """
+
+    spatial = 3

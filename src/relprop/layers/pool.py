@@ -16,6 +16,8 @@ from relprop.layers.registry import register
 from relprop.ops.pool import (
     adaptive_avg_pool,
     adaptive_avg_pool_transpose,
+    adaptive_max_pool,
+    adaptive_max_pool_vjp,
     avg_pool,
     avg_pool_transpose,
     max_pool,
@@ -25,14 +27,18 @@ from relprop.ops.pool import (
 __all__ = [
     "AdaptiveAvgPool1d",
     "AdaptiveAvgPool2d",
+    "AdaptiveAvgPool3d",
     "AdaptiveMaxPool1d",
     "AdaptiveMaxPool2d",
+    "AdaptiveMaxPool3d",
     "AvgPool",
     "AvgPool1d",
     "AvgPool2d",
+    "AvgPool3d",
     "MaxPool",
     "MaxPool1d",
     "MaxPool2d",
+    "MaxPool3d",
 ]
 
 
@@ -56,7 +62,7 @@ class _Pool(Layer):
 class MaxPool(_Pool):
     """Max pooling; its vjp sends each window's value to the window's maxima.
 
-    Parameters follow ``torch.nn.MaxPool1d/2d`` (``stride=None`` means ``kernel_size``;
+    Parameters follow ``torch.nn.MaxPool1d/2d/3d`` (``stride=None`` means ``kernel_size``;
     ``padding`` may also be ``(before, after)`` pairs; padding never wins).
     """
 
@@ -111,9 +117,17 @@ class MaxPool2d(MaxPool):
     spatial = 2
 
 
+@register
+class MaxPool3d(MaxPool):
+    """Max pooling of ``(batch, channels, depth, height, width)`` inputs."""
+
+    spatial = 3
+
+
 class _AdaptiveMaxPool(MaxPool):
-    """torch's adaptive max pooling where the input size is a multiple of the output size
-    (``1``: global max pooling): a max pool whose window is that multiple."""
+    """torch's adaptive max pooling (``1``: global max pooling). Where the input's sizes
+    are multiples of the output's, the windows do not overlap and this is a max pool
+    (native fast paths); otherwise :func:`relprop.ops.adaptive_max_pool`'s windows."""
 
     def __init__(self, output_size: int | tuple[int, ...]) -> None:
         self.output_size = output_size
@@ -125,44 +139,48 @@ class _AdaptiveMaxPool(MaxPool):
         return tuple(int(n) if m is None else int(m)
                      for n, m in zip(shape[2:], sizes, strict=False))
 
-    def _window(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        return tuple(n // m for n, m in zip(shape[2:], self._sizes(shape), strict=True))
+    def _window(self, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+        """The max pool's kernel where the sizes divide, else ``None``."""
+        pairs = list(zip(shape[2:], self._sizes(shape), strict=True))
+        if any(n % m for n, m in pairs):
+            return None
+        return tuple(n // m for n, m in pairs)
 
     def config(self) -> dict[str, Any]:
         return {"output_size": self.output_size}
 
     def forward(self, x: Array, xp: ModuleType) -> Array:
-        return max_pool(x, self._window(tuple(x.shape)), xp=xp)
+        kernel = self._window(tuple(x.shape))
+        if kernel is None:
+            return adaptive_max_pool(x, self._sizes(tuple(x.shape)), xp=xp)
+        return max_pool(x, kernel, xp=xp)
 
     def vjp(self, x: Array, v: Array, xp: ModuleType) -> Array:
-        return max_pool_vjp(x, v, self._window(tuple(x.shape)), xp=xp)
+        kernel = self._window(tuple(x.shape))
+        if kernel is None:
+            return adaptive_max_pool_vjp(x, v, xp=xp)
+        return max_pool_vjp(x, v, kernel, xp=xp)
 
     def check_input(self, shape: tuple[int, ...]) -> str | None:
         problem = super().check_input(shape)
         if problem is not None:
             return problem
         sizes = self._sizes(shape)
-        if len(sizes) != self.spatial or any(m < 1 or n % m for n, m in
-                                             zip(shape[2:], sizes, strict=True)):
-            return (
-                f"pools {shape[2:]} to {sizes}; relprop's adaptive max pools need sizes that "
-                "divide the input's (the windows then do not overlap)"
-            )
+        if len(sizes) != self.spatial or any(m < 1 for m in sizes):
+            return f"pools {shape[2:]} to {sizes}; give one positive size per spatial axis"
         return None
 
 
 @register
 class AdaptiveMaxPool1d(_AdaptiveMaxPool):
-    """Adaptive max pooling of ``(batch, channels, length)`` inputs to ``output_size``
-    (which must divide the length)."""
+    """Adaptive max pooling of ``(batch, channels, length)`` inputs to ``output_size``."""
 
     spatial = 1
 
 
 @register
 class AdaptiveMaxPool2d(_AdaptiveMaxPool):
-    """Adaptive max pooling to ``output_size`` (``1``: global max pooling); the input's
-    sizes must be multiples of it.
+    """Adaptive max pooling to ``output_size`` (``1``: global max pooling), torch's windows.
 
     Examples
     --------
@@ -172,6 +190,13 @@ class AdaptiveMaxPool2d(_AdaptiveMaxPool):
     """
 
     spatial = 2
+
+
+@register
+class AdaptiveMaxPool3d(_AdaptiveMaxPool):
+    """Adaptive max pooling of ``(batch, channels, depth, height, width)`` inputs."""
+
+    spatial = 3
 
 
 class AvgPool(_Pool):
@@ -230,6 +255,13 @@ class AvgPool2d(_WindowAvgPool):
     spatial = 2
 
 
+@register
+class AvgPool3d(_WindowAvgPool):
+    """Average pooling of ``(batch, channels, depth, height, width)`` inputs."""
+
+    spatial = 3
+
+
 class _AdaptiveAvgPool(AvgPool):
     def __init__(self, output_size: int | tuple[int, ...]) -> None:
         self.output_size = output_size
@@ -263,3 +295,10 @@ class AdaptiveAvgPool2d(_AdaptiveAvgPool):
     """
 
     spatial = 2
+
+
+@register
+class AdaptiveAvgPool3d(_AdaptiveAvgPool):
+    """Adaptive average pooling of ``(batch, channels, depth, height, width)`` inputs."""
+
+    spatial = 3

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TypeVar, overload
 
-__all__ = ["LayerKind", "layer_kinds", "register", "savable_layers"]
+__all__ = ["LayerKind", "by_spatial", "layer_kinds", "register", "savable_layers"]
 
 T = TypeVar("T", bound=type)
 
@@ -92,3 +92,24 @@ _SAVABLE = _Savable()
 def savable_layers() -> Mapping[str, type]:
     """The layers a model file can hold, by name: a live view of the registry."""
     return _SAVABLE
+
+
+def by_spatial(base: type, spatial: int) -> type:
+    """The registered subclass of ``base`` for ``spatial`` spatial axes (its ``spatial``
+    attribute) nearest to ``base``: ``by_spatial(MaxPool, 3)`` is
+    :class:`~relprop.MaxPool3d` (not the adaptive pool, which derives from it further down).
+
+    Raises ``ValueError`` naming the axes there are layers for.
+    """
+    found: dict[int, type] = {}
+    for kind in _KINDS.values():
+        cls, n = kind.cls, getattr(kind.cls, "spatial", 0)
+        if not (n and issubclass(cls, base)):
+            continue
+        if n not in found or cls.__mro__.index(base) < found[n].__mro__.index(base):
+            found[n] = cls
+    if spatial not in found:
+        raise ValueError(
+            f"relprop has {base.__name__} layers for {sorted(found)} spatial axes, not {spatial}."
+        )
+    return found[spatial]

@@ -236,6 +236,14 @@ class ZeroPad2d(_ZeroPadNd):
     spatial = 2
 
 
+@register
+class ZeroPad3d(_ZeroPadNd):
+    """Zeros around the volume of ``(batch, channels, depth, height, width)`` inputs
+    (``padding``: an int, one per axis, or one ``(before, after)`` pair per axis)."""
+
+    spatial = 3
+
+
 @register(savable=False)
 class Lambda(Layer):
     """A user function as a layer; its ``vjp`` comes from the autodiff adapter.

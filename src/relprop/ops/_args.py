@@ -1,7 +1,7 @@
 """Argument normalisation and window geometry shared by the convolution and pooling ops.
 
-Every op works channels-first on ``x`` of shape ``(batch, channels, *spatial)`` with one or
-two spatial axes. Sizes (kernel, stride, dilation) are an int or one int per spatial axis;
+Every op works channels-first on ``x`` of shape ``(batch, channels, *spatial)`` with one,
+two or three spatial axes. Sizes (kernel, stride, dilation) are an int or one int per spatial axis;
 padding is an int, one int per axis (symmetric), one ``(before, after)`` pair per axis
 (asymmetric), or ``"valid"`` / ``"same"`` as in :func:`torch.nn.functional.conv2d`.
 All of this is plain Python arithmetic on shapes: nothing here touches array values, so
@@ -33,7 +33,7 @@ __all__ = [
 Pads = tuple[tuple[int, int], ...]
 """One ``(before, after)`` pair per spatial axis."""
 
-SPATIAL_DIMS = (1, 2)
+SPATIAL_DIMS = (1, 2, 3)
 
 
 def _is_int(value: object) -> bool:
@@ -45,8 +45,9 @@ def spatial_dims(shape: Sequence[int], name: str = "x") -> int:
     n = len(shape) - 2
     if n not in SPATIAL_DIMS:
         raise ValueError(
-            f"{name} must have shape (batch, channels, length) or (batch, channels, height, "
-            f"width); got {len(shape)} axes, shape {tuple(shape)}."
+            f"{name} must have shape (batch, channels, *spatial) with 1, 2 or 3 spatial axes "
+            f"(length; height, width; depth, height, width); got {len(shape)} axes, shape "
+            f"{tuple(shape)}."
         )
     return n
 

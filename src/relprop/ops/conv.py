@@ -1,4 +1,4 @@
-"""Convolution (1d, 2d) and its exact adjoint, the transposed convolution.
+"""Convolution (1d, 2d, 3d) and its exact adjoint, the transposed convolution.
 
 Layouts follow torch: ``x`` is ``(batch, in_channels, *spatial)``, ``weight`` is
 ``(out_channels, in_channels / groups, *kernel)``. Each op has a portable implementation
@@ -122,13 +122,13 @@ def _conv_transpose_portable(
 
 
 def _conv_torch(x: Array, weight: Array, bias: Array | None, win: Window, groups: int) -> Array:
-    import torch
+    import torch.nn.functional as F
 
-    fn = (torch.nn.functional.conv1d, torch.nn.functional.conv2d)[win.ndim - 1]
+    fn = (F.conv1d, F.conv2d, F.conv3d)[win.ndim - 1]
     if win.symmetric:
         padding = tuple(b for b, _ in win.pads)
     else:
-        x = torch.nn.functional.pad(x, [side for pair in reversed(win.full_pads) for side in pair])
+        x = F.pad(x, [side for pair in reversed(win.full_pads) for side in pair])
         padding = (0,) * win.ndim
     return fn(x, weight, bias, win.stride, padding, win.dilation, groups)
 
@@ -136,11 +136,9 @@ def _conv_torch(x: Array, weight: Array, bias: Array | None, win: Window, groups
 def _conv_transpose_torch(
     v: Array, weight: Array, input_shape: tuple[int, ...], win: Window, groups: int
 ) -> Array:
-    import torch
+    import torch.nn.functional as F
 
-    fn = (torch.nn.functional.conv_transpose1d, torch.nn.functional.conv_transpose2d)[
-        win.ndim - 1
-    ]
+    fn = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[win.ndim - 1]
     spans = [d * (k - 1) + 1 for k, d in zip(win.kernel, win.dilation, strict=True)]
     if win.symmetric:
         padding = tuple(b for b, _ in win.pads)
@@ -163,7 +161,8 @@ def _conv_transpose_torch(
 def _conv_jax(win: Window, groups: int, x: Array, weight: Array, bias: Array | None) -> Array:
     from jax import lax
 
-    spec = ("NCH", "OIH", "NCH") if win.ndim == 1 else ("NCHW", "OIHW", "NCHW")
+    axes = "DHW"[3 - win.ndim:]
+    spec = ("NC" + axes, "OI" + axes, "NC" + axes)
     out = lax.conv_general_dilated(
         x, weight, window_strides=win.stride, padding=list(win.full_pads),
         rhs_dilation=win.dilation, dimension_numbers=spec, feature_group_count=groups,
@@ -223,7 +222,7 @@ def conv(
     padding: object = 0, dilation: object = 1, groups: int = 1, xp: ModuleType | None = None,
     native: bool = True,
 ) -> Array:
-    r"""1d or 2d convolution (cross-correlation, as in torch), channels first.
+    r"""1d, 2d or 3d convolution (cross-correlation, as in torch), channels first.
 
     .. math::
 
@@ -237,7 +236,7 @@ def conv(
     Parameters
     ----------
     x
-        Input, ``(batch, in_channels, length)`` or ``(batch, in_channels, height, width)``.
+        Input, ``(batch, in_channels, *spatial)`` with 1, 2 or 3 spatial axes.
     weight
         ``(out_channels, in_channels / groups, *kernel)`` (torch layout).
     bias

@@ -1,4 +1,4 @@
-"""Pooling (1d, 2d, channels first) and the adjoints relevance propagation needs.
+"""Pooling (1d, 2d, 3d, channels first) and the adjoints relevance propagation needs.
 
 - :func:`max_pool` and :func:`max_pool_vjp`, which routes a cotangent to each window's
   maxima, **splitting it evenly among tied maxima** (torch and JAX route a tie to one
@@ -7,7 +7,8 @@
 - :func:`avg_pool` and :func:`avg_pool_transpose` (its adjoint), with torch's
   ``ceil_mode`` and ``count_include_pad`` semantics.
 - :func:`adaptive_avg_pool` and :func:`adaptive_avg_pool_transpose`, with torch's windows
-  ``[floor(i L / m), ceil((i + 1) L / m))``.
+  ``[floor(i L / m), ceil((i + 1) L / m))``; :func:`adaptive_max_pool` and
+  :func:`adaptive_max_pool_vjp` on the same windows (ties split evenly).
 
 Each op has a portable array-API implementation (one strided slice of the padded input
 per kernel tap; the adjoints add per-tap arrays back with ``array_api_extra.at``) and
@@ -20,10 +21,13 @@ window axes measured 2-8x slower). ``native=False`` forces the portable version.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any
 
+import numpy as np
 from array_api_compat import device, is_jax_namespace, is_numpy_namespace, is_torch_namespace
 
 from relprop._xp import Array, array_namespace
@@ -35,11 +39,14 @@ from relprop.ops._args import (
     spatial_dims,
     window,
 )
+from relprop.ops._separable import apply_per_axis
 from relprop.ops._windows import gather, jax_jit, pad_array, scatter
 
 __all__ = [
     "adaptive_avg_pool",
     "adaptive_avg_pool_transpose",
+    "adaptive_max_pool",
+    "adaptive_max_pool_vjp",
     "avg_pool",
     "avg_pool_transpose",
     "max_pool",
@@ -78,11 +85,11 @@ def _symmetric_pads(win: Window) -> tuple[int, ...] | None:
 
 def _divisor(win: Window, include_pad: bool, x: Array, xp: ModuleType) -> Array:
     """Average-pooling divisor per output element, shape ``output``, dtype of ``x``."""
-    counts = win.counts(include_pad)
-    table: list = counts[0]
-    if win.ndim == 2:
-        table = [[float(a * b) for b in counts[1]] for a in counts[0]]
-    return xp.asarray(table, dtype=x.dtype, device=device(x))
+    import numpy as np
+
+    table = functools.reduce(np.multiply.outer, [np.asarray(c, dtype=np.float64)
+                                                 for c in win.counts(include_pad)])
+    return xp.asarray(table.tolist(), dtype=x.dtype, device=device(x))
 
 
 # ---------------------------------------------------------------------------------------
@@ -117,7 +124,8 @@ def _max_pool_native(x: Array, win: Window, xp: ModuleType) -> Array | None:
     if is_torch_namespace(xp):
         import torch
 
-        fn = (torch.nn.functional.max_pool1d, torch.nn.functional.max_pool2d)[win.ndim - 1]
+        F = torch.nn.functional
+        fn = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[win.ndim - 1]
         pads = _symmetric_pads(win)
         # with an overhang torch needs ceil_mode; without one, ceil and floor agree
         ceil = any(o > 0 for o in win.extra)
@@ -139,7 +147,7 @@ def max_pool(
     dilation: object = 1, ceil_mode: bool = False, *, xp: ModuleType | None = None,
     native: bool = True,
 ) -> Array:
-    r"""1d or 2d max pooling, channels first, padding with :math:`-\infty`.
+    r"""1d, 2d or 3d max pooling, channels first, padding with :math:`-\infty`.
 
     .. math:: y[n, c, j] = \max_{t} \tilde x[n, c, j \cdot s + t \cdot d]
 
@@ -288,7 +296,8 @@ def _avg_pool_native(
     if is_torch_namespace(xp):
         import torch
 
-        fn = (torch.nn.functional.avg_pool1d, torch.nn.functional.avg_pool2d)[win.ndim - 1]
+        F = torch.nn.functional
+        fn = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[win.ndim - 1]
         pads = _symmetric_pads(win)
         if pads is not None:
             ceil = any(o > 0 for o in win.extra)
@@ -320,7 +329,7 @@ def avg_pool(
     ceil_mode: bool = False, count_include_pad: bool = True, *, xp: ModuleType | None = None,
     native: bool = True,
 ) -> Array:
-    r"""1d or 2d average pooling, channels first, with torch's semantics.
+    r"""1d, 2d or 3d average pooling, channels first, with torch's semantics.
 
     .. math:: y[n, c, j] = \frac{1}{D_j} \sum_{t} \tilde x[n, c, j \cdot s + t]
 
@@ -332,7 +341,7 @@ def avg_pool(
     Parameters
     ----------
     x
-        ``(batch, channels, *spatial)`` with one or two spatial axes.
+        ``(batch, channels, *spatial)`` with one, two or three spatial axes.
     kernel_size, stride, padding, ceil_mode
         As for :func:`max_pool` (no dilation).
     count_include_pad
@@ -446,33 +455,18 @@ def _adaptive_sizes(output_size: object, spatial: tuple[int, ...]) -> tuple[int,
     return sizes
 
 
-def _adaptive_matrix(length: int, size: int, like: Array, xp: ModuleType) -> Array:
-    """``(size, length)`` averaging matrix of torch's adaptive windows."""
-    rows = []
+@functools.lru_cache(maxsize=256)
+def _adaptive_matrix(length: int, size: int) -> np.ndarray:
+    """``(size, length)`` averaging matrix of torch's adaptive windows (float64)."""
+    matrix = np.zeros((size, length))
     for i in range(size):
         start, end = (i * length) // size, -((-(i + 1) * length) // size)
-        rows.append([1.0 / (end - start) if start <= j < end else 0.0 for j in range(length)])
-    return xp.asarray(rows, dtype=like.dtype, device=device(like))
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
 
 
-def _adaptive_portable(x: Array, sizes: tuple[int, ...], xp: ModuleType) -> Array:
-    spatial = tuple(x.shape[2:])
-    last = _adaptive_matrix(spatial[-1], sizes[-1], x, xp)
-    out = xp.matmul(x, xp.matrix_transpose(last))
-    if len(spatial) == 2:
-        out = xp.matmul(_adaptive_matrix(spatial[0], sizes[0], x, xp), out)
-    return out
-
-
-def _adaptive_transpose_portable(
-    v: Array, spatial: tuple[int, ...], xp: ModuleType
-) -> Array:
-    sizes = tuple(v.shape[2:])
-    out = xp.matmul(v, _adaptive_matrix(spatial[-1], sizes[-1], v, xp))
-    if len(spatial) == 2:
-        first = _adaptive_matrix(spatial[0], sizes[0], v, xp)
-        out = xp.matmul(xp.matrix_transpose(first), out)
-    return out
+def _adaptive_matrices(spatial: Sequence[int], sizes: Sequence[int]) -> list[np.ndarray]:
+    return [_adaptive_matrix(int(n), int(m)) for n, m in zip(spatial, sizes, strict=True)]
 
 
 def adaptive_avg_pool(
@@ -491,7 +485,7 @@ def adaptive_avg_pool(
     Parameters
     ----------
     x
-        ``(batch, channels, *spatial)`` with one or two spatial axes.
+        ``(batch, channels, *spatial)`` with one, two or three spatial axes.
     output_size
         An int or one int per spatial axis (``None`` keeps that axis).
     xp, native
@@ -519,12 +513,12 @@ def adaptive_avg_pool(
     if native and is_torch_namespace(xp):
         import torch
 
-        if n == 1:
-            return torch.nn.functional.adaptive_avg_pool1d(x, sizes)
-        return torch.nn.functional.adaptive_avg_pool2d(x, (sizes[0], sizes[1]))
+        F = torch.nn.functional
+        fn: Any = (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)[n - 1]
+        return fn(x, sizes)
     if native and all(s == 1 for s in sizes):
         return xp.mean(x, axis=tuple(range(2, 2 + n)), keepdims=True)
-    return _adaptive_portable(x, sizes, xp)
+    return apply_per_axis(x, _adaptive_matrices(spatial, sizes), False, xp)
 
 
 def adaptive_avg_pool_transpose(
@@ -569,4 +563,134 @@ def adaptive_avg_pool_transpose(
     if native and all(s == 1 for s in v.shape[2:]):
         zeros = xp.zeros(shape, dtype=v.dtype, device=device(v))
         return zeros + v / float(math.prod(spatial))
-    return _adaptive_transpose_portable(v, spatial, xp)
+    return apply_per_axis(v, _adaptive_matrices(spatial, tuple(v.shape[2:])), True, xp)
+
+
+# ---------------------------------------------------------------------------------------
+# adaptive max pooling
+# ---------------------------------------------------------------------------------------
+
+
+def _adaptive_bounds(length: int, size: int) -> list[tuple[int, int]]:
+    """torch's adaptive windows ``[floor(i L / m), ceil((i + 1) L / m))``."""
+    return [((i * length) // size, -((-(i + 1) * length) // size)) for i in range(size)]
+
+
+@functools.lru_cache(maxsize=256)
+def _window_gather(length: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(size * k, length)`` one-hot matrix that reads window ``i``'s ``k`` taps
+    (``k`` the widest window; a narrower window repeats its last element), and the
+    ``(size, k)`` mask of the taps that are really in the window."""
+    bounds = _adaptive_bounds(length, size)
+    width = max(end - start for start, end in bounds)
+    matrix = np.zeros((size * width, length))
+    valid = np.zeros((size, width), dtype=bool)
+    for i, (start, end) in enumerate(bounds):
+        for k in range(width):
+            matrix[i * width + k, min(start + k, end - 1)] = 1.0
+            valid[i, k] = start + k < end
+    return matrix, valid
+
+
+def _adaptive_windows(
+    x: Array, sizes: tuple[int, ...], xp: ModuleType
+) -> tuple[Array, Array, list[np.ndarray]]:
+    """Every window of ``x`` as ``(batch, channels, m_1, k_1, m_2, k_2, ...)`` with the
+    taps outside a window at -inf, the validity mask, and the gather matrices."""
+    gathers = [_window_gather(int(n), m) for n, m in zip(x.shape[2:], sizes, strict=True)]
+    read = apply_per_axis(x, [g for g, _ in gathers], False, xp)
+    split: list[int] = []
+    for m, (_, valid) in zip(sizes, gathers, strict=True):
+        split += [m, valid.shape[1]]
+    windows = xp.reshape(read, (x.shape[0], x.shape[1], *split))
+    valid = functools.reduce(np.multiply.outer, [v for _, v in gathers])
+    # the outer product orders axes (m_1, k_1, m_2, k_2, ...) already
+    mask = xp.asarray(valid.reshape((1, 1, *split)), device=device(x))
+    low = xp.full_like(windows, _NEG_INF)
+    return xp.where(mask, windows, low), mask, [g for g, _ in gathers]
+
+
+def _tap_axes(n: int) -> tuple[int, ...]:
+    return tuple(3 + 2 * i for i in range(n))
+
+
+def adaptive_max_pool(
+    x: Array, output_size: object, *, xp: ModuleType | None = None
+) -> Array:
+    r"""Adaptive max pooling to a fixed output size, with torch's (possibly overlapping)
+    windows.
+
+    .. math:: y[n, c, i] = \max_{s_i \le k < e_i} x[n, c, k], \qquad
+        s_i = \lfloor i L / m \rfloor,\; e_i = \lceil (i + 1) L / m \rceil
+
+    per spatial axis. Portable: the windows are read by one-hot matrix products per axis
+    (exact), padded to the widest window with :math:`-\infty`.
+
+    Parameters
+    ----------
+    x
+        ``(batch, channels, *spatial)`` with one, two or three spatial axes.
+    output_size
+        An int or one int per spatial axis (``None`` keeps that axis).
+    xp
+        Namespace of ``x``; inferred when ``None``.
+
+    Returns
+    -------
+    array
+        ``(batch, channels, *output_size)``, the library and dtype of ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> adaptive_max_pool(np.array([[[1.0, 5.0, 2.0, 0.0, 3.0]]]), 3).tolist()
+    [[[5.0, 5.0, 3.0]]]
+    """
+    if xp is None:
+        xp = array_namespace(x=x)
+    check_floating(xp, x=x)
+    n = spatial_dims(tuple(x.shape))
+    sizes = _adaptive_sizes(output_size, tuple(int(s) for s in x.shape[2:]))
+    windows, _, _ = _adaptive_windows(x, sizes, xp)
+    return xp.max(windows, axis=_tap_axes(n))
+
+
+def adaptive_max_pool_vjp(
+    x: Array, v: Array, *, xp: ModuleType | None = None
+) -> Array:
+    r"""Route ``v`` back through :func:`adaptive_max_pool` to each window's maxima, ties
+    split evenly (as :func:`max_pool_vjp`); the output size is ``v``'s spatial shape.
+
+    .. math:: g[n, c, k] = \sum_{i:\; s_i \le k < e_i}
+        \frac{[x[n, c, k] = y[n, c, i]]}{\#\{k' \in [s_i, e_i) : x[n, c, k'] = y[n, c, i]\}}
+        \, v[n, c, i]
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[[1.0, 5.0, 2.0, 0.0, 3.0]]])
+    >>> adaptive_max_pool_vjp(x, np.array([[[1.0, 1.0, 1.0]]])).tolist()
+    [[[0.0, 2.0, 0.0, 0.0, 1.0]]]
+    """
+    if xp is None:
+        xp = array_namespace(x=x, v=v)
+    check_floating(xp, x=x, v=v)
+    n = spatial_dims(tuple(x.shape))
+    if len(v.shape) != n + 2 or tuple(v.shape[:2]) != tuple(x.shape[:2]):
+        raise ValueError(
+            f"v has shape {tuple(v.shape)}; an adaptive pool of x (shape {tuple(x.shape)}) "
+            f"gives (batch, channels) = {tuple(x.shape[:2])} and {n} spatial axes."
+        )
+    sizes = tuple(int(s) for s in v.shape[2:])
+    windows, mask, gathers = _adaptive_windows(x, sizes, xp)
+    taps = _tap_axes(n)
+    top = xp.max(windows, axis=taps, keepdims=True)
+    winners = (windows == top) & mask
+    count = xp.sum(xp.astype(winners, x.dtype), axis=taps, keepdims=True)
+    share = v
+    for axis in taps:  # (batch, channels, m_1, 1, m_2, 1, ...)
+        share = xp.expand_dims(share, axis=axis)
+    placed = xp.where(winners, share / count, xp.zeros_like(windows))
+    flat = xp.reshape(placed, (x.shape[0], x.shape[1],
+                               *(g.shape[0] for g in gathers)))
+    return apply_per_axis(flat, gathers, True, xp)

@@ -16,9 +16,9 @@ from functools import lru_cache
 from types import ModuleType
 
 import numpy as np
-from array_api_compat import device
 
 from relprop._xp import Array, array_namespace
+from relprop.ops._separable import apply_per_axis
 
 __all__ = ["interpolation_matrix", "output_sizes", "resample", "resample_transpose"]
 
@@ -69,18 +69,6 @@ def _matrices(
     ]
 
 
-def _apply(x: Array, matrices: Sequence[np.ndarray], transpose: bool, xp: ModuleType) -> Array:
-    ndim = len(x.shape)
-    for i, matrix in enumerate(matrices):
-        axis = 2 + i
-        a = xp.asarray(matrix.T if transpose else matrix, dtype=x.dtype, device=device(x))
-        moved = xp.moveaxis(x, axis, -1)
-        moved = xp.matmul(moved, xp.matrix_transpose(a))  # (..., in) @ (in, out)
-        x = xp.moveaxis(moved, -1, axis)
-    assert len(x.shape) == ndim
-    return x
-
-
 def resample(
     x: Array, sizes: Sequence[int], mode: str = "nearest", align_corners: bool = False,
     scales: Sequence[float | None] | None = None, *, xp: ModuleType | None = None,
@@ -96,7 +84,8 @@ def resample(
     """
     xp = array_namespace(x=x) if xp is None else xp
     scales = [None] * len(sizes) if scales is None else list(scales)
-    return _apply(x, _matrices(tuple(x.shape), sizes, mode, align_corners, scales), False, xp)
+    matrices = _matrices(tuple(x.shape), sizes, mode, align_corners, scales)
+    return apply_per_axis(x, matrices, False, xp)
 
 
 def resample_transpose(
@@ -109,7 +98,7 @@ def resample_transpose(
     sizes = tuple(v.shape[2:])
     scales = [None] * len(sizes) if scales is None else list(scales)
     matrices = _matrices(tuple(input_shape), sizes, mode, align_corners, scales)
-    return _apply(v, matrices, True, xp)
+    return apply_per_axis(v, matrices, True, xp)
 
 
 def output_sizes(
