@@ -11,6 +11,7 @@ relative to the largest expected entry (``atol = rtol * max|expected|``).
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -68,6 +69,8 @@ ACTIVATIONS = {
     "ELU": (lambda: rp.ELU(0.7), "smooth"),
     "SiLU": (rp.SiLU, "smooth"),
     "Hardtanh": (lambda: rp.Hardtanh(-2.5, 2.5), "linear"),  # kinks outside [-2, 2]
+    "GELU": (rp.GELU, "smooth"),
+    "GELU-tanh": (lambda: rp.GELU("tanh"), "smooth"),
 }
 
 
@@ -316,6 +319,14 @@ def test_gradient_against_closed_form() -> None:
 # forward values against NumPy formulas
 # ---------------------------------------------------------------------------------------
 
+def normal_cdf(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
+
+
+def tanh_arg(x: np.ndarray) -> np.ndarray:
+    return np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)
+
+
 FORMULAS = {
     "ReLU": (rp.ReLU, lambda x: np.maximum(x, 0.0)),
     "LeakyReLU": (lambda: rp.LeakyReLU(0.1), lambda x: np.where(x > 0, x, 0.1 * x)),
@@ -329,6 +340,9 @@ FORMULAS = {
     "ELU": (lambda: rp.ELU(0.7), lambda x: np.where(x > 0, x, 0.7 * np.expm1(np.minimum(x, 0)))),
     "SiLU": (rp.SiLU, lambda x: x / (1.0 + np.exp(-x))),
     "Hardtanh": (lambda: rp.Hardtanh(-1.0, 2.0), lambda x: np.clip(x, -1.0, 2.0)),
+    # the standard normal CDF from the standard library's erf, not relprop's
+    "GELU": (rp.GELU, lambda x: x * normal_cdf(x)),
+    "GELU-tanh": (lambda: rp.GELU("tanh"), lambda x: 0.5 * x * (1.0 + np.tanh(tanh_arg(x)))),
 }
 
 DERIVATIVES = {
@@ -344,6 +358,9 @@ DERIVATIVES = {
     "ELU": lambda x: np.where(x > 0, 1.0, 0.7 * np.exp(np.minimum(x, 0))),
     "SiLU": lambda x: (1.0 + np.exp(-x) + x * np.exp(-x)) / (1.0 + np.exp(-x)) ** 2,
     "Hardtanh": lambda x: ((x > -1.0) & (x < 2.0)).astype(float),
+    "GELU": lambda x: normal_cdf(x) + x * np.exp(-x * x / 2.0) / np.sqrt(2.0 * np.pi),
+    "GELU-tanh": lambda x: 0.5 * (1.0 + np.tanh(tanh_arg(x))) + 0.5 * x / np.cosh(tanh_arg(x))
+    ** 2 * np.sqrt(2.0 / np.pi) * (1.0 + 3 * 0.044715 * x * x),
 }
 
 

@@ -505,8 +505,11 @@ def test_relprop_models_from_jax_jit_and_vmap_over_inputs() -> None:
 
 def test_unsupported_primitive_names_it_and_the_fix() -> None:
     (w,) = _params(21, (3, 2))
-    with pytest.raises(TypeError, match=r"primitive 'exp'.*supported_primitives\(\)"):
+    with pytest.raises(TypeError, match=r"primitive 'dot_general'.* made of 'exp' .*none of "
+                       r"relprop's activations.*rp.Lambda.*supported_primitives\(\)"):
         rp.from_jax(lambda x: jnp.exp(x) @ w, jnp.ones((2, 3)))
+    with pytest.raises(TypeError, match=r"output reads .* made of 'mul'"):
+        rp.from_jax(lambda x: x * jnp.tanh(jax.nn.softplus(x)), jnp.ones((2, 3)))  # mish
 
 
 def test_trailing_softmax_is_refused_with_the_logits_hint() -> None:
@@ -515,11 +518,37 @@ def test_trailing_softmax_is_refused_with_the_logits_hint() -> None:
         rp.from_jax(lambda x: jax.nn.softmax(x @ w), jnp.ones((2, 3)))
 
 
-def test_products_of_inputs_and_gelu_are_refused() -> None:
+def test_products_of_two_inputs_are_refused() -> None:
+    (w,) = _params(23, (3, 3))
     with pytest.raises(TypeError, match="multiplies two values that depend on the input"):
-        rp.from_jax(lambda x: x * x, jnp.ones((2, 3)))
-    with pytest.raises(TypeError, match="no GELU layer"):
-        rp.from_jax(jax.nn.gelu, jnp.ones((2, 3)))
+        rp.from_jax(lambda x: (x @ w) * x, jnp.ones((2, 3)))
+
+
+@pytest.mark.parametrize(
+    ("activation", "layer", "torch_activation"),
+    [
+        (jax.nn.gelu, rp.GELU("tanh"), torch.nn.GELU("tanh")),
+        (lambda h: jax.nn.gelu(h, approximate=False), rp.GELU(), torch.nn.GELU()),
+        (lambda h: h * jax.nn.sigmoid(h), rp.SiLU(), torch.nn.SiLU()),
+        (lambda h: 0.5 * h * (1.0 + jnp.tanh(0.7978845608 * (h + 0.044715 * h ** 3))),
+         rp.GELU("tanh"), torch.nn.GELU("tanh")),
+    ],
+    ids=["gelu-tanh", "gelu-exact", "silu-written-out", "gelu-by-hand"],
+)
+def test_activations_written_out_become_their_layers(activation, layer, torch_activation):
+    """jax.nn.gelu is traced as its primitives (erfc, or integer_pow and tanh): the
+    element-wise steps of one tensor are read as one function and matched to a layer."""
+    w1, b1, w2 = _params(24, (4, 5), (5,), (5, 3))
+    x = jnp.asarray(_rng(25).normal(size=(6, 4)))
+    model = rp.from_jax(lambda a: activation(a @ w1 + b1) @ w2, x)
+    assert [repr(item) for item in model][1] == repr(layer)
+    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(activation(x @ w1 + b1) @ w2),
+                               rtol=1e-12, atol=1e-12)
+    fc1, fc2 = torch.nn.Linear(4, 5).double(), torch.nn.Linear(5, 3, bias=False).double()
+    fc1.weight.data, fc1.bias.data, fc2.weight.data = _t(w1).T, _t(b1), _t(w2).T
+    twin = torch.nn.Sequential(fc1, torch_activation, fc2).eval()
+    for composite in ("EpsilonPlusFlat", "EpsilonGammaBox"):
+        _assert_twin(model, x, twin, _same, composite, merge=False)
 
 
 def test_training_mode_batch_norm_is_refused() -> None:

@@ -224,14 +224,32 @@ def test_dense_network_with_normalization_and_activations() -> None:
     _assert_twin(model, x, Twin().eval(), lambda a: a, merge_options=(False,))
 
 
+def test_gelu_activation_equals_torch_twin() -> None:
+    net = keras.Sequential([
+        keras.Input((4,)), keras.layers.Dense(5, activation="gelu", dtype=F64),
+        keras.layers.Dense(3, dtype=F64), keras.layers.Activation("gelu", dtype=F64),
+        keras.layers.Dense(2, dtype=F64),
+    ])
+    _randomise_biases(net, 10)
+    model = rp.from_keras(net, backend="numpy")
+    assert [repr(layer) for layer in model][1::2] == ["GELU()", "GELU()"]
+    x = np.random.default_rng(11).normal(size=(5, 4))
+    np.testing.assert_allclose(np.asarray(model(x)),
+                               keras.ops.convert_to_numpy(net(x, training=False)),
+                               rtol=KERAS_RTOL)  # Keras's float64 GELU agrees to ~1e-8 only
+    fcs = [_fc(net.layers[i]) for i in (0, 1, 3)]
+    twin = torch.nn.Sequential(fcs[0], torch.nn.GELU(), fcs[1], torch.nn.GELU(), fcs[2]).eval()
+    _assert_twin(model, x, twin, lambda a: a, merge_options=(False,))
+
+
 def test_unsupported_layers_and_settings_are_named() -> None:
     net = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Cropping2D(1),
                             keras.layers.Flatten(), keras.layers.Dense(2)])
     with pytest.raises(TypeError, match=r"layer 'cropping2d.*' \(Cropping2D\).*supported"):
         rp.from_keras(net)
-    gelu = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="gelu")])
-    with pytest.raises(TypeError, match="activation='gelu'"):
-        rp.from_keras(gelu)
+    mish = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="mish")])
+    with pytest.raises(TypeError, match="activation='mish'"):
+        rp.from_keras(mish)
     with pytest.raises(TypeError, match="keras.Model"):
         rp.from_keras(lambda x: x)
     open_shape = keras.Sequential([keras.Input((None, 3)), keras.layers.Dense(2)])

@@ -24,6 +24,7 @@ pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript (
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
 from torch_models import IMPORT_MODELS  # noqa: E402
 
 import relprop as rp  # noqa: E402
@@ -274,3 +275,33 @@ def test_supported_ops_are_the_handlers() -> None:
     names = rp.interop.onnx.supported_ops()
     assert {"Gemm", "Conv", "MaxPool", "BatchNormalization", "Softplus"} <= set(names)
     assert list(names) == sorted(names)
+
+
+@pytest.mark.parametrize("opset", [17, 20], ids=["opset17-written-out", "opset20-Gelu"])
+def test_gelu_and_silu_written_out_or_as_ops(opset: int) -> None:
+    """Below opset 20 the exporter writes GELU as Div, Erf, Add, Mul, Mul (tanh GELU as
+    Pow/Mul/Tanh...), and SiLU as Sigmoid and Mul at every opset: each is read as the one
+    layer computing it; opset 20's ``Gelu`` op is read directly."""
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 5), nn.GELU("tanh"),
+                        nn.Linear(5, 4), nn.SiLU(), nn.Linear(4, 3)).double().eval()
+    x = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    data = _export(net, x, False, opset_version=opset)
+    ops = {n.op_type for n in onnx.load_from_string(data).graph.node}
+    assert ("Erf" in ops) == (opset < 20) and ("Gelu" in ops) == (opset >= 20)
+    model = rp.from_onnx(data, backend="torch")
+    assert [repr(layer) for layer in model][1::2] == ["GELU()", "GELU('tanh')", "SiLU()"]
+    for make in COMPOSITES.values():
+        torch.testing.assert_close(rp.lrp(model, x, composite=make([])),
+                                   rp.lrp(net, x, composite=make([])), rtol=TOL, atol=TOL)
+
+
+def test_an_unknown_written_out_function_is_named() -> None:
+    class Mish(nn.Module):
+        def forward(self, x):
+            return x * torch.tanh(F.softplus(x))
+
+    net = nn.Sequential(nn.Linear(3, 4), Mish(), nn.Linear(4, 2)).double().eval()
+    data = _export(net, torch.ones(2, 3, dtype=torch.float64), False, opset_version=17)
+    with pytest.raises(TypeError, match=r"made of 'Mul' .*none of relprop's activations"):
+        rp.from_onnx(data)

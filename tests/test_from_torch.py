@@ -415,15 +415,15 @@ def test_lrp_on_imported_resnet_with_epsilon_plus_flat():
 
 
 def test_unsupported_module_names_its_qualified_name_type_and_where_the_list_is():
-    net = nn.Sequential(nn.Linear(3, 4), nn.Sequential(nn.GELU(), nn.Linear(4, 2))).eval()
+    net = nn.Sequential(nn.Linear(3, 4), nn.Sequential(nn.Mish(), nn.Linear(4, 2))).eval()
     with pytest.raises(TypeError) as info:
         rp.from_torch(net)
     message = str(info.value)
-    assert "'1.0'" in message and "torch.nn.modules.activation.GELU" in message
+    assert "'1.0'" in message and "torch.nn.modules.activation.Mish" in message
     assert "rp.interop.torch.SUPPORTED_MODULES" in message and "Supported layers" in message
     assert "register_torch_converter" in message
     assert "BatchNorm2d" not in message and len(message) < 400  # no list of every module
-    assert "GELU" not in rp.interop.torch.SUPPORTED_MODULES
+    assert "Mish" not in rp.interop.torch.SUPPORTED_MODULES
     assert "BatchNorm2d" in rp.interop.torch.SUPPORTED_MODULES
 
 
@@ -549,10 +549,12 @@ def test_more_activations_as_modules_and_functions():
     torch.manual_seed(3)
     net = nn.Sequential(
         nn.Linear(4, 6), nn.ELU(0.5), nn.Linear(6, 6), nn.SiLU(), nn.Linear(6, 6),
-        nn.Hardtanh(-0.5, 1.5), nn.Linear(6, 6), nn.ReLU6(), nn.Linear(6, 2),
+        nn.Hardtanh(-0.5, 1.5), nn.Linear(6, 6), nn.ReLU6(), nn.Linear(6, 6), nn.GELU(),
+        nn.Linear(6, 6), nn.GELU("tanh"), nn.Linear(6, 2),
     ).double().eval()
     model = rp.from_torch(net)
-    assert _layer_types(model)[1::2] == ["ELU", "SiLU", "Hardtanh", "Hardtanh"]
+    assert _layer_types(model)[1::2] == ["ELU", "SiLU", "Hardtanh", "Hardtanh", "GELU", "GELU"]
+    assert (model["9"].approximate, model["11"].approximate) == ("none", "tanh")
     assert (model["7"].min_val, model["7"].max_val) == (0.0, 6.0)
     _assert_forward_equal(net, model, 3.0 * _input(5, 4))
 
@@ -564,11 +566,11 @@ def test_more_activations_as_modules_and_functions():
         def forward(self, x):
             x = F.elu(self.fc(x), alpha=0.3)
             x = F.hardtanh(F.silu(x), -0.2, 0.8)
-            return F.relu6(x)
+            return F.gelu(F.relu6(x), approximate="tanh")
 
     functional = Functional().double().eval()
     traced = rp.from_torch(functional)
-    assert _layer_types(traced) == ["Dense", "ELU", "SiLU", "Hardtanh", "Hardtanh"]
+    assert _layer_types(traced) == ["Dense", "ELU", "SiLU", "Hardtanh", "Hardtanh", "GELU"]
     _assert_forward_equal(functional, traced, 3.0 * _input(5, 4))
 
 

@@ -10,6 +10,7 @@ from helpers import BACKEND
 torch = pytest.importorskip("torch", reason="torch.export needs torch (torch session)")
 
 from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
 from torch_models import IMPORT_MODELS  # noqa: E402
 
 import relprop as rp  # noqa: E402
@@ -73,15 +74,48 @@ def test_constant_pad_nd_reads_its_value_argument() -> None:
     assert [type(layer).__name__ for layer in model][:2] == ["ZeroPad2d", "Conv2d"]
 
 
-def test_unsupported_aten_ops_are_named() -> None:
-    class Exp(nn.Module):
-        def forward(self, x):
-            return torch.exp(x).sum(1, keepdim=True)
+class Exp(nn.Module):
+    def forward(self, x):
+        return torch.exp(x)
 
-    program = torch.export.export(Exp(), (torch.ones(2, 3),))
-    with pytest.raises(TypeError, match=r"exported program node 'exp' \(aten.exp.default\)"):
+
+def test_unsupported_aten_ops_are_named() -> None:
+    class Cumsum(nn.Module):
+        def forward(self, x):
+            return torch.cumsum(x, 1)
+
+    program = torch.export.export(Cumsum(), (torch.ones(2, 3),))
+    with pytest.raises(TypeError, match=r"exported program node 'cumsum' \(aten.cumsum.default\)"
+                       r" is not supported"):
         rp.from_torch(program)
     assert "conv2d" in rp.interop.torch_export.supported_aten_ops()
+
+    program = torch.export.export(nn.Sequential(Exp(), nn.Linear(3, 2)), (torch.ones(2, 3),))
+    with pytest.raises(TypeError, match=r"node 'linear'.* made of 'exp' .*none of relprop's"):
+        rp.from_torch(program)
+
+
+def test_activations_written_out_and_gelu() -> None:
+    """``x * torch.sigmoid(x)`` (two ATen ops) is read as one SiLU; aten.gelu as GELU."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2, self.fc3 = nn.Linear(3, 5), nn.Linear(5, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = self.fc1(x)
+            h = self.fc2(h * torch.sigmoid(h))
+            return self.fc3(F.gelu(h, approximate="tanh"))
+
+    net = Net().double().eval()
+    x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    model = rp.from_torch(torch.export.export(net, (x,)))
+    assert [repr(layer) for layer in model][1::2] == ["SiLU()", "GELU('tanh')"]
+    twin = nn.Sequential(net.fc1, nn.SiLU(), net.fc2, nn.GELU("tanh"), net.fc3).eval()
+    for composite in (rp.composites.EpsilonPlusFlat(), rp.composites.EpsilonAlpha2Beta1()):
+        torch.testing.assert_close(rp.lrp(model, x, composite=composite),
+                                   rp.lrp(twin, x, composite=composite), rtol=1e-12, atol=1e-12)
 
 
 def test_a_training_mode_program_is_refused() -> None:

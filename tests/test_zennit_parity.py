@@ -45,7 +45,7 @@ TARGETS = [0, 3, 1, 4]
 RTOL = 1e-6
 LOW, HIGH = -3.0, 3.0
 LEAKY_SLOPE = 0.1
-ACTIVATIONS = ("relu", "tanh", "leaky_relu")
+ACTIVATIONS = ("relu", "tanh", "leaky_relu", "gelu")
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,7 @@ def _torch_net(torch, activation: str, seed: int = 0):
                 "relu": torch.nn.ReLU,
                 "tanh": torch.nn.Tanh,
                 "leaky_relu": lambda: torch.nn.LeakyReLU(LEAKY_SLOPE),
+                "gelu": torch.nn.GELU,
             }[activation]())
         linear = torch.nn.Linear(weight.shape[1], weight.shape[0], dtype=torch.float64)
         with torch.no_grad():
@@ -94,6 +95,8 @@ def _relprop_model(torch, net) -> rp.Sequential:
             layers.append(rp.Tanh())
         elif isinstance(module, torch.nn.LeakyReLU):
             layers.append(rp.LeakyReLU(module.negative_slope))
+        elif isinstance(module, torch.nn.GELU):
+            layers.append(rp.GELU(module.approximate))
         else:  # pragma: no cover - the nets above hold nothing else
             raise TypeError(module)
     return rp.Sequential(layers)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any
 
@@ -24,6 +24,9 @@ import numpy as np
 from relprop._xp import to_numpy
 from relprop.interop._draft import Draft
 from relprop.layers import (
+    ELU,
+    GELU,
+    Activation,
     Add,
     Affine,
     AvgPool,
@@ -31,6 +34,7 @@ from relprop.layers import (
     Dense,
     Flatten,
     Layer,
+    LeakyReLU,
     MaxPool,
     Permute,
     ReLU,
@@ -38,13 +42,13 @@ from relprop.layers import (
 )
 from relprop.layers.conv import _ConvNd, _ConvTransposeNd
 from relprop.layers.pool import _AdaptiveAvgPool
-from relprop.layers.registry import by_spatial
+from relprop.layers.registry import by_spatial, layer_kinds
 from relprop.layers.shape import _ZeroPadNd
 from relprop.ops._args import SPATIAL_DIMS
 
 __all__ = [
-    "SYMBOLIC_BATCH", "Const", "Handlers", "LayoutReader", "Tensor", "UnsupportedError", "Value",
-    "same_pads",
+    "PROBE", "SYMBOLIC_BATCH", "Const", "Handlers", "LayoutReader", "Pointwise", "Tensor",
+    "UnsupportedError", "Value", "same_pads",
 ]
 
 SYMBOLIC_BATCH = 7919
@@ -77,12 +81,17 @@ class Const:
 @dataclass(frozen=True)
 class Tensor:
     """A value that depends on the input: node ``node`` of the draft holds it with axis
-    ``i`` being the source's axis ``perm[i]`` (``perm[0]`` is the batch axis)."""
+    ``i`` being the source's axis ``perm[i]`` (``perm[0]`` is the batch axis).
+
+    ``formula``: where the tensor is an element-wise function of another one (an
+    activation, a scalar affine map of it), that function, so that later element-wise
+    steps on both can be read as one (:class:`Pointwise`)."""
 
     node: str
     perm: tuple[int, ...]
     shape: tuple[int, ...]  # the source's shape, batch included
     dtype: Any
+    formula: Pointwise | None = field(default=None, compare=False, repr=False)
 
     @property
     def batch_axis(self) -> int:
@@ -94,7 +103,46 @@ class Tensor:
         return tuple(self.shape[p] for p in self.perm[1:])
 
 
-Value = Const | Tensor
+@dataclass(frozen=True)
+class Pointwise:
+    """An element-wise function of one tensor, ``fn(root)``, that is not a layer yet: the
+    source wrote an activation out of primitives (GELU as ``x * 0.5 * (1 + erf(x / sqrt
+    2))``, SiLU as ``x * sigmoid(x)``). ``fn`` computes it on arrays of any shape with the
+    source's own operations. Where a step needs a tensor it becomes the relprop activation
+    that computes the same function (:meth:`LayoutReader.settle`)."""
+
+    root: Tensor
+    fn: Callable[[Any], Any]
+    steps: tuple[str, ...] = ()  # the source's steps it is made of, for errors
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.root.shape
+
+    @property
+    def dtype(self) -> Any:
+        return self.root.dtype
+
+
+Value = Const | Tensor | Pointwise
+
+PROBE = np.array([-1.0, -4.0, -2.5, -0.5, -0.1, 0.0, 0.1, 0.5, 1.0, 2.5, 4.0, 7.0, -3.0])
+"""Where element-wise functions are compared: both signs, the kinks at 0, the tails."""
+
+
+def _activation_candidates(f_minus_one: float) -> list[Layer]:
+    """relprop's activations a written-out function may be: every registered one that
+    needs no settings, the tanh GELU, and those whose setting ``f(-1)`` tells."""
+    found: list[Layer] = [GELU("tanh"), LeakyReLU(-f_minus_one)]
+    if f_minus_one < 0:
+        found.append(ELU(f_minus_one / math.expm1(-1.0)))
+    for kind in layer_kinds().values():
+        if issubclass(kind.cls, Activation) and kind.savable:
+            try:
+                found.append(kind.cls())
+            except TypeError:
+                continue
+    return found
 
 
 class Handlers:
@@ -222,7 +270,84 @@ class LayoutReader:
 
     def same_place(self, layer: Layer, base: str, t: Tensor) -> Tensor:
         """An element-wise layer applied to ``t`` (same layout, same shape)."""
-        return self.emit(base, layer, [t], t.perm, t.shape, t.dtype)
+        out = self.emit(base, layer, [t], t.perm, t.shape, t.dtype)
+        scalar_params = all(v is None or math.prod(v.shape) == 1
+                            for v in layer.params().values())
+        if isinstance(layer, (Activation, Affine)) and scalar_params:
+            root = self.root_of(t)
+            out = replace(out, formula=Pointwise(root, lambda p: layer(self.at(t, p))))
+        return out
+
+    # -- element-wise functions written out -----------------------------------------
+
+    def root_of(self, v: Tensor | Pointwise) -> Tensor:
+        """The tensor ``v`` is an element-wise function of (``v`` itself if none)."""
+        if isinstance(v, Pointwise):
+            return v.root
+        return v if v.formula is None else v.formula.root
+
+    def at(self, v: Tensor | Pointwise, probe: Any) -> Any:
+        """``v``'s function of its root, evaluated where the root is ``probe``."""
+        if isinstance(v, Pointwise):
+            return v.fn(probe)
+        return probe if v.formula is None else v.formula.fn(probe)
+
+    def pointwise(
+        self, inputs: Sequence[Value | None], out_shape: Sequence[int],
+        evaluate: Callable[[list[Any]], Any], *, unhandled: bool, product: bool,
+        step: str = "",
+    ) -> Pointwise | None:
+        """An element-wise step read as part of a written-out function, when it is one:
+        it reads a :class:`Pointwise`, has no handler of its own (``unhandled``: ``erf``),
+        or multiplies two functions of one tensor (``product``). Its values must all be
+        functions of one root tensor (and scalar constants), and the output the root's
+        shape. ``evaluate`` runs the step on arrays, in the inputs' order."""
+        dependent = [v for v in inputs if isinstance(v, (Tensor, Pointwise))]
+        lazy = any(isinstance(v, Pointwise) for v in dependent)
+        if not dependent or not (lazy or unhandled or (product and len(dependent) > 1)):
+            return None
+        roots = {self.root_of(v).node for v in dependent}
+        root = self.root_of(dependent[0])
+        scalars = all(not isinstance(v, Const) or math.prod(np.shape(v.value)) == 1
+                      for v in inputs)
+        if len(roots) != 1 or tuple(int(n) for n in out_shape) != root.shape or not scalars:
+            return None
+        xp = self.xp
+
+        def fn(probe: Any) -> Any:
+            args = [xp.reshape(xp.asarray(v.value, dtype=root.dtype), ()) if isinstance(v, Const)
+                    else None if v is None else self.at(v, probe) for v in inputs]
+            return evaluate(args)
+
+        steps = [name for v in dependent if isinstance(v, Pointwise) for name in v.steps]
+        return Pointwise(root, fn, tuple(dict.fromkeys([*steps, step])))
+
+    def settle_all(self, values: Sequence[Value]) -> list[Value]:
+        """:meth:`settle` of each value."""
+        return [self.settle(v) for v in values]  # type: ignore[misc]
+
+    def settle(self, v: Value | None) -> Value | None:
+        """A :class:`Pointwise` as the relprop activation computing the same function
+        (compared on :data:`PROBE`); other values as they are."""
+        if not isinstance(v, Pointwise):
+            return v
+        probe = self.xp.asarray(PROBE, dtype=v.dtype)
+        expected = to_numpy(v.fn(probe)).astype(np.float64)
+        tolerance = 1e-6 if np.dtype(str(v.dtype).rsplit(".", 1)[-1]) == np.float64 else 1e-5
+        for layer in _activation_candidates(float(expected[0])):
+            got = to_numpy(layer(probe)).astype(np.float64)
+            if np.allclose(got, expected, rtol=tolerance, atol=tolerance):
+                return self.same_place(layer, type(layer).__name__.lower(), v.root)
+        values = ", ".join(f"f({x:g}) = {y:.6g}" for x, y in zip(PROBE[:6], expected,
+                                                                  strict=False))
+        steps = ", ".join(repr(name) for name in v.steps if name)
+        raise self.fail(
+            f"reads an element-wise function of the input's values, made of {steps} "
+            f"({values}, ...), that "
+            "is none of relprop's activations (GELU exact or tanh, SiLU, sigmoid, tanh, "
+            "softplus, ELU, leaky ReLU, ...); build that part with rp.Lambda(fn, "
+            "elementwise=True) by hand"
+        )
 
     # -- arithmetic ------------------------------------------------------------------
 
@@ -231,7 +356,12 @@ class LayoutReader:
         bias: bool = False,
     ) -> Tensor:
         base = "affine" if c is None else self.named(c, "affine")
-        return self.emit(base, Affine(scale, shift), [t], t.perm, t.shape, t.dtype, bias=bias)
+        layer = Affine(scale, shift)
+        out = self.emit(base, layer, [t], t.perm, t.shape, t.dtype, bias=bias)
+        if all(v is None or math.prod(v.shape) == 1 for v in (scale, shift)):
+            root = self.root_of(t)
+            out = replace(out, formula=Pointwise(root, lambda p: layer(self.at(t, p))))
+        return out
 
     def add(self, a: Value, b: Value, out_shape: Sequence[int]) -> Tensor:
         """``a + b``: the residual sum of two tensors, or a constant added (which becomes
@@ -495,6 +625,7 @@ class LayoutReader:
 
     def output(self, out: Value) -> None:
         """Make ``out`` the draft's output, in the source's layout."""
+        out = self.settle(out)  # type: ignore[assignment]
         if not isinstance(out, Tensor):
             raise ValueError(f"{self.caller}: the model's output does not depend on its input.")
         if out.batch_axis != 0:

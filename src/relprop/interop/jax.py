@@ -31,6 +31,7 @@ import numpy as np
 
 from relprop.interop._draft import Draft
 from relprop.interop._reading import (
+    PROBE,
     Const,
     Handlers,
     LayoutReader,
@@ -63,9 +64,22 @@ def supported_primitives() -> tuple[str, ...]:
     return _HANDLERS.names()
 
 
+_ELEMENTWISE = frozenset({
+    "mul", "add", "add_any", "sub", "div", "neg", "integer_pow", "square", "pow", "erf",
+    "erfc", "tanh", "logistic", "exp", "exp2", "expm1", "log", "log1p", "sqrt", "rsqrt",
+    "cbrt", "abs", "max", "min",
+})
+"""Primitives that may be steps of an activation written out (:class:`Pointwise`)."""
+
+
+def _keeps_pointwise(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a handler that passes written-out functions on unread (calls, copies)."""
+    method.keeps_pointwise = True  # type: ignore[attr-defined]
+    return method
+
+
 _ACTIVATION_NAMES = ("relu", "relu6", "silu", "swish", "sigmoid", "softplus", "hard_tanh",
                      "leaky_relu", "elu", "tanh")
-_PROBE = np.array([-1.0, -4.0, -2.5, -0.5, -0.1, 0.0, 0.1, 0.5, 1.0, 2.5, 4.0, 7.0, -3.0])
 
 
 def _activation(name: str, f_minus_one: float) -> Layer | None:
@@ -119,11 +133,22 @@ class _Reader(LayoutReader):
     def apply(self, eqn: Any, inputs: list[Value]) -> list[Value]:
         if all(isinstance(v, Const) for v in inputs):
             return self.evaluate(eqn, inputs)  # type: ignore[arg-type]
-        handler = _HANDLERS.get(eqn.primitive.name)
-        if handler is None:
-            raise self.unsupported(eqn, "")
+        name = eqn.primitive.name
+        handler = _HANDLERS.get(name)
         outer, self.eqn = self.eqn, eqn
         try:
+            if name in _ELEMENTWISE:
+                lazy = self.pointwise(
+                    inputs, _out(eqn),
+                    lambda args: self.evaluate(eqn, [Const(a) for a in args])[0].value,  # type: ignore[union-attr]
+                    unhandled=handler is None, product=name in ("mul", "div"), step=name,
+                )
+                if lazy is not None:
+                    return [lazy]
+            if handler is None:
+                raise self.unsupported(eqn, "")
+            if not getattr(handler, "keeps_pointwise", False):
+                inputs = self.settle_all(inputs)
             return handler(self, eqn, *inputs)
         finally:
             self.eqn = outer
@@ -158,8 +183,6 @@ class _Reader(LayoutReader):
                 " If this is a softmax at the end, explain the logits instead: pass a "
                 "function that returns them (LRP explains the scores before the softmax)."
             )
-        if name in ("integer_pow", "erf"):
-            hint += " relprop has no GELU layer yet; use relu, silu, elu, tanh or sigmoid."
         return UnsupportedError(
             f"{self.caller}: primitive {name!r}{self.where(eqn)} {what}.{hint} Supported on "
             "the input's values: rp.interop.jax.supported_primitives() "
@@ -168,6 +191,8 @@ class _Reader(LayoutReader):
         )
 
     def fail(self, problem: str) -> UnsupportedError:
+        if self.eqn is None:  # reading the outputs
+            return UnsupportedError(f"{self.caller}: the function's output {problem}.")
         return self.unsupported(self.eqn, problem)
 
     # -- arithmetic and activations ---------------------------------------------------
@@ -205,10 +230,12 @@ class _Reader(LayoutReader):
         return [self.same_place(Tanh(), "tanh", t)]
 
     @_handles("copy", "copy_p", "optimization_barrier")
+    @_keeps_pointwise
     def _same(self, eqn: Any, *values: Value) -> list[Value]:
         return list(values)
 
     @_handles("convert_element_type")
+    @_keeps_pointwise
     def _convert(self, eqn: Any, t: Tensor) -> list[Value]:
         if eqn.params["new_dtype"] != t.dtype:
             raise self.fail(
@@ -221,6 +248,7 @@ class _Reader(LayoutReader):
 
     @_handles("jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call",
               "custom_vjp_call_jaxpr", "remat", "checkpoint", "custom_lin")
+    @_keeps_pointwise
     def _call(self, eqn: Any, *inputs: Value) -> list[Value]:
         from jax.extend.core import ClosedJaxpr
 
@@ -233,6 +261,7 @@ class _Reader(LayoutReader):
         jaxpr, consts = (sub.jaxpr, sub.consts) if isinstance(sub, ClosedJaxpr) else (sub, [])
         name = str(eqn.params.get("name", ""))
         if name in _ACTIVATION_NAMES:
+            inputs = tuple(self.settle_all(inputs))
             found = self.recognise(name, sub, inputs)
             if found is not None:
                 return found
@@ -249,7 +278,7 @@ class _Reader(LayoutReader):
         if len(tensors) != 1:
             return None
         t = tensors[0]
-        probe = jnp.asarray(np.resize(_PROBE, math.prod(t.shape)).reshape(t.shape), t.dtype)
+        probe = jnp.asarray(np.resize(PROBE, math.prod(t.shape)).reshape(t.shape), t.dtype)
         closed = sub if isinstance(sub, ClosedJaxpr) else ClosedJaxpr(sub, [])
         args = [probe if v is t else v.value for v in inputs]  # type: ignore[union-attr]
         (expected,) = jaxpr_as_fun(closed)(*args)
@@ -260,7 +289,7 @@ class _Reader(LayoutReader):
         got = np.asarray(layer(np.asarray(probe)))
         if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-5, atol=1e-6):
             return None
-        return [self.emit(name, layer, [t], t.perm, t.shape, t.dtype)]
+        return [self.same_place(layer, name, t)]
 
     # -- linear layers ---------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from relprop.interop._reading import (
 )
 from relprop.layers import (
     ELU,
+    GELU,
     Hardtanh,
     Layer,
     LeakyReLU,
@@ -68,6 +69,7 @@ _ACTIVATIONS: dict[str, Callable[[], Layer] | None] = {
     "silu": SiLU,
     "swish": SiLU,
     "leaky_relu": lambda: LeakyReLU(0.2),  # keras.activations.leaky_relu's default
+    "gelu": GELU,  # keras.activations.gelu's default: approximate=False
 }
 
 

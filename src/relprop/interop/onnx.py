@@ -34,6 +34,7 @@ from relprop.interop._reading import (
 )
 from relprop.layers import (
     ELU,
+    GELU,
     Hardtanh,
     LeakyReLU,
     ReLU,
@@ -49,6 +50,13 @@ __all__ = ["from_onnx", "supported_ops"]
 
 _OPS = Handlers()
 _op = _OPS.register
+
+_ELEMENTWISE = frozenset({
+    "Mul", "Add", "Sub", "Div", "Neg", "Pow", "Erf", "Tanh", "Sigmoid", "Exp", "Log", "Sqrt",
+    "Abs", "Reciprocal", "Softplus", "Max", "Min",
+})
+"""Operators that may be steps of an activation written out (a GELU exported with opsets
+below 20: ``Div``, ``Erf``, ``Add``, ``Mul``)."""
 
 
 def supported_ops() -> tuple[str, ...]:
@@ -122,9 +130,18 @@ class _Reader(LayoutReader):
         if all(v is None or isinstance(v, Const) for v in inputs):
             return self.evaluate(node, inputs)
         handler = _OPS.get(node.op)
+        if node.op in _ELEMENTWISE and len(node.outputs) == 1:
+            lazy = self.pointwise(
+                inputs, self.out(),
+                lambda args: self.evaluate(node, [None if a is None else Const(a)
+                                                  for a in args])[0].value,  # type: ignore[union-attr]
+                unhandled=handler is None, product=node.op in ("Mul", "Div"), step=node.op,
+            )
+            if lazy is not None:
+                return [lazy]
         if handler is None:
             raise self.fail("is not supported on values that depend on the input")
-        return handler(self, node, *inputs)
+        return handler(self, node, *[self.settle(v) for v in inputs])
 
     def evaluate(self, node: _Node, inputs: list[Value | None]) -> list[Value]:
         from onnx.reference import ReferenceEvaluator
@@ -329,6 +346,11 @@ class _Reader(LayoutReader):
     @_op("Tanh")
     def _tanh(self, node: _Node, x: Value) -> list[Value]:
         return [self.same_place(Tanh(), "tanh", self.tensor(x))]
+
+    @_op("Gelu")
+    def _gelu(self, node: _Node, x: Value) -> list[Value]:
+        layer = GELU(str(node.get("approximate", "none")))
+        return [self.same_place(layer, "gelu", self.tensor(x))]
 
     @_op("Softplus")
     def _softplus(self, node: _Node, x: Value) -> list[Value]:

@@ -26,6 +26,7 @@ from typing import Any
 
 from relprop.layers import (
     ELU,
+    GELU,
     AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,
     AdaptiveAvgPool3d,
@@ -102,7 +103,7 @@ SUPPORTED_FUNCTIONS = (
     "torch.tanh",
     "torch.sigmoid",
     "F.leaky_relu",
-    "F.elu / F.silu / F.hardtanh / F.relu6",
+    "F.elu / F.silu / F.gelu / F.hardtanh / F.relu6",
     "F.softplus",
     "torch.flatten / Tensor.flatten",
     "Tensor.view / Tensor.reshape / torch.reshape to (batch, -1)",
@@ -378,6 +379,7 @@ def _builtin_modules() -> dict[type, Callable[[Any, str], Layer]]:
         nn.Tanh: lambda m, q: Tanh(),
         nn.ELU: lambda m, q: ELU(float(m.alpha)),
         nn.SiLU: lambda m, q: SiLU(),
+        nn.GELU: lambda m, q: GELU(str(m.approximate)),
         nn.Hardtanh: lambda m, q: Hardtanh(float(m.min_val), float(m.max_val)),  # and ReLU6
         nn.Sigmoid: lambda m, q: Sigmoid(),
         nn.Softplus: _softplus,
@@ -850,6 +852,7 @@ class _FxImporter:
             (F.elu, unary(lambda b: ELU(float(b["alpha"])), [("alpha", 1.0),
                                                               ("inplace", False)])),
             (F.silu, unary(lambda b: SiLU(), [("inplace", False)])),
+            (F.gelu, unary(lambda b: GELU(str(b["approximate"])), [("approximate", "none")])),
             (F.hardtanh, unary(lambda b: Hardtanh(float(b["min_val"]), float(b["max_val"])),
                                [("min_val", -1.0), ("max_val", 1.0), ("inplace", False)])),
             (F.relu6, unary(lambda b: Hardtanh(0.0, 6.0), [("inplace", False)])),

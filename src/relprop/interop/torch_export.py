@@ -18,12 +18,14 @@ from relprop.interop._reading import (
     Const,
     Handlers,
     LayoutReader,
+    Pointwise,
     Tensor,
     UnsupportedError,
     Value,
 )
 from relprop.layers import (
     ELU,
+    GELU,
     Hardtanh,
     LeakyReLU,
     ReLU,
@@ -95,9 +97,27 @@ class _Reader(LayoutReader):
             return Const(node.target(*values[0], **values[1]))
         name = node.target.__name__.split(".")[0] if hasattr(node.target, "__name__") else ""
         handler = _OPS.get(name)
+        if name in _ELEMENTWISE and not kwargs:
+            values = [a if isinstance(a, (Const, Tensor, Pointwise)) else Const(a) for a in args]
+            lazy = self.pointwise(
+                values, _shape(node), lambda arrays: node.target(*arrays),
+                unhandled=handler is None, product=name in ("mul", "div"), step=name,
+            )
+            if lazy is not None:
+                return lazy
         if handler is None:
             raise self.fail("is not supported")
-        return handler(self, node, *args, **kwargs)
+        return handler(self, node, *self._settled(args), **self._settled(kwargs))
+
+    def _settled(self, value: Any) -> Any:
+        """``value`` with every written-out function in it made a layer."""
+        if isinstance(value, Pointwise):
+            return self.settle(value)
+        if isinstance(value, dict):
+            return {k: self._settled(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(self._settled(v) for v in value)
+        return value
 
     def tensor(self, value: Any) -> Tensor:
         if not isinstance(value, Tensor):
@@ -214,6 +234,10 @@ class _Reader(LayoutReader):
     @_op("silu", "silu_")
     def _silu(self, node: Any, x: Any) -> Value:
         return self._unary(SiLU(), "silu", x)
+
+    @_op("gelu", "gelu_")
+    def _gelu(self, node: Any, x: Any, approximate: str = "none") -> Value:
+        return self._unary(GELU(str(approximate)), "gelu", x)
 
     @_op("leaky_relu", "leaky_relu_")
     def _leaky(self, node: Any, x: Any, slope: float = 0.01) -> Value:
@@ -365,8 +389,15 @@ class _Reader(LayoutReader):
         return self.emit("upsample", layer, [t], t.perm, _shape(node), t.dtype)
 
 
+_ELEMENTWISE = frozenset({
+    "mul", "add", "sub", "rsub", "div", "neg", "pow", "erf", "tanh", "sigmoid", "exp", "log",
+    "sqrt", "rsqrt", "abs", "reciprocal",
+})
+"""ATen ops that may be steps of an activation written out (``x * torch.sigmoid(x)``)."""
+
+
 def _any_tensor(value: Any) -> bool:
-    if isinstance(value, Tensor):
+    if isinstance(value, (Tensor, Pointwise)):
         return True
     if isinstance(value, dict):
         return any(_any_tensor(v) for v in value.values())

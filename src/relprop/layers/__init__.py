@@ -2,6 +2,7 @@
 
 from relprop.layers.activations import (
     ELU,
+    GELU,
     Hardtanh,
     LeakyReLU,
     ReLU,
@@ -89,6 +90,7 @@ __all__ = [
     "Dropout",
     "ELU",
     "Flatten",
+    "GELU",
     "Hardtanh",
     "Identity",
     "Lambda",

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from types import ModuleType
 from typing import Any
 
 from relprop._xp import Array
 from relprop.layers.base import Activation
 from relprop.layers.registry import register
+from relprop.ops.special import erf
 
-__all__ = ["ELU", "Hardtanh", "LeakyReLU", "ReLU", "SiLU", "Sigmoid", "Softplus", "Tanh"]
+__all__ = ["ELU", "GELU", "Hardtanh", "LeakyReLU", "ReLU", "SiLU", "Sigmoid", "Softplus", "Tanh"]
 
 
 @register
@@ -172,3 +174,54 @@ class Hardtanh(Activation):
 
     def __repr__(self) -> str:
         return f"Hardtanh(min_val={self.min_val}, max_val={self.max_val})"
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_TANH_CUBIC = 0.044715
+
+
+@register
+class GELU(Activation):
+    r"""Gaussian error linear unit (torch's ``nn.GELU``, transformers' activation).
+
+    ``approximate="none"``: :math:`x\,\Phi(x) = \tfrac{x}{2}\,(1 +
+    \operatorname{erf}(x / \sqrt 2))`, :math:`\Phi` the standard normal CDF;
+    ``"tanh"``: :math:`\tfrac{x}{2}\,(1 + \tanh(\sqrt{2/\pi}\,(x + 0.044715\,x^3)))`
+    (``jax.nn.gelu``'s default, ``approximate=True``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> GELU().forward(np.array([[-1.0, 0.0, 1.0]]), np).round(6).tolist()
+    [[-0.158655, 0.0, 0.841345]]
+    >>> GELU("tanh").forward(np.array([[1.0]]), np).round(6).tolist()
+    [[0.841192]]
+    """
+
+    def __init__(self, approximate: str = "none") -> None:
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU approximate must be 'none' or 'tanh'; got {approximate!r}.")
+        self.approximate = approximate
+
+    def _tanh_argument(self, x: Array) -> Array:
+        return _SQRT_2_OVER_PI * (x + _TANH_CUBIC * x * x * x)
+
+    def forward(self, x: Array, xp: ModuleType) -> Array:
+        if self.approximate == "tanh":
+            return 0.5 * x * (1.0 + xp.tanh(self._tanh_argument(x)))
+        return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0), xp=xp))
+
+    def vjp(self, x: Array, v: Array, xp: ModuleType) -> Array:
+        if self.approximate == "tanh":
+            t = xp.tanh(self._tanh_argument(x))
+            slope = _SQRT_2_OVER_PI * (1.0 + 3.0 * _TANH_CUBIC * x * x)
+            return v * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * slope)
+        cdf = 0.5 * (1.0 + erf(x / math.sqrt(2.0), xp=xp))
+        density = xp.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+        return v * (cdf + x * density)
+
+    def config(self) -> dict[str, Any]:
+        return {"approximate": self.approximate}
+
+    def __repr__(self) -> str:
+        return "GELU()" if self.approximate == "none" else f"GELU({self.approximate!r})"
