@@ -410,6 +410,26 @@ def test_activations_become_their_layers(activation, layer) -> None:
     assert model[1].config() == layer.config()
 
 
+def test_equinox_grouped_transposed_conv_with_output_padding() -> None:
+    """eqx.nn.ConvTranspose2d records a grouped convolution of the dilated input whose
+    padding carries the output padding: read as one grouped rp.ConvTranspose2d (its
+    groups' weights arranged as torch's) that computes what equinox computes. (Grouped
+    transposed convolutions' relevance is tested against zennit in the CNN parity tests.)"""
+    keys = jax.random.split(jax.random.PRNGKey(26), 2)
+    net = eqx.nn.Sequential([
+        eqx.nn.Conv2d(2, 4, 3, key=keys[0], dtype=F64), eqx.nn.Lambda(jax.nn.relu),
+        eqx.nn.ConvTranspose2d(4, 6, (3, 2), stride=2, padding=1, output_padding=1, groups=2,
+                               key=keys[1], dtype=F64),
+    ])
+    model = rp.from_equinox(net, jnp.zeros((2, 7, 7)))
+    up = model[2]
+    assert isinstance(up, rp.ConvTranspose2d) and up.groups == 2
+    assert tuple(up.weight.shape) == (4, 3, 3, 2)  # torch's (in, out / groups, *kernel)
+    batch = jnp.asarray(_rng(27).normal(size=(3, 2, 7, 7)))
+    np.testing.assert_allclose(np.asarray(model(batch)), np.asarray(jax.vmap(net)(batch)),
+                               rtol=1e-12, atol=1e-12)
+
+
 def test_flax_conv_transpose_equals_torch_twin() -> None:
     kw = {"param_dtype": F64, "rngs": nnx.Rngs(23)}
     net = nnx.Sequential(

@@ -224,6 +224,35 @@ def test_dense_network_with_normalization_and_activations() -> None:
     _assert_twin(model, x, Twin().eval(), lambda a: a, merge_options=(False,))
 
 
+def test_conv2d_transpose_equals_torch_twin() -> None:
+    net = keras.Sequential([
+        keras.Input((5, 6, 2)),
+        keras.layers.Conv2D(4, 3, padding="same", activation="relu", dtype=F64),
+        keras.layers.Conv2DTranspose(3, 4, strides=2, padding="same", activation="relu",
+                                     dtype=F64),
+        keras.layers.GlobalAveragePooling2D(dtype=F64), keras.layers.Dense(2, dtype=F64),
+    ])
+    _randomise_biases(net, 12)
+    model = rp.from_keras(net, backend="numpy")
+    assert "ConvTranspose2d" in [type(layer).__name__ for layer in model]
+    x = np.random.default_rng(13).normal(size=(3, 5, 6, 2))
+    np.testing.assert_allclose(np.asarray(model(x)),
+                               keras.ops.convert_to_numpy(net(x, training=False)),
+                               rtol=KERAS_RTOL, atol=KERAS_RTOL)  # a float32 global pool
+    conv, up = net.layers[0], net.layers[1]
+    first = torch.nn.Conv2d(2, 4, 3, padding=1).double()
+    first.weight.data = _t(np.transpose(keras.ops.convert_to_numpy(conv.kernel), (3, 2, 0, 1)))
+    first.bias.data = _t(conv.bias)
+    second = torch.nn.ConvTranspose2d(4, 3, 4, stride=2, padding=1).double()
+    # Keras's (*k, out, in) is torch's (in, out, *k), unflipped
+    second.weight.data = _t(np.transpose(keras.ops.convert_to_numpy(up.kernel), (3, 2, 0, 1)))
+    second.bias.data = _t(up.bias)
+    twin = torch.nn.Sequential(first, torch.nn.ReLU(), second, torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                               _fc(net.layers[3])).eval()
+    _assert_twin(model, x, twin, _nchw, merge_options=(False,))
+
+
 def test_gelu_activation_equals_torch_twin() -> None:
     net = keras.Sequential([
         keras.Input((4,)), keras.layers.Dense(5, activation="gelu", dtype=F64),

@@ -335,27 +335,36 @@ class _Reader(LayoutReader):
 
     def _transposed(self, eqn: Any, x: Tensor, w: Const, weight: Any, lhs: tuple[int, ...],
                     out_spec: tuple[int, ...]) -> Tensor:
-        r"""A convolution of the input dilated by ``s`` (what ``lax.conv_transpose``
-        records) as a transposed convolution: :math:`W^T = \mathrm{flip}(W)` with its
-        channel axes swapped, padding :math:`d (k - 1) - p` per side."""
+        r"""A convolution of the input dilated by ``s`` (what ``lax.conv_transpose`` and
+        ``eqx.nn.ConvTranspose`` record) as a transposed convolution: per group
+        :math:`W^T = \mathrm{flip}(W)` with its channel axes swapped, padding
+        :math:`d (k - 1) - p` per side (where that is negative after, by less than the
+        stride, the output padding)."""
         p = eqn.params
-        if int(p["feature_group_count"]) != 1 or any(s != 1 for s in p["window_strides"]):
-            raise self.fail("is a transposed convolution with groups or strides on the "
-                            "dilated input, not supported")
+        if any(s != 1 for s in p["window_strides"]):
+            raise self.fail("is a convolution of a dilated input with strides (no transposed "
+                            "convolution computes that)")
+        groups = int(p["feature_group_count"])
         spatial = tuple(range(2, weight.ndim))
         flipped = self.xp.flip(weight, axis=spatial)
-        transposed = self.xp.permute_dims(flipped, (1, 0, *spatial))
+        out_ch, in_per_group, kernel = flipped.shape[0], flipped.shape[1], flipped.shape[2:]
+        grouped = self.xp.reshape(flipped, (groups, out_ch // groups, in_per_group, *kernel))
+        swapped = self.xp.permute_dims(grouped, (0, 2, 1, *(a + 1 for a in spatial)))
+        transposed = self.xp.reshape(swapped, (groups * in_per_group, out_ch // groups, *kernel))
         dilation = [int(d) for d in p["rhs_dilation"]]
-        pads = [
-            (d * (k - 1) - int(lo), d * (k - 1) - int(hi))
-            for (lo, hi), d, k in zip(p["padding"], dilation, weight.shape[2:], strict=True)
-        ]
-        if any(lo < 0 or hi < 0 for lo, hi in pads):
+        strides = [int(s) for s in p["lhs_dilation"]]
+        pads, extra = [], []
+        for (lo, hi), d, k in zip(p["padding"], dilation, kernel, strict=True):
+            before, after = d * (k - 1) - int(lo), d * (k - 1) - int(hi)
+            extra.append(max(0, -after))
+            pads.append((before, max(after, 0)))
+        if any(lo < 0 for lo, _ in pads) or any(e >= s for e, s in zip(extra, strides,
+                                                                       strict=True)):
             raise self.fail(f"is a transposed convolution padded by {list(p['padding'])}, more "
                             "than its kernel spans (no transposed convolution computes that)")
-        return self.conv(x, w, transposed, lhs, out_spec, stride=p["lhs_dilation"], pads=pads,
-                         dilation=dilation, groups=1, out_shape=_out(eqn),
-                         output_padding=[0] * len(spatial))
+        return self.conv(x, w, transposed, lhs, out_spec, stride=strides, pads=pads,
+                         dilation=dilation, groups=groups, out_shape=_out(eqn),
+                         output_padding=extra)
 
     # -- pools and reductions --------------------------------------------------------
 

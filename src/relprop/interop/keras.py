@@ -88,6 +88,26 @@ def _numpy(variable: Any) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(variable))
 
 
+def _transpose_pads(
+    span: int, stride: int, padding: str, output_padding: int | None
+) -> tuple[tuple[int, int], int]:
+    """Keras's transposed-convolution geometry on one axis (``span``: the dilated kernel)
+    as torch's: the crop before and after, and the output padding. Keras pads the
+    dilated input by ``(left, right)``; the crop of the full transposed convolution is
+    ``span - 1 - left`` before and ``span - 1 - right`` after (a negative one is output
+    padding)."""
+    if padding == "valid":
+        extra = max(span, stride) - span if output_padding is None else output_padding
+        left, right = span - 1, span - 1 + extra
+    else:
+        total = (stride + span - 2 if output_padding is None
+                 else span + span % 2 - 2 + output_padding)
+        left = min(total // 2 + total % 2, span - 1)
+        right = total - left
+    before, after = span - 1 - left, span - 1 - right
+    return (before, max(after, 0)), max(-after, 0)
+
+
 class _Reader(LayoutReader):
     def __init__(self, draft: Draft) -> None:
         super().__init__(draft, "from_keras", np)
@@ -180,6 +200,35 @@ class _Reader(LayoutReader):
         y = self.conv(t, Const(kernel, layer.name), weight, lhs, lhs, stride=strides,
                       pads=pads, dilation=dilation, groups=int(getattr(layer, "groups", 1)),
                       out_shape=out)
+        if layer.bias is not None:
+            bias = _numpy(layer.bias).astype(t.dtype)
+            shape = [1] * len(out)
+            shape[channel] = bias.shape[0]
+            y = self.add(y, Const(bias.reshape(shape[1:]), layer.name), out)
+        return self.activate(layer, y, last)
+
+    @_layer("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
+    def _conv_transpose(self, layer: Any, inputs: list[Value], out: tuple[int, ...],
+                        last: bool) -> Value:
+        t = self.one(inputs)
+        kernel = _numpy(layer.kernel).astype(t.dtype)  # (*k, out, in): no flip (TF's)
+        spatial = kernel.ndim - 2
+        weight = np.transpose(kernel, (spatial + 1, spatial, *range(spatial)))  # (in, out, *k)
+        channel, axes = self.spatial_axes(layer, t)
+        strides, dilation = tuple(layer.strides), tuple(layer.dilation_rate)
+        if layer.padding not in ("valid", "same"):
+            raise self.fail(f"has padding={layer.padding!r}; 'valid' and 'same' are supported")
+        given = layer.output_padding
+        pads, extra = [], []
+        for i, (k, s, d) in enumerate(zip(weight.shape[2:], strides, dilation, strict=True)):
+            pair, more = _transpose_pads(d * (k - 1) + 1, s, layer.padding,
+                                         None if given is None else int(given[i]))
+            pads.append(pair)
+            extra.append(more)
+        lhs = (t.batch_axis, channel, *axes)
+        y = self.conv(t, Const(kernel, layer.name), weight, lhs, lhs, stride=strides,
+                      pads=pads, dilation=dilation, groups=1, out_shape=out,
+                      output_padding=extra)
         if layer.bias is not None:
             bias = _numpy(layer.bias).astype(t.dtype)
             shape = [1] * len(out)
@@ -416,7 +465,8 @@ def from_keras(model: Any, *, backend: str | None = None, check: bool = True) ->
     """A relprop model computing what a Keras 3 model computes.
 
     Read: ``Dense``, ``Conv1D`` / ``Conv2D`` (``padding="valid"`` / ``"same"``, strides,
-    dilation, groups, channels-last or -first), their ``activation=``, ``MaxPooling`` /
+    dilation, groups, channels-last or -first), ``Conv1DTranspose`` / ``Conv2DTranspose`` /
+    ``Conv3DTranspose``, their ``activation=``, ``MaxPooling`` /
     ``AveragePooling`` 1D / 2D, ``GlobalAveragePooling`` / ``GlobalMaxPooling``,
     ``BatchNormalization`` (its moving statistics), ``Rescaling``, ``Normalization``,
     ``Activation``, ``ReLU`` / ``LeakyReLU`` / ``ELU``, ``Flatten``, ``Reshape``,
