@@ -105,6 +105,19 @@ def _volume_model(rng, dtype):
     ]), (2, 2, 4, 5, 3)
 
 
+def _token_model(rng, dtype):
+    def a(*shape):
+        return on_backend(_normal(rng, *shape), dtype)
+
+    return rp.Sequential([
+        ("embed", rp.Embedding(a(7, 4))),
+        ("gelu", rp.GELU("tanh")),
+        ("flat", rp.Flatten()),
+        ("fc", rp.Dense(a(3, 12), a(3))),
+        ("gelu_exact", rp.GELU()),
+    ]), (2, 3)
+
+
 def _graph_model(rng, dtype):
     def a(*shape):
         return on_backend(_normal(rng, *shape), dtype)
@@ -126,11 +139,12 @@ def _graph_model(rng, dtype):
 
 
 MODELS = {"dense": _dense_model, "cnn": _cnn_model, "volume": _volume_model,
-          "graph": _graph_model}
+          "tokens": _token_model, "graph": _graph_model}
 COMPOSITES = {
     "dense": rp.composites.EpsilonPlus,
     "cnn": rp.composites.EpsilonPlusFlat,
     "volume": lambda: rp.composites.EpsilonGammaBox(low=-3.0, high=3.0),
+    "tokens": rp.composites.EpsilonPlus,
     "graph": rp.composites.EpsilonAlpha2Beta1,
 }
 
@@ -138,6 +152,8 @@ COMPOSITES = {
 def _make(kind, dtype="float64", seed=0):
     rng = np.random.default_rng(seed)
     model, shape = MODELS[kind](rng, dtype)
+    if kind == "tokens":  # token indices
+        return model, rp.asarray(rng.integers(0, 7, size=shape), backend=BACKEND)
     x = on_backend(rng.normal(size=shape), dtype)
     return model, x
 

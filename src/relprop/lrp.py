@@ -7,11 +7,11 @@ from types import ModuleType
 from typing import Literal, overload
 
 from relprop._checks import check_input, target_relevance
-from relprop._xp import Array, detached
+from relprop._xp import Array, detached, is_traced
 from relprop.canonizers import canonize
 from relprop.composites import Composite, uniform
 from relprop.interop._cache import ModelLike, as_model
-from relprop.layers import describe
+from relprop.layers import Embedding, Identity, describe
 from relprop.layers.merge import Merge
 from relprop.model import INPUT, Model, Node
 from relprop.rules import Rule
@@ -29,6 +29,39 @@ def _prepare(
         x, target = detached(x), detached(target)
     check_input(x, xp, model.named_params())
     return xp, x, target, model.run(x, xp)
+
+
+def _at_embeddings(model: Model, x: Array) -> tuple[Model, Array]:
+    """A model whose input an :class:`~relprop.Embedding` reads is explained at the
+    embedding vectors: the model with that layer made an identity, and the vectors of
+    the indices ``x``. Other models and ``x`` come back as they are."""
+    nodes = model.nodes()
+    embeddings = [node for node in nodes if isinstance(node.layer, Embedding)]
+    if not embeddings:
+        return model, x
+    readers = [node for node in nodes if INPUT in node.inputs]
+    first = embeddings[0]
+    if len(embeddings) > 1 or readers != [first]:
+        where = ", ".join(repr(node.name) for node in embeddings)
+        raise TypeError(
+            f"the model has embeddings at {where}; relprop explains a model with one "
+            "rp.Embedding that is the only layer reading the input (relevance is then that "
+            "of the embedding vectors). Explain the rest of the model at the vectors instead: "
+            "rp.lrp(model_after_the_embedding, vectors, ...)."
+        )
+    xp = model.namespace(x=x)
+    if not xp.isdtype(x.dtype, "integral"):
+        raise TypeError(
+            f"x has dtype {x.dtype}, but the model starts with {first.layer!r} ({first.name!r}), "
+            "which reads integer token indices; pass the indices (the relevance comes back "
+            "for the embedding vectors)."
+        )
+    count = first.layer.num_embeddings  # type: ignore[attr-defined]
+    if not is_traced(x) and x.shape[0] and not bool(xp.all((x >= 0) & (x < count))):
+        raise IndexError(f"x has token indices outside [0, {count}) of {first.layer!r}.")
+    vectors = first.layer.forward(x, xp)
+    rest = model.rebuild([Identity() if layer is first.layer else layer for layer in model.layers])
+    return rest, vectors
 
 
 def _accumulate(received: dict[str, Array], name: str, value: Array) -> None:
@@ -201,7 +234,9 @@ def lrp(
     Returns
     -------
     array or (array, dict)
-        Input relevance, the shape, dtype, library and device of ``x``; with
+        Input relevance, the shape, dtype, library and device of ``x`` (for a model that
+        starts with an :class:`~relprop.Embedding`, whose ``x`` are token indices: the
+        relevance of the embedding vectors, ``(*x.shape, dim)``); with
         ``return_layers`` also ``{"input": R_0, name_1: R_1, ..., name_L: R_L}`` in the
         order of the model's nodes: ``R_0`` is the input relevance (the same array), and
         ``R_L``, at the output, the initial relevance.
@@ -223,6 +258,7 @@ def lrp(
     used = given
     if isinstance(composite, Composite) and composite.canonizers:
         used = canonize(given, composite.canonizers)
+    used, x = _at_embeddings(used, x)
     rules = _rules(used, composite, rule)
     xp, x, target, values = _prepare(used, x, target, detach)
     nodes = used.nodes()
@@ -247,7 +283,7 @@ def _gradient(
     model: ModelLike, x: Array, target: object, detach: bool
 ) -> tuple[Array, Array]:
     """The input (detached as asked) and the input gradient."""
-    checked = as_model(model, x)
+    checked, x = _at_embeddings(as_model(model, x), x)
     xp, x, target, values = _prepare(checked, x, target, detach)
     nodes = checked.nodes()
 

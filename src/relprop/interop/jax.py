@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ from relprop.interop._reading import (
 )
 from relprop.layers import (
     ELU,
+    Embedding,
     Hardtanh,
     Layer,
     LeakyReLU,
@@ -70,6 +72,36 @@ _ELEMENTWISE = frozenset({
     "cbrt", "abs", "max", "min",
 })
 """Primitives that may be steps of an activation written out (:class:`Pointwise`)."""
+
+
+@dataclass(frozen=True)
+class _Indices:
+    """A function of the input's integer token indices (``root``), computed with the
+    source's own steps (``jnp.take`` wraps negative indices with ``lt``, ``add`` and
+    ``select_n``), waiting for the ``gather`` that makes it an embedding."""
+
+    root: Tensor
+    fn: Callable[[Any], Any]
+
+
+def _is_index(value: Any) -> bool:
+    if isinstance(value, _Indices):
+        return True
+    return isinstance(value, Tensor) and np.issubdtype(np.dtype(value.dtype), np.integer)
+
+
+def _index_root(value: Any) -> Tensor:
+    return value.root if isinstance(value, _Indices) else value
+
+
+def _index_at(value: Any, ids: Any) -> Any:
+    return value.fn(ids) if isinstance(value, _Indices) else ids
+
+
+def _calls(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark the handler that reads a sub-jaxpr (what it gets passes on unread)."""
+    method.is_call = True  # type: ignore[attr-defined]
+    return method
 
 
 def _keeps_pointwise(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -137,6 +169,8 @@ class _Reader(LayoutReader):
         handler = _HANDLERS.get(name)
         outer, self.eqn = self.eqn, eqn
         try:
+            if any(_is_index(v) for v in inputs) and not getattr(handler, "is_call", False):
+                return [self.index_step(eqn, inputs)]
             if name in _ELEMENTWISE:
                 lazy = self.pointwise(
                     inputs, _out(eqn),
@@ -152,6 +186,41 @@ class _Reader(LayoutReader):
             return handler(self, eqn, *inputs)
         finally:
             self.eqn = outer
+
+    def index_step(self, eqn: Any, inputs: list[Any]) -> Any:
+        """A step on the input's integer token indices: read lazily (as :class:`_Indices`,
+        a function of the indices) up to the ``gather`` that looks them up in a table,
+        which becomes an :class:`~relprop.Embedding` if it picks exactly the table's rows
+        (``jnp.take(table, ids, axis=0)``, ``nnx.Embed``, ``eqx.nn.Embedding``)."""
+        name = eqn.primitive.name
+        if name != "gather":
+            root = next(_index_root(v) for v in inputs if _is_index(v))
+
+            def fn(ids: Any) -> Any:
+                args = [Const(v.value) if isinstance(v, Const) else Const(_index_at(v, ids))
+                        for v in inputs]
+                return self.evaluate(eqn, args)[0].value  # type: ignore[union-attr]
+
+            return _Indices(root, fn)
+        table, indices = inputs[0], inputs[1]
+        if not isinstance(table, Const) or np.ndim(table.value) != 2 or not _is_index(indices):
+            raise self.fail("gathers other than rows of a constant table picked by the "
+                            "input's token indices (an embedding)")
+        root = _index_root(indices)
+        rows, dim = (int(n) for n in np.shape(table.value))
+        probe = np.random.default_rng(0).integers(0, rows, size=root.shape)
+        ids = self.xp.asarray(probe, dtype=root.dtype)
+        got = self.evaluate(eqn, [table, Const(_index_at(indices, ids))])[0].value  # type: ignore[union-attr]
+        want = np.take(np.asarray(table.value), probe, axis=0)
+        got_np = np.asarray(got)
+        if got_np.size != want.size or not np.array_equal(got_np.reshape(want.shape), want):
+            raise self.fail("gathers from its table other than one row per token index "
+                            "(what an embedding does)")
+        weight = self.xp.asarray(table.value)
+        t = self.natural(root)
+        out = self.emit(self.named(table, "embedding"), Embedding(weight), [t],
+                        tuple(range(len(root.shape) + 1)), (*root.shape, dim), weight.dtype)
+        return out if out.shape == _out(eqn) else self.reshape(out, _out(eqn))
 
     def evaluate(self, eqn: Any, inputs: list[Const]) -> list[Value]:
         params = eqn.primitive.get_bind_params(eqn.params)
@@ -249,6 +318,7 @@ class _Reader(LayoutReader):
     @_handles("jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call",
               "custom_vjp_call_jaxpr", "remat", "checkpoint", "custom_lin")
     @_keeps_pointwise
+    @_calls
     def _call(self, eqn: Any, *inputs: Value) -> list[Value]:
         from jax.extend.core import ClosedJaxpr
 

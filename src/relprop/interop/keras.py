@@ -32,6 +32,7 @@ from relprop.interop._reading import (
 from relprop.layers import (
     ELU,
     GELU,
+    Embedding,
     Hardtanh,
     Layer,
     LeakyReLU,
@@ -171,6 +172,14 @@ class _Reader(LayoutReader):
         return rank - 1, list(range(1, rank - 1))
 
     # -- linear layers ---------------------------------------------------------------
+
+    @_layer("Embedding")
+    def _embedding(self, layer: Any, inputs: list[Value], out: tuple[int, ...],
+                   last: bool) -> Value:
+        t = self.natural(self.one(inputs))
+        table = _numpy(layer.embeddings)
+        return self.emit(layer.name, Embedding(table), [t], tuple(range(len(out))), out,
+                         table.dtype)
 
     @_layer("Dense")
     def _dense(self, layer: Any, inputs: list[Value], out: tuple[int, ...], last: bool) -> Value:
@@ -466,7 +475,7 @@ def from_keras(model: Any, *, backend: str | None = None, check: bool = True) ->
 
     Read: ``Dense``, ``Conv1D`` / ``Conv2D`` (``padding="valid"`` / ``"same"``, strides,
     dilation, groups, channels-last or -first), ``Conv1DTranspose`` / ``Conv2DTranspose`` /
-    ``Conv3DTranspose``, their ``activation=``, ``MaxPooling`` /
+    ``Conv3DTranspose``, ``Embedding``, their ``activation=``, ``MaxPooling`` /
     ``AveragePooling`` 1D / 2D, ``GlobalAveragePooling`` / ``GlobalMaxPooling``,
     ``BatchNormalization`` (its moving statistics), ``Rescaling``, ``Normalization``,
     ``Activation``, ``ReLU`` / ``LeakyReLU`` / ``ELU``, ``Flatten``, ``Reshape``,
@@ -515,9 +524,12 @@ def from_keras(model: Any, *, backend: str | None = None, check: bool = True) ->
     steps, first, last = _steps(model)
     shape = _shape(first)
     dtype = _dtype(model, first)
+    tokens = [int(layer.input_dim) for layer, _, _ in steps
+              if type(layer).__name__ == "Embedding"]
+    fed = np.dtype("int64") if tokens else dtype  # an embedding reads token indices
     draft = Draft(shape[1:])
     reader = _Reader(draft)
-    values: dict[int, Value] = {id(first): Tensor(INPUT, tuple(range(len(shape))), shape, dtype)}
+    values: dict[int, Value] = {id(first): Tensor(INPUT, tuple(range(len(shape))), shape, fed)}
     for index, (layer, inputs, output) in enumerate(steps):
         value = reader.read(layer, [values[id(t)] for t in inputs], _shape(output),
                             index == len(steps) - 1)
@@ -526,7 +538,10 @@ def from_keras(model: Any, *, backend: str | None = None, check: bool = True) ->
     reader.output(values[id(last)])
     built = draft.model()
     if check:
-        _check(built, model, shape, dtype, reader.softmax)
+        rng = np.random.default_rng(0)
+        x = (rng.integers(0, min(tokens), size=shape) if tokens
+             else rng.uniform(-1, 1, size=shape).astype(dtype))
+        _check(built, model, x, dtype, reader.softmax)
     return on_backend(built, backend)
 
 
@@ -541,11 +556,10 @@ def _dtype(model: Any, first: Any) -> np.dtype:
     return np.dtype(name)
 
 
-def _check(built: Sequential | Graph, model: Any, shape: tuple[int, ...], dtype: Any,
+def _check(built: Sequential | Graph, model: Any, x: np.ndarray, dtype: Any,
            softmax: bool) -> None:
     import keras
 
-    x = np.random.default_rng(0).uniform(-1, 1, size=shape).astype(dtype)
     want = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
     got = np.asarray(built(x))
     if softmax:  # the model's output is the softmax of the imported model's

@@ -35,6 +35,7 @@ from relprop.interop._reading import (
 from relprop.layers import (
     ELU,
     GELU,
+    Embedding,
     Hardtanh,
     LeakyReLU,
     ReLU,
@@ -346,6 +347,20 @@ class _Reader(LayoutReader):
     @_op("Tanh")
     def _tanh(self, node: _Node, x: Value) -> list[Value]:
         return [self.same_place(Tanh(), "tanh", self.tensor(x))]
+
+    @_op("Gather")
+    def _gather(self, node: _Node, data: Value, indices: Value) -> list[Value]:
+        """Rows of a constant table picked by the input's indices: an embedding."""
+        ids = self.tensor(indices, "its indices")
+        if int(node.get("axis", 0)) != 0 or not isinstance(data, Const) or np.ndim(data.value) != 2:
+            raise self.fail("gathers other than rows of a constant (num_embeddings, dim) table "
+                            "by the input's indices (an embedding)")
+        table = np.asarray(data.value)
+        ids = self.natural(ids)
+        out = self.out()
+        layer = self.emit(data.origin or "embedding", Embedding(table), [ids],
+                          tuple(range(len(out))), out, table.dtype)
+        return [layer]
 
     @_op("Gelu")
     def _gelu(self, node: _Node, x: Value) -> list[Value]:
@@ -703,7 +718,10 @@ def _check(
 ) -> None:
     from onnx.reference import ReferenceEvaluator
 
-    x = np.random.default_rng(0).normal(size=(2, *shape[1:])).astype(dtype)
+    rng = np.random.default_rng(0)
+    tokens = [layer.num_embeddings for layer in model.layers if isinstance(layer, Embedding)]
+    x = (rng.integers(0, min(tokens), size=(2, *shape[1:])).astype(dtype) if tokens
+         else rng.normal(size=(2, *shape[1:])).astype(dtype))
     name = _input_of(proto.graph, {init.name for init in proto.graph.initializer}).name
     try:
         results: Any = ReferenceEvaluator(proto).run([output], {name: x})

@@ -51,6 +51,7 @@ from relprop.layers import (
     ConvTranspose3d,
     Dense,
     Dropout,
+    Embedding,
     Flatten,
     Hardtanh,
     Identity,
@@ -347,6 +348,13 @@ def _batchnorm(cls: type[BatchNorm]) -> Callable[[Any, str], Layer]:
     return convert
 
 
+def _embedding(module: Any, qualname: str) -> Layer:
+    if module.max_norm is not None:
+        raise _setting_error(module, qualname, f"has max_norm={module.max_norm}: it rescales "
+                             "its vectors in place when called; use max_norm=None")
+    return Embedding(module.weight)
+
+
 def _flatten(module: Any, qualname: str) -> Layer:
     if module.end_dim != -1 or module.start_dim < 1:
         raise _setting_error(
@@ -368,6 +376,7 @@ def _builtin_modules() -> dict[type, Callable[[Any, str], Layer]]:
 
     return {
         nn.Linear: lambda m, q: Dense(m.weight, m.bias),
+        nn.Embedding: _embedding,
         nn.Conv1d: _conv(Conv1d),
         nn.Conv2d: _conv(Conv2d),
         nn.Conv3d: _conv(Conv3d),

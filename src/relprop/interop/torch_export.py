@@ -26,6 +26,7 @@ from relprop.interop._reading import (
 from relprop.layers import (
     ELU,
     GELU,
+    Embedding,
     Hardtanh,
     LeakyReLU,
     ReLU,
@@ -162,6 +163,15 @@ class _Reader(LayoutReader):
     def _bias(self, out: Tensor, b: Any, spatial: int, node: Any) -> Tensor:
         bias = self.xp.reshape(self.weight(b), (-1,) + (1,) * spatial)
         return self.add(out, Const(bias, b.origin), _shape(node))
+
+    @_op("embedding")
+    def _embedding(self, node: Any, weight: Any, indices: Any, padding_idx: int = -1,
+                   scale_grad_by_freq: bool = False, sparse: bool = False) -> Value:
+        t = self.natural(self.tensor(indices))
+        table = self.weight(weight)
+        name = self.named(weight, "embedding")
+        return self.emit(name, Embedding(table), [t], tuple(range(len(t.shape) + 1)),
+                         _shape(node), table.dtype)
 
     @_op("linear")
     def _linear(self, node: Any, x: Any, w: Any, b: Any = None) -> Value:

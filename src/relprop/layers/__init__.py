@@ -30,6 +30,7 @@ from relprop.layers.conv import (
 )
 from relprop.layers.dense import Dense
 from relprop.layers.elementwise import Affine
+from relprop.layers.embedding import Embedding
 from relprop.layers.merge import Add, Concat, Merge
 from relprop.layers.pool import (
     AdaptiveAvgPool1d,
@@ -89,6 +90,7 @@ __all__ = [
     "Dense",
     "Dropout",
     "ELU",
+    "Embedding",
     "Flatten",
     "GELU",
     "Hardtanh",

@@ -19,6 +19,7 @@ from relprop.ops.padding import pad, pad_transpose
 
 __all__ = [
     "Dropout", "Flatten", "Identity", "Lambda", "Permute", "Reshape", "ZeroPad1d", "ZeroPad2d",
+    "ZeroPad3d",
 ]
 
 
