@@ -430,6 +430,52 @@ def test_equinox_grouped_transposed_conv_with_output_padding() -> None:
                                rtol=1e-12, atol=1e-12)
 
 
+def test_flax_and_equinox_embeddings_equal_torch_twin() -> None:
+    """nnx.Embed (jnp.take, which wraps negative indices first) and eqx.nn.Embedding
+    (vmapped, a gather of index pairs) both become rp.Embedding."""
+
+    class Tokens(nnx.Module):
+        def __init__(self) -> None:
+            kw = {"param_dtype": F64, "rngs": nnx.Rngs(28)}
+            self.embed = nnx.Embed(11, 4, **kw)
+            self.fc = nnx.Linear(20, 3, **kw)
+
+        def __call__(self, ids):
+            h = nnx.gelu(self.embed(ids), approximate=False)
+            return self.fc(h.reshape(h.shape[0], -1))
+
+    class EqxTokens(eqx.Module):
+        embed: eqx.nn.Embedding
+        fc: eqx.nn.Linear
+
+        def __call__(self, ids):
+            return self.fc(jax.nn.gelu(jax.vmap(self.embed)(ids), approximate=False).ravel())
+
+    flax_net = Tokens()
+    eqx_net = EqxTokens(eqx.nn.Embedding(weight=jnp.asarray(flax_net.embed.embedding[...])),
+                        eqx.nn.Linear(20, 3, key=jax.random.PRNGKey(29), dtype=F64))
+    ids = jnp.asarray(_rng(30).integers(0, 11, size=(4, 5)))
+    for model, table, kernel, bias in (
+        (rp.from_flax(flax_net, ids), flax_net.embed.embedding[...],
+         np.asarray(flax_net.fc.kernel[...]).T, flax_net.fc.bias[...]),
+        (rp.from_equinox(eqx_net, ids[0]), eqx_net.embed.weight, eqx_net.fc.weight,
+         eqx_net.fc.bias),
+    ):
+        assert [type(layer).__name__ for layer in model][:2] == ["Embedding", "GELU"]
+        embed = torch.nn.Embedding(11, 4).double()
+        embed.weight.data = _t(table)
+        fc = torch.nn.Linear(20, 3).double()
+        fc.weight.data, fc.bias.data = _t(kernel), _t(bias)
+        twin = torch.nn.Sequential(embed, torch.nn.GELU(), torch.nn.Flatten(), fc).eval()
+        target = [2, 0, 1, 1]
+        for composite in ("EpsilonPlusFlat", "EpsilonAlpha2Beta1"):
+            make = COMPOSITES[composite]
+            ours = rp.lrp(model, ids, target=target, composite=make([]))
+            theirs = rp.lrp(twin, torch.from_numpy(np.asarray(ids)), target=target,
+                            composite=make([]))
+            np.testing.assert_allclose(np.asarray(ours), theirs.numpy(), rtol=TOL, atol=TOL)
+
+
 def test_flax_conv_transpose_equals_torch_twin() -> None:
     kw = {"param_dtype": F64, "rngs": nnx.Rngs(23)}
     net = nnx.Sequential(

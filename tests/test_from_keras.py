@@ -253,6 +253,28 @@ def test_conv2d_transpose_equals_torch_twin() -> None:
     _assert_twin(model, x, twin, _nchw, merge_options=(False,))
 
 
+def test_embedding_equals_torch_twin() -> None:
+    net = keras.Sequential([
+        keras.Input((5,), dtype="int32"), keras.layers.Embedding(11, 4, dtype=F64),
+        keras.layers.Flatten(), keras.layers.Dense(3, dtype=F64),
+    ])
+    _randomise_biases(net, 14)
+    model = rp.from_keras(net, backend="numpy")
+    assert [type(layer).__name__ for layer in model] == ["Embedding", "Flatten", "Dense"]
+    ids = np.random.default_rng(15).integers(0, 11, size=(4, 5))
+    np.testing.assert_allclose(np.asarray(model(ids)),
+                               keras.ops.convert_to_numpy(net(ids, training=False)),
+                               rtol=KERAS_RTOL)
+    embed = torch.nn.Embedding(11, 4).double()
+    embed.weight.data = _t(keras.ops.convert_to_numpy(net.layers[0].embeddings))
+    twin = torch.nn.Sequential(embed, torch.nn.Flatten(), _fc(net.layers[2])).eval()
+    target = [0, 2, 1, 1]
+    for composite in COMPOSITES.values():
+        ours = rp.lrp(model, ids, target=target, composite=composite([]))
+        theirs = rp.lrp(twin, torch.from_numpy(ids), target=target, composite=composite([]))
+        np.testing.assert_allclose(np.asarray(ours), theirs.numpy(), rtol=TOL, atol=TOL)
+
+
 def test_gelu_activation_equals_torch_twin() -> None:
     net = keras.Sequential([
         keras.Input((4,)), keras.layers.Dense(5, activation="gelu", dtype=F64),

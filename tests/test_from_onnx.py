@@ -25,7 +25,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
-from torch_models import IMPORT_MODELS  # noqa: E402
+from torch_models import IMPORT_MODELS, token_net_and_ids  # noqa: E402
 
 import relprop as rp  # noqa: E402
 from relprop.canonizers import MergeBatchNorm  # noqa: E402
@@ -305,3 +305,14 @@ def test_an_unknown_written_out_function_is_named() -> None:
     data = _export(net, torch.ones(2, 3, dtype=torch.float64), False, opset_version=17)
     with pytest.raises(TypeError, match=r"made of 'Mul' .*none of relprop's activations"):
         rp.from_onnx(data)
+
+
+def test_embedding_is_a_gather_of_the_table(dynamo) -> None:
+    """An nn.Embedding exports as Gather(table, indices): read as rp.Embedding, with the
+    relevance of the torch twin at the vectors (float32: the exporters' checks)."""
+    net, ids = token_net_and_ids()
+    model = rp.from_onnx(_export(net, ids, dynamo), backend="torch")
+    assert [type(layer).__name__ for layer in model][:2] == ["Embedding", "GELU"]
+    for make in COMPOSITES.values():
+        torch.testing.assert_close(rp.lrp(model, ids, composite=make([])),
+                                   rp.lrp(net, ids, composite=make([])), rtol=1e-5, atol=1e-6)

@@ -640,3 +640,18 @@ def test_module_tensor_used_other_than_in_arithmetic_is_named():
 
     with pytest.raises(TypeError, match=r"uses the module's tensor 'w' other than in arithmetic"):
         rp.from_torch(Net().eval())
+
+
+def test_embedding_module_explains_at_the_vectors():
+    """nn.Embedding becomes rp.Embedding on the module's own weight; the gradient at the
+    vectors is torch autograd's there, and LRP's relevance has the vectors' shape."""
+    net, ids = tm.token_net_and_ids(torch.float64)
+    model = rp.from_torch(net)
+    assert _layer_types(model)[:2] == ["Embedding", "GELU"]
+    assert model["embed"].weight.data_ptr() == net.embed.weight.data_ptr()
+    torch.testing.assert_close(rp.gradient(net, ids, target=2), tm.embedding_gradient(net, ids, 2),
+                               rtol=1e-12, atol=1e-12)
+    relevance = rp.lrp(net, ids, target=2, composite=rp.composites.EpsilonPlus())
+    assert relevance.shape == (3, tm.TokenNet.tokens, 4) and relevance.dtype == torch.float64
+    with pytest.raises(ValueError, match=r"'embed' .*max_norm=1.0"):
+        rp.from_torch(nn.Sequential(tm.OrderedDict(embed=nn.Embedding(5, 2, max_norm=1.0))).eval())

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch", reason="torch.export needs torch (torch ses
 
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
-from torch_models import IMPORT_MODELS  # noqa: E402
+from torch_models import IMPORT_MODELS, embedding_gradient, token_net_and_ids  # noqa: E402
 
 import relprop as rp  # noqa: E402
 from relprop.canonizers import MergeBatchNorm  # noqa: E402
@@ -123,3 +123,14 @@ def test_a_training_mode_program_is_refused() -> None:
     program = torch.export.export(net, (torch.ones(5, 3, dtype=torch.float64),))
     with pytest.raises(TypeError, match="batch statistics"):
         rp.from_torch(program)
+
+
+def test_embedding_program_explains_at_the_vectors() -> None:
+    net, ids = token_net_and_ids(torch.float64)
+    model = rp.from_torch(torch.export.export(net, (ids,)))
+    assert [type(layer).__name__ for layer in model][:2] == ["Embedding", "GELU"]
+    torch.testing.assert_close(rp.gradient(model, ids, target=1), embedding_gradient(net, ids, 1),
+                               rtol=1e-12, atol=1e-12)
+    for composite in (rp.composites.EpsilonPlus(), rp.composites.EpsilonAlpha2Beta1()):
+        torch.testing.assert_close(rp.lrp(model, ids, composite=composite),
+                                   rp.lrp(net, ids, composite=composite), rtol=1e-12, atol=1e-12)

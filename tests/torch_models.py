@@ -313,3 +313,39 @@ IMPORT_MODELS = {
     "padded": (padded, (2, 8, 8)),
     "volume": (lambda: randomize_batchnorm(Volume()), (2, 4, 8, 8)),
 }
+
+
+class TokenNet(nn.Module):
+    """Token indices (batch, 5) in [0, 11): an embedding, GELU, and a classifier."""
+
+    vocab, tokens = 11, 5
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(self.vocab, 4)
+        self.fc = nn.Linear(4 * self.tokens, 6)
+        self.out = nn.Linear(6, 3)
+
+    def forward(self, ids):
+        h = F.gelu(self.embed(ids))
+        return self.out(torch.relu(self.fc(torch.flatten(h, 1))))
+
+
+def token_net_and_ids(dtype=None):
+    """A seeded :class:`TokenNet` (eval) and a batch of 3 token sequences."""
+    torch.manual_seed(0)
+    net = TokenNet().eval()
+    if dtype is not None:
+        net = net.to(dtype)
+    ids = torch.randint(0, TokenNet.vocab, (3, TokenNet.tokens),
+                        generator=torch.Generator().manual_seed(1))
+    return net, ids
+
+
+def embedding_gradient(net: TokenNet, ids, target: int):
+    """torch autograd's gradient of output ``target`` at the embedding vectors."""
+    vectors = net.embed(ids).detach().requires_grad_(True)
+    h = F.gelu(vectors)
+    out = net.out(torch.relu(net.fc(torch.flatten(h, 1))))
+    (grad,) = torch.autograd.grad(out[:, target].sum(), vectors)
+    return grad
