@@ -62,8 +62,9 @@ _handles = _HANDLERS.register
 
 def supported_primitives() -> tuple[str, ...]:
     """The jaxpr primitives :func:`from_jax` reads on values that depend on the input
-    (on constants, every primitive is evaluated)."""
-    return _HANDLERS.names()
+    (on constants, every primitive is evaluated), the element-wise ones included, which
+    may also be steps of an activation written out."""
+    return tuple(sorted({*_HANDLERS.names(), *_ELEMENTWISE}))
 
 
 _ELEMENTWISE = frozenset({
@@ -385,6 +386,10 @@ class _Reader(LayoutReader):
             raise self.fail(f"multiplies by a constant of shape {weight.shape} (needs a matrix)")
         weight = self.xp.permute_dims(weight, (w_free[0], int(w_contract[0])))
         return [self.dense(x, w, int(x_contract[0]), weight, x_first, _out(eqn))]
+
+    @_handles("gather")
+    def _gather(self, eqn: Any, table: Value, indices: Value) -> list[Value]:
+        return [self.index_step(eqn, [table, indices])]
 
     @_handles("conv_general_dilated")
     def _conv(self, eqn: Any, x: Value, w: Value) -> list[Value]:

@@ -63,7 +63,7 @@ below 20: ``Div``, ``Erf``, ``Add``, ``Mul``)."""
 def supported_ops() -> tuple[str, ...]:
     """The ONNX operators :func:`from_onnx` reads on values that depend on the input (a
     node of constants only is evaluated, whatever its operator)."""
-    return _OPS.names()
+    return tuple(sorted({*_OPS.names(), *_ELEMENTWISE}))
 
 
 class _Node:

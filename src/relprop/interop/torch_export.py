@@ -47,7 +47,7 @@ _op = _OPS.register
 
 def supported_aten_ops() -> tuple[str, ...]:
     """The ATen operators (by name, without overload) read from an exported program."""
-    return _OPS.names()
+    return tuple(sorted({*_OPS.names(), *_ELEMENTWISE}))
 
 
 def _shape(node: Any) -> tuple[int, ...]:
