@@ -253,6 +253,34 @@ def test_conv2d_transpose_equals_torch_twin() -> None:
     _assert_twin(model, x, twin, _nchw, merge_options=(False,))
 
 
+def test_volume_cnn_equals_torch_twin() -> None:
+    net = keras.Sequential([
+        keras.Input((4, 6, 6, 2)), keras.layers.ZeroPadding3D(((0, 1), (1, 0), (1, 1))),
+        keras.layers.Conv3D(3, (2, 3, 3), activation="relu", dtype=F64),
+        keras.layers.MaxPooling3D((1, 2, 2)), keras.layers.AveragePooling3D(2),
+        keras.layers.GlobalAveragePooling3D(), keras.layers.Dense(2, dtype=F64),
+    ])
+    _randomise_biases(net, 16)
+    model = rp.from_keras(net, backend="numpy")
+    assert [type(layer).__name__ for layer in model][1:6] == [
+        "ZeroPad3d", "Conv3d", "ReLU", "MaxPool3d", "AvgPool3d"]
+    x = np.random.default_rng(17).normal(size=(3, 4, 6, 6, 2))
+    np.testing.assert_allclose(np.asarray(model(x)),
+                               keras.ops.convert_to_numpy(net(x, training=False)),
+                               rtol=KERAS_RTOL, atol=KERAS_RTOL)
+    conv = torch.nn.Conv3d(2, 3, (2, 3, 3)).double()
+    kernel = keras.ops.convert_to_numpy(net.layers[1].kernel)  # (*k, in, out)
+    conv.weight.data, conv.bias.data = _t(np.transpose(kernel, (4, 3, 0, 1, 2))), _t(
+        net.layers[1].bias)
+    twin = torch.nn.Sequential(
+        torch.nn.ZeroPad3d((1, 1, 1, 0, 0, 1)), conv, torch.nn.ReLU(),
+        torch.nn.MaxPool3d((1, 2, 2)), torch.nn.AvgPool3d(2), torch.nn.AdaptiveAvgPool3d(1),
+        torch.nn.Flatten(), _fc(net.layers[5]),
+    ).eval()
+    _assert_twin(model, x, twin, lambda a: np.transpose(a, (0, 4, 1, 2, 3)),
+                 merge_options=(False,))
+
+
 def test_embedding_equals_torch_twin() -> None:
     net = keras.Sequential([
         keras.Input((5,), dtype="int32"), keras.layers.Embedding(11, 4, dtype=F64),

@@ -190,7 +190,7 @@ class _Reader(LayoutReader):
             y = self.add(y, Const(_numpy(layer.bias).astype(t.dtype), layer.name), out)
         return self.activate(layer, y, last)
 
-    @_layer("Conv1D", "Conv2D")
+    @_layer("Conv1D", "Conv2D", "Conv3D")
     def _conv(self, layer: Any, inputs: list[Value], out: tuple[int, ...], last: bool) -> Value:
         t = self.one(inputs)
         kernel = _numpy(layer.kernel).astype(t.dtype)  # (*k, in / groups, out)
@@ -247,7 +247,8 @@ class _Reader(LayoutReader):
 
     # -- pools -----------------------------------------------------------------------
 
-    @_layer("MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D")
+    @_layer("MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D",
+            "AveragePooling3D")
     def _pool(self, layer: Any, inputs: list[Value], out: tuple[int, ...], last: bool) -> Value:
         t = self.one(inputs)
         _, axes = self.spatial_axes(layer, t)
@@ -265,8 +266,8 @@ class _Reader(LayoutReader):
         return self.pool(t, maximum, sizes, steps, pads, [1] * len(t.shape), out,
                          count_include_pad=False)
 
-    @_layer("GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D",
-            "GlobalMaxPooling2D")
+    @_layer("GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
+            "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D")
     def _global(self, layer: Any, inputs: list[Value], out: tuple[int, ...], last: bool) -> Value:
         t = self.one(inputs)
         _, axes = self.spatial_axes(layer, t)
@@ -357,7 +358,8 @@ class _Reader(LayoutReader):
         self.softmax = True
         return self.one(inputs)
 
-    @_layer("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise",
+    @_layer("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+            "GaussianNoise",
             "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity")
     def _identity(self, layer: Any, inputs: list[Value], out: tuple[int, ...],
                   last: bool) -> Value:
@@ -378,7 +380,7 @@ class _Reader(LayoutReader):
         made = Upsample(scale_factor=tuple(float(s) for s in size), mode=mode)
         return self.emit(layer.name, made, [t], t.perm, out, t.dtype)
 
-    @_layer("ZeroPadding1D", "ZeroPadding2D")
+    @_layer("ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D")
     def _zero_padding(self, layer: Any, inputs: list[Value], out: tuple[int, ...],
                       last: bool) -> Value:
         t = self.one(inputs)
@@ -473,14 +475,15 @@ def _steps(model: Any) -> tuple[list[tuple[Any, list[Any], Any]], Any, Any]:
 def from_keras(model: Any, *, backend: str | None = None, check: bool = True) -> Sequential | Graph:
     """A relprop model computing what a Keras 3 model computes.
 
-    Read: ``Dense``, ``Conv1D`` / ``Conv2D`` (``padding="valid"`` / ``"same"``, strides,
-    dilation, groups, channels-last or -first), ``Conv1DTranspose`` / ``Conv2DTranspose`` /
-    ``Conv3DTranspose``, ``Embedding``, their ``activation=``, ``MaxPooling`` /
-    ``AveragePooling`` 1D / 2D, ``GlobalAveragePooling`` / ``GlobalMaxPooling``,
-    ``BatchNormalization`` (its moving statistics), ``Rescaling``, ``Normalization``,
-    ``Activation``, ``ReLU`` / ``LeakyReLU`` / ``ELU``, ``Flatten``, ``Reshape``,
-    ``Permute``, ``Add``, ``Concatenate``, and dropout and noise layers (identities). A
-    softmax on the last layer is left out with a warning: the model explains the logits.
+    Read: ``Dense``, ``Conv1D`` / ``Conv2D`` / ``Conv3D`` (``padding="valid"`` / ``"same"``,
+    strides, dilation, groups, channels-last or -first), ``Conv1DTranspose`` /
+    ``Conv2DTranspose`` / ``Conv3DTranspose``, ``Embedding``, their ``activation=``,
+    ``MaxPooling`` / ``AveragePooling`` 1D / 2D / 3D, ``GlobalAveragePooling`` /
+    ``GlobalMaxPooling``, ``BatchNormalization`` (its moving statistics), ``Rescaling``,
+    ``Normalization``, ``Activation``, ``ReLU`` / ``LeakyReLU`` / ``ELU``, ``Flatten``,
+    ``Reshape``, ``Permute``, ``Add``, ``Concatenate``, and dropout and noise layers
+    (identities). A softmax on the last layer is left out with a warning: the model explains
+    the logits.
 
     Parameters
     ----------
