@@ -246,10 +246,19 @@ def test_unsupported_nodes_name_the_node_its_op_and_the_supported_ops() -> None:
         def forward(self, x):
             return torch.exp(x)
 
-    net = nn.Sequential(nn.Linear(3, 2), Exp()).eval().double()
+    net = nn.Sequential(nn.Linear(3, 2), Exp(), nn.Linear(2, 2)).eval().double()
     data = _export(net, torch.ones(2, 3, dtype=torch.float64), False)
-    with pytest.raises(TypeError, match=r"node '.*' \(op_type Exp\).*supported_ops\(\)"):
+    with pytest.raises(TypeError, match=r"node '.*' \(op_type Gemm\) reads an element-wise "
+                       r"function .* made of 'Exp' .*supported_ops\(\)"):
         rp.from_onnx(data)
+    at_the_end = _export(nn.Sequential(nn.Linear(3, 2), Exp()).eval().double(),
+                         torch.ones(2, 3, dtype=torch.float64), False)
+    with pytest.raises(TypeError, match=r"from_onnx: the model's output reads .* 'Exp'"):
+        rp.from_onnx(at_the_end)
+    cumsum = _model([helper.make_node("CumSum", ["x", "axis"], ["y"])], [_info("x", ["n", 3])],
+                    _info("y", ["n", 3]), [numpy_helper.from_array(np.array(1), "axis")])
+    with pytest.raises(TypeError, match=r"node '.*' \(op_type CumSum\) is not supported"):
+        rp.from_onnx(cumsum)
     layer_norm = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4)).eval().double()
     data = _export(layer_norm, torch.ones(2, 3, dtype=torch.float64), False)
     with pytest.raises(TypeError, match=r"op_type (LayerNormalization|ReduceMean|Sub|Pow)"):

@@ -270,13 +270,16 @@ class LayoutReader:
 
     def same_place(self, layer: Layer, base: str, t: Tensor) -> Tensor:
         """An element-wise layer applied to ``t`` (same layout, same shape)."""
-        out = self.emit(base, layer, [t], t.perm, t.shape, t.dtype)
+        return self.with_formula(self.emit(base, layer, [t], t.perm, t.shape, t.dtype), layer, t)
+
+    def with_formula(self, out: Tensor, layer: Layer, t: Tensor) -> Tensor:
+        """``out = layer(t)``, remembering it as a function of ``t``'s root where the layer
+        is one element-wise function (an activation, an affine map by scalars)."""
         scalar_params = all(v is None or math.prod(v.shape) == 1
                             for v in layer.params().values())
-        if isinstance(layer, (Activation, Affine)) and scalar_params:
-            root = self.root_of(t)
-            out = replace(out, formula=Pointwise(root, lambda p: layer(self.at(t, p))))
-        return out
+        if not (isinstance(layer, (Activation, Affine)) and scalar_params):
+            return out
+        return replace(out, formula=Pointwise(self.root_of(t), lambda p: layer(self.at(t, p))))
 
     # -- element-wise functions written out -----------------------------------------
 
@@ -358,10 +361,7 @@ class LayoutReader:
         base = "affine" if c is None else self.named(c, "affine")
         layer = Affine(scale, shift)
         out = self.emit(base, layer, [t], t.perm, t.shape, t.dtype, bias=bias)
-        if all(v is None or math.prod(v.shape) == 1 for v in (scale, shift)):
-            root = self.root_of(t)
-            out = replace(out, formula=Pointwise(root, lambda p: layer(self.at(t, p))))
-        return out
+        return self.with_formula(out, layer, t)
 
     def add(self, a: Value, b: Value, out_shape: Sequence[int]) -> Tensor:
         """``a + b``: the residual sum of two tensors, or a constant added (which becomes

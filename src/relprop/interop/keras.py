@@ -209,8 +209,13 @@ class _Reader(LayoutReader):
         y = self.conv(t, Const(kernel, layer.name), weight, lhs, lhs, stride=strides,
                       pads=pads, dilation=dilation, groups=int(getattr(layer, "groups", 1)),
                       out_shape=out)
+        return self.finish(layer, y, channel, out, last)
+
+    def finish(self, layer: Any, y: Tensor, channel: int, out: tuple[int, ...],
+               last: bool) -> Value:
+        """A convolution's bias (on its ``channel`` axis) and ``activation=``."""
         if layer.bias is not None:
-            bias = _numpy(layer.bias).astype(t.dtype)
+            bias = _numpy(layer.bias).astype(y.dtype)
             shape = [1] * len(out)
             shape[channel] = bias.shape[0]
             y = self.add(y, Const(bias.reshape(shape[1:]), layer.name), out)
@@ -238,12 +243,7 @@ class _Reader(LayoutReader):
         y = self.conv(t, Const(kernel, layer.name), weight, lhs, lhs, stride=strides,
                       pads=pads, dilation=dilation, groups=1, out_shape=out,
                       output_padding=extra)
-        if layer.bias is not None:
-            bias = _numpy(layer.bias).astype(t.dtype)
-            shape = [1] * len(out)
-            shape[channel] = bias.shape[0]
-            y = self.add(y, Const(bias.reshape(shape[1:]), layer.name), out)
-        return self.activate(layer, y, last)
+        return self.finish(layer, y, channel, out, last)
 
     # -- pools -----------------------------------------------------------------------
 

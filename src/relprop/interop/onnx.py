@@ -104,7 +104,7 @@ class _Reader(LayoutReader):
 
     def fail(self, problem: str) -> UnsupportedError:
         node = self.node
-        where = "" if node is None else f"node {node.name!r} (op_type {node.op})"
+        where = "the model's output" if node is None else f"node {node.name!r} (op_type {node.op})"
         return UnsupportedError(
             f"from_onnx: {where} {problem}. Supported on the input's values: "
             f"rp.interop.onnx.supported_ops() ({', '.join(supported_ops())})."
