@@ -1,6 +1,6 @@
 """JAX only: ``jax.jit`` of ``rp.lrp`` and ``rp.gradient`` runs and matches eager.
 
-Dense layers cache rule-modified parameters (``Linear.cached``); a value computed inside a
+The rule engine caches modified parameters (``relprop.rules.terms``); a value computed inside a
 trace is a tracer and must never be kept, or the next eager call (or another trace) would
 use a leaked tracer. The order tests below call jit first, then eager, then jit again on a
 fresh model and on the same model.
@@ -16,6 +16,7 @@ import pytest
 from helpers import BACKEND, assert_close, dense_model, on_backend, random_weights
 
 import relprop as rp
+from relprop.rules.terms import cached_parameters
 
 if BACKEND != "jax":
     pytest.skip("jax.jit is JAX only", allow_module_level=True)
@@ -66,7 +67,7 @@ def same(jitted, eager, dtype: str) -> None:
 
 def no_tracers_cached(model: rp.Sequential) -> None:
     for layer in model:
-        for key, value in getattr(layer, "_cache", {}).items():
+        for key, value in cached_parameters(layer).items():
             leaves = value if isinstance(value, tuple) else (value,)
             for leaf in leaves:
                 assert not isinstance(leaf, jax.core.Tracer), f"{layer!r} cached a tracer {key}"
@@ -192,7 +193,7 @@ def test_eager_then_jit_reuses_cache_correctly() -> None:
     model, x = make("float64")
     rule = rp.rules.Gamma(0.5)
     eager = rp.lrp(model, x, 1, rule=rule)
-    cached_keys = [set(layer._cache) for layer in model if isinstance(layer, rp.Dense)]
+    cached_keys = [set(cached_parameters(layer)) for layer in model if isinstance(layer, rp.Dense)]
     assert all(cached_keys), "eager run should cache the modified weights"
     jitted = jax.jit(lambda a: rp.lrp(model, a, 1, rule=rule))(x)
     same(jitted, eager, "float64")

@@ -25,7 +25,8 @@ def _public_subclasses(module: Any, base: type, exclude: tuple[type, ...] = ()) 
         and obj is not base
         and obj not in exclude
         and not name.startswith("_")
-        and obj.__module__ == module.__name__
+        and (obj.__module__ == module.__name__
+             or obj.__module__.startswith(module.__name__ + "."))
     )
 
 
@@ -36,7 +37,8 @@ def composite_names() -> list[str]:
 
 def rule_names() -> list[str]:
     """Every rule of :mod:`relprop.rules` that applies to linear layers, by class name."""
-    return _public_subclasses(rules, rules.Rule, (rules.Pass, rules.Norm, rules.Gradient))
+    return _public_subclasses(rules, rules.Rule,
+                              (rules.Pass, rules.Norm, rules.Gradient, rules.TermRule))
 
 
 def _build(cls: type, bounds: tuple[float, float], extra: dict[str, Any]) -> Any:

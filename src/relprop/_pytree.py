@@ -60,9 +60,6 @@ def _with_leaves(layer: Any, names: tuple[str, ...], leaves: Any) -> Any:
     new = copy.copy(layer)
     for name in names:
         setattr(new, name, next(leaves))
-    if hasattr(new, "_cache"):
-        new._cache = {}
-        new._cache_token = None
     return new
 
 

@@ -9,11 +9,11 @@ for every linear layer. Element-wise activations, reshapes, pools and user funct
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
-from relprop._xp import Array, array_namespace, detached, is_traced, library_of
+from relprop._xp import Array, array_namespace, detached
 
 __all__ = ["Activation", "Convolution", "Layer", "Linear", "describe", "parameter_arrays"]
 
@@ -64,16 +64,14 @@ class Layer:
 class Linear(Layer):
     """An affine layer ``z = A(x; weight) + bias`` with ``A`` linear in ``x`` and ``weight``.
 
-    Subclasses implement :meth:`linear` and :meth:`transpose`; everything else (forward,
-    vjp, cached modified parameters for the rules) follows.
+    Subclasses implement :meth:`linear` and :meth:`transpose`; forward and vjp follow. The
+    rules' modified parameters are the rule engine's business (:mod:`relprop.rules.terms`).
     """
 
     def __init__(self, weight: Array, bias: Array | None = None) -> None:
         array_namespace(weight=weight, bias=bias)
         self.weight = detached(weight)
         self.bias = None if bias is None else detached(bias)
-        self._cache: dict[Hashable, Any] = {}
-        self._cache_token: tuple[int, ...] | None = None
 
     def linear(self, x: Array, weight: Array, bias: Array | None, xp: ModuleType) -> Array:
         """The affine map with the given parameters (``bias=None``: no bias)."""
@@ -114,39 +112,6 @@ class Linear(Layer):
 
     def params(self) -> dict[str, Array]:
         return {"weight": self.weight, "bias": self.bias}
-
-    def cached(self, key: Hashable, make: Callable[[], Any]) -> Any:
-        """``make()``, computed once per layer and ``key`` (modified weights of a rule).
-
-        Only kept while the parameters provably have not changed: JAX arrays are
-        immutable, and torch counts in-place writes (``Tensor._version``, bumped by an
-        optimizer step on shared parameters). NumPy, CuPy and array-api-strict arrays can
-        be written in place without a trace, so for them nothing is kept. Values traced by
-        ``jax.jit`` are not kept either: they are only valid inside one trace.
-        """
-        token = self._params_version()
-        if token is None:
-            return make()
-        if token != self._cache_token:
-            self._cache.clear()
-            self._cache_token = token
-        if key in self._cache:
-            return self._cache[key]
-        value = make()
-        leaves = value if isinstance(value, tuple) else (value,)
-        if not any(leaf is not None and is_traced(leaf) for leaf in leaves):
-            self._cache[key] = value
-        return value
-
-    def _params_version(self) -> tuple[int, ...] | None:
-        """A token that changes whenever a parameter is written, or ``None`` if unknowable."""
-        params = [p for p in (self.weight, self.bias) if p is not None]
-        library = library_of(self.weight)
-        if library == "jax":
-            return ()
-        if library == "torch":
-            return tuple(int(p._version) for p in params)
-        return None
 
 
 class Convolution(Linear):

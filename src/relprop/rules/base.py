@@ -1,0 +1,147 @@
+"""What every rule is: a map from the relevance at a layer's output to its input
+(:class:`Rule`), the stabiliser of denominators, and the rules that modify nothing:
+:class:`Pass` (element-wise layers) and :class:`Gradient` (the layer's Jacobian)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from types import ModuleType
+
+from relprop._xp import Array
+from relprop.layers import Layer, Linear
+from relprop.layers.merge import Merge
+
+__all__ = ["Gradient", "Pass", "Rule", "Stabilizer", "check_stabilizer", "stabilize"]
+
+Stabilizer = float | Callable[[Array], Array]
+
+
+def stabilize(z: Array, epsilon: Stabilizer, xp: ModuleType) -> Array:
+    r"""Safe denominator :math:`z + \epsilon\,\mathrm{sgn}(z)` with :math:`\mathrm{sgn}(0) = +1`.
+
+    ``epsilon`` may also be a callable returning the stabilised denominator itself.
+
+    Examples
+    --------
+    >>> import array_api_compat.numpy as xp
+    >>> stabilize(xp.asarray([-2.0, 0.0, 3.0]), 0.5, xp).tolist()
+    [-2.5, 0.5, 3.5]
+    """
+    if callable(epsilon):
+        return epsilon(z)
+    one = xp.ones_like(z)
+    return z + epsilon * xp.where(z >= 0, one, -one)
+
+
+def check_stabilizer(value: Stabilizer, name: str) -> Stabilizer:
+    if callable(value):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a Python float or a callable; got {type(value).__name__}.")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0; got {value}.")
+    return float(value)
+
+
+class Rule:
+    """Base class of the rules: maps output relevance to input relevance for one layer."""
+
+    needs_params: bool = False
+    """Whether the rule modifies weights (and so needs a :class:`~relprop.layers.Linear`)."""
+
+    def relevance(
+        self,
+        layer: Layer,
+        x: Array,
+        out: Array,
+        R: Array,
+        xp: ModuleType,
+        *,
+        nonnegative: bool = False,
+    ) -> Array:
+        """Relevance at the input ``x`` of ``layer``.
+
+        Parameters
+        ----------
+        layer
+            The layer.
+        x, out
+            The layer's input and output in the forward pass.
+        R
+            Relevance at the output, shape of ``out``.
+        xp
+            The arrays' namespace.
+        nonnegative
+            ``x >= 0`` by construction (the previous layer is a ReLU): rules skip the
+            terms of the negative part.
+        """
+        raise NotImplementedError
+
+    def relevance_many(
+        self, layer: Merge, xs: Sequence[Array], out: Array, R: Array, xp: ModuleType
+    ) -> list[Array]:
+        """Relevance at each input of a layer with several inputs (sums, concatenation)."""
+        raise TypeError(self.check(layer))
+
+    def check(self, layer: Layer) -> str | None:
+        """Why this rule cannot be used on ``layer``, or ``None``."""
+        if isinstance(layer, Merge) and type(self).relevance_many is Rule.relevance_many:
+            return (
+                f"rule {self!r} cannot split relevance between the inputs of {layer!r}; use "
+                "Norm (proportional to each input's contribution) or Gradient"
+            )
+        if self.needs_params and not isinstance(layer, Linear):
+            return (
+                f"rule {self!r} modifies weights and needs a linear layer with parameters "
+                "(Dense, Conv); use Pass for element-wise layers and Epsilon or Norm for "
+                "parameter-free ones"
+            )
+        return None
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+
+class Pass(Rule):
+    """Relevance passes unchanged (element-wise layers; reshaped where the layer reshapes)."""
+
+    def check(self, layer: Layer) -> str | None:
+        if isinstance(layer, Linear):
+            return (
+                f"rule Pass cannot be used on the linear layer {layer!r}; use Epsilon or Gradient"
+            )
+        return super().check(layer)
+
+    def relevance(
+        self,
+        layer: Layer,
+        x: Array,
+        out: Array,
+        R: Array,
+        xp: ModuleType,
+        *,
+        nonnegative: bool = False,
+    ) -> Array:
+        return R if tuple(R.shape) == tuple(x.shape) else xp.reshape(R, x.shape)
+
+
+class Gradient(Rule):
+    """Relevance times the layer's Jacobian, :math:`J^\\top R` (max pools, reshapes, ...)."""
+
+    def relevance(
+        self,
+        layer: Layer,
+        x: Array,
+        out: Array,
+        R: Array,
+        xp: ModuleType,
+        *,
+        nonnegative: bool = False,
+    ) -> Array:
+        return layer.vjp(x, R, xp)
+
+    def relevance_many(
+        self, layer: Merge, xs: Sequence[Array], out: Array, R: Array, xp: ModuleType
+    ) -> list[Array]:
+        return layer.vjp_many(xs, R, xp)
