@@ -1,9 +1,12 @@
 """Wall time of LRP on a VGG-16-sized network (random weights), by hand, not a test.
 
-    RELPROP_BACKEND=torch python benchmarks/vgg16.py [--repeat 3] [--batch 1]
+    RELPROP_BACKEND=torch python benchmarks/vgg16.py [--repeat 3] [--batch 1] [--fusion]
 
 Prints forward, input gradient and LRP times (median of ``--repeat`` runs after one warm-up)
-and LRP's ratio to the gradient, in one process. Results go to docs/benchmarks.md.
+and LRP's ratio to the gradient, in one process. ``--fusion`` also times each composite
+with the rule engine's fusion of terms off (``TermRule.fuse = False``: each term its own
+forward and transposed call), interleaved with the fused runs. Results go to
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--fusion", action="store_true",
+                        help="also time each composite with the fusion of terms off")
     args = parser.parse_args()
     model = vgg16()
     image = np.random.default_rng(1).normal(size=(args.batch, 3, 224, 224))
@@ -85,6 +90,13 @@ def main() -> None:
     for name, composite in composites.items():
         seconds = timed(lambda c=composite: rp.lrp(model, x, target=0, composite=c), args.repeat)
         print(f"  LRP {name:<18} {seconds * 1e3:8.0f} ms  ({seconds / gradient:.2f}x gradient)")
+        if args.fusion:
+            rp.rules.TermRule.fuse = False
+            unfused = timed(lambda c=composite: rp.lrp(model, x, target=0, composite=c),
+                            args.repeat)
+            rp.rules.TermRule.fuse = True
+            print(f"      without fusion     {unfused * 1e3:8.0f} ms  "
+                  f"({unfused / gradient:.2f}x gradient; fused/unfused {seconds / unfused:.2f})")
 
 
 if __name__ == "__main__":

@@ -142,3 +142,97 @@ def test_term_rule_errors() -> None:
     with pytest.raises(TypeError, match="modifies weights and needs a linear layer"):
         rp.lrp(rp.Sequential([rp.ReLU()]), on_backend(np.ones((1, 2))),
                composite=rp.composites.Composite(layer_map=[(rp.ReLU, _user_zplus())]))
+
+
+LAYERS = {
+    "dense": (lambda w: rp.Dense(w[0], w[1]), (5, 4), (3, 4)),
+    "conv2d-groups": (lambda w: rp.Conv2d(w[0], w[1], stride=2, padding=1, groups=2),
+                      (6, 2, 3, 3), (2, 4, 6, 5)),
+    "conv-transpose-groups": (lambda w: rp.ConvTranspose2d(w[0], w[1], stride=2, groups=2),
+                              (4, 3, 2, 3), (2, 4, 3, 3)),
+    "conv3d": (lambda w: rp.Conv3d(w[0], w[1], padding=1), (3, 2, 2, 2, 3), (1, 2, 3, 4, 3)),
+}
+ALL_RULES = {
+    "Epsilon": lambda: rp.rules.Epsilon(),
+    "ZPlus": lambda: rp.rules.ZPlus(),
+    "AlphaBeta": lambda: rp.rules.AlphaBeta(2.0, 1.0),
+    "Gamma": lambda: rp.rules.Gamma(0.25),
+    "ZBox": lambda: rp.rules.ZBox(-3.0, 3.0),
+    "WSquare": lambda: rp.rules.WSquare(),
+    "Flat": lambda: rp.rules.Flat(),
+    "SplitGamma": lambda: SplitGamma(0.7, 0.1),
+}
+
+
+def _layer_and_input(name: str, seed: int = 7):
+    make, weight_shape, x_shape = LAYERS[name]
+    rng = np.random.default_rng(seed)
+    weight = on_backend(rng.normal(size=weight_shape))
+    channels = weight_shape[1] * 2 if name == "conv-transpose-groups" else weight_shape[0]
+    layer = make((weight, on_backend(rng.normal(size=channels))))
+    x = on_backend(rng.normal(size=x_shape))
+    return layer, x
+
+
+@pytest.mark.parametrize("nonnegative", [False, True], ids=["any-input", "after-relu"])
+@pytest.mark.parametrize("rule", list(ALL_RULES))
+@pytest.mark.parametrize("layer_name", list(LAYERS))
+def test_fused_calls_equal_the_terms_one_by_one(layer_name, rule, nonnegative) -> None:
+    """Terms that read one input run as one call of the stacked layer (their weights side
+    by side within each group): the same relevance as calling each term on its own."""
+    layer, x = _layer_and_input(layer_name)
+    xp = rp.array_namespace(x=x)
+    if nonnegative:
+        x = xp.abs(x)
+    out = layer(x)
+    R = on_backend(np.random.default_rng(8).normal(size=tuple(out.shape)))
+    fused = ALL_RULES[rule]()
+    fused.fuse = True
+    alone = ALL_RULES[rule]()
+    assert not alone.fuse  # off by default
+    expected = alone.relevance(layer, x, out, R, xp, nonnegative=nonnegative)
+    got = fused.relevance(layer, x, out, R, xp, nonnegative=nonnegative)
+    scale = float(np.max(np.abs(rp.to_numpy(expected))))
+    assert_close(got, rp.to_numpy(expected), rtol=1e-12, atol=1e-13 * scale)
+
+
+class _Counting:
+    """Wraps a layer's linear and transpose to count calls."""
+
+    def __init__(self, layer) -> None:
+        self.forward = self.backward = 0
+        linear, transpose = layer.linear, layer.transpose
+
+        def counted_linear(*args, **kwargs):
+            self.forward += 1
+            return linear(*args, **kwargs)
+
+        def counted_transpose(*args, **kwargs):
+            self.backward += 1
+            return transpose(*args, **kwargs)
+
+        layer.linear, layer.transpose = counted_linear, counted_transpose
+
+
+@pytest.mark.parametrize(("rule", "nonnegative", "fused", "alone"), [
+    ("Epsilon", False, (0, 1), (0, 1)),    # divides by the recorded output
+    ("ZPlus", True, (1, 1), (1, 1)),       # x- dropped after a ReLU
+    ("ZPlus", False, (2, 2), (2, 2)),      # x+ and x- read different inputs
+    ("Gamma", True, (1, 1), (2, 2)),       # W + g W+ and W + g W- stacked; zennit: 2 and 5
+    ("Gamma", False, (2, 2), (4, 4)),
+    ("AlphaBeta", True, (1, 1), (2, 2)),
+    ("AlphaBeta", False, (2, 2), (4, 4)),
+    ("ZBox", False, (2, 3), (2, 3)),       # x, low, high: three inputs; x's forward reused
+])
+def test_calls_per_rule(rule, nonnegative, fused, alone) -> None:
+    for fuse, calls in ((True, fused), (False, alone)):
+        layer, x = _layer_and_input("conv2d-groups")
+        xp = rp.array_namespace(x=x)
+        if nonnegative:
+            x = xp.abs(x)
+        out = layer(x)
+        counter = _Counting(layer)
+        chosen = ALL_RULES[rule]()
+        chosen.fuse = fuse
+        chosen.relevance(layer, x, out, out, xp, nonnegative=nonnegative)
+        assert (counter.forward, counter.backward) == calls, f"fuse={fuse}"

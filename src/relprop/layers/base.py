@@ -9,13 +9,17 @@ for every linear layer. Element-wise activations, reshapes, pools and user funct
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
+from array_api_compat import device
+
 from relprop._xp import Array, array_namespace, detached
 
-__all__ = ["Activation", "Convolution", "Layer", "Linear", "describe", "parameter_arrays"]
+__all__ = [
+    "Activation", "Convolution", "Layer", "Linear", "describe", "parameter_arrays", "stacked_bias",
+]
 
 
 class Layer:
@@ -100,6 +104,23 @@ class Linear(Layer):
         """The number of output features / channels."""
         raise NotImplementedError
 
+    def stack(
+        self, weights: Sequence[Array], biases: Sequence[Array | None], xp: ModuleType
+    ) -> tuple[Array, Array | None] | None:
+        """``k`` parameter sets as one parameter set with ``k`` times the outputs, so that
+        ``linear`` computes all ``k`` maps in one call and ``transpose`` the sum of their
+        transposes (the rule engine fuses terms that read one input this way); ``None``
+        where the layer cannot (then each is called on its own)."""
+        return None
+
+    def unstack(self, z: Array, k: int, xp: ModuleType) -> list[Array]:
+        """The ``k`` outputs inside the output of a :meth:`stack`-ed layer."""
+        raise NotImplementedError
+
+    def join(self, parts: Sequence[Array], xp: ModuleType) -> Array:
+        """``k`` outputs (cotangents) as one output of the :meth:`stack`-ed layer."""
+        raise NotImplementedError
+
     def with_params(self, weight: Array, bias: Array | None) -> Linear:
         """The same layer kind and settings with other parameters."""
         return type(self)(weight, bias, **self.config())
@@ -123,6 +144,19 @@ class Activation(Layer):
 
     def check_input(self, shape: tuple[int, ...]) -> str | None:
         return None if len(shape) >= 1 else "expects a batched input"
+
+
+def stacked_bias(
+    biases: Sequence[Array | None], out: int, groups: int, like: Array, xp: ModuleType
+) -> Array | None:
+    """``k`` biases of ``out`` outputs in ``groups`` contiguous groups as the bias of the
+    :meth:`Linear.stack`-ed layer (group by group; zeros for a term without one), or
+    ``None`` when none has one."""
+    if all(b is None for b in biases):
+        return None
+    zeros = xp.zeros((out,), dtype=like.dtype, device=device(like))
+    parts = [xp.reshape(zeros if b is None else b, (groups, out // groups)) for b in biases]
+    return xp.reshape(xp.concat(parts, axis=1), (-1,))
 
 
 def describe(layer: Layer, index: int, name: str) -> str:

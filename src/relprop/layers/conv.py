@@ -4,12 +4,12 @@ and its adjoint the convolution)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
 from relprop._xp import Array, array_namespace
-from relprop.layers.base import Convolution
+from relprop.layers.base import Convolution, stacked_bias
 from relprop.layers.registry import register
 from relprop.ops._args import normalize_pads
 from relprop.ops.conv import conv, conv_transpose
@@ -65,6 +65,36 @@ class _Convolutional(Convolution):
     @property
     def out_size(self) -> int:
         return self.out_channels
+
+    _group_out_axis = 1
+    """The output-channel axis of the weight viewed as ``(groups, axis 0 / groups, ...)``."""
+
+    def stack(
+        self, weights: Sequence[Array], biases: Sequence[Array | None], xp: ModuleType
+    ) -> tuple[Array, Array | None]:
+        """The weights' output channels side by side within each group, so the grouped
+        convolution still pairs each group's inputs with its outputs."""
+        g = int(getattr(self, "groups", 1))
+        views = [xp.reshape(w, (g, w.shape[0] // g, *w.shape[1:])) for w in weights]
+        joined = xp.concat(views, axis=self._group_out_axis)
+        weight = xp.reshape(joined, (g * joined.shape[1], *joined.shape[2:]))
+        return weight, stacked_bias(biases, self.out_channels, g, weights[0], xp)
+
+    def _grouped(self, z: Array, k: int, xp: ModuleType) -> Array:
+        g = int(getattr(self, "groups", 1))
+        return xp.reshape(z, (z.shape[0], g, k, self.out_channels // g, *z.shape[2:]))
+
+    def unstack(self, z: Array, k: int, xp: ModuleType) -> list[Array]:
+        view = self._grouped(z, k, xp)
+        shape = (z.shape[0], self.out_channels, *z.shape[2:])
+        return [xp.reshape(view[:, :, i, ...], shape) for i in range(k)]
+
+    def join(self, parts: Sequence[Array], xp: ModuleType) -> Array:
+        views = [self._grouped(v, 1, xp) for v in parts]
+        joined = xp.concat(views, axis=2)
+        first = parts[0]
+        return xp.reshape(joined, (first.shape[0], len(parts) * self.out_channels,
+                                   *first.shape[2:]))
 
     def map_params(self, fn: Callable[[Array], Array]) -> _Convolutional:
         bias = None if self.bias is None else fn(self.bias)
@@ -215,6 +245,7 @@ class _ConvTransposeNd(_Convolutional):
 
     layout = "in_channels, out_channels / groups"
     mergeable = False  # MergeBatchNorm's formulas are for convolutions' weight layout
+    _group_out_axis = 2
 
     @staticmethod
     def _outputs_of(weight: Array, groups: int) -> int:
@@ -281,7 +312,9 @@ class _ConvTransposeNd(_Convolutional):
         return (int(input_shape[0]), self.out_channels, *(int(size) for size in sizes))
 
     def linear(self, x: Array, weight: Array, bias: Array | None, xp: ModuleType) -> Array:
-        out = conv_transpose(x, weight, input_shape=self.output_shape(tuple(x.shape)), xp=xp,
+        batch, _, *size = self.output_shape(tuple(x.shape))
+        channels = int(weight.shape[1]) * self.groups  # the given weight's (stacked too)
+        out = conv_transpose(x, weight, input_shape=(batch, channels, *size), xp=xp,
                              **self._conv_settings())
         if bias is None:
             return out

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from relprop._xp import Array, array_namespace
-from relprop.layers.base import Linear
+from relprop.layers.base import Linear, stacked_bias
 from relprop.layers.registry import register
 
 __all__ = ["Dense"]
@@ -82,6 +82,20 @@ class Dense(Linear):
     ) -> Array:
         return xp.matmul(v, weight)
 
+    def stack(
+        self, weights: Sequence[Array], biases: Sequence[Array | None], xp: ModuleType
+    ) -> tuple[Array, Array | None]:
+        """The weights one above the other, ``(k * out_features, in_features)``."""
+        return xp.concat(list(weights), axis=0), stacked_bias(biases, self.out_features, 1,
+                                                              weights[0], xp)
+
+    def unstack(self, z: Array, k: int, xp: ModuleType) -> list[Array]:
+        n = z.shape[-1] // k
+        return [z[..., i * n:(i + 1) * n] for i in range(k)]
+
+    def join(self, parts: Sequence[Array], xp: ModuleType) -> Array:
+        return xp.concat(list(parts), axis=-1)
+
     def map_params(self, fn: Callable[[Array], Array]) -> Dense:
         return Dense(fn(self.weight), None if self.bias is None else fn(self.bias))
 
@@ -96,3 +110,4 @@ class Dense(Linear):
     def __repr__(self) -> str:
         bias = "" if self.bias is not None else ", bias=False"
         return f"Dense({self.in_features} -> {self.out_features}{bias})"
+

@@ -22,7 +22,8 @@ arrays are immutable; torch counts in-place writes in ``Tensor._version``; NumPy
 array-api-strict arrays can be written without a trace, so nothing is kept for them; a
 value traced by ``jax.jit`` is never kept). It drops terms whose input modifier vanishes on
 the non-negative inputs that follow a ReLU, and reads the forward pass itself for a term
-that modifies nothing.
+that modifies nothing. Optionally (:attr:`TermRule.fuse`) it runs the terms that read one
+input as one call of the layer with their parameters stacked (:meth:`Linear.stack`).
 """
 
 from __future__ import annotations
@@ -118,20 +119,8 @@ def _modified(layer: Linear, name: str, zeroed: bool, modifier: Modifier,
         modifier = Zero()
     if isinstance(modifier, Identity):
         return base
-    token = _version(layer)
-    if token is None:
-        return modifier(base, xp)
-    entry = _CACHE.get(layer)
-    if entry is None or entry[0] != token:
-        entry = (token, {})
-        _CACHE[layer] = entry
-    key = (name, modifier)
-    if key not in entry[1]:
-        value = modifier(base, xp)
-        if is_traced(value):
-            return value
-        entry[1][key] = value
-    return entry[1][key]
+    value: Array = _cached(layer, (name, modifier), lambda: modifier(base, xp))
+    return value
 
 
 def cached_parameters(layer: Layer) -> dict[Any, Array]:
@@ -207,43 +196,142 @@ class TermRule(Rule):
     ) -> Array:
         if not isinstance(layer, Linear):
             raise TypeError(self.check(layer))
-        inputs: dict[Modifier, Array] = {}
+        groups = [[t for t in group.terms
+                   if not (nonnegative and t.input.vanishes_on_nonnegative)]
+                  for group in self.groups()]
+        kept = [(group, terms) for group, terms in zip(self.groups(), groups, strict=True)
+                if terms]
+        if not kept:
+            return xp.zeros_like(x)
+        params = _Parameters(layer, self.zero_params, xp)
+        by_input = _by_input([terms for _, terms in kept])
+        inputs = {modifier: modifier(x, xp) for modifier in by_input}
 
-        def modified_input(modifier: Modifier) -> Array:
-            if modifier not in inputs:
-                inputs[modifier] = modifier(x, xp)
-            return inputs[modifier]
+        def term(ref: tuple[int, int]) -> Term:
+            return kept[ref[0]][1][ref[1]]
 
-        zero_weight = "weight" in self.zero_params
-        no_bias = "bias" in self.zero_params or layer.bias is None
-        total: Array | None = None
-        for group in self.groups():
-            terms = [t for t in group.terms
-                     if not (nonnegative and t.input.vanishes_on_nonnegative)]
-            if not terms:
-                continue
-            weights = [_modified(layer, "weight", zero_weight, t.weight, xp) for t in terms]
-            z: Array | None = None
-            for term, weight in zip(terms, weights, strict=True):
-                if term.plain and not self.zero_params:
-                    z_term = out  # the forward pass already computed it
-                else:
-                    bias = (None if no_bias or term.bias is None
-                            else _modified(layer, "bias", False, term.bias, xp))
-                    z_term = layer.linear(modified_input(term.input), weight, bias, xp)
-                z = _signed_sum(z, z_term, term.sign)
-            relevance = R if group.output is None else group.output(R, out, xp)
+        # forward passes: one call per input modifier, its terms' parameters stacked
+        z_of: dict[tuple[int, int], Array] = {}
+        for modifier, refs in by_input.items():
+            reused = [r for r in refs if term(r).plain and not self.zero_params]
+            computed = [r for r in refs if r not in reused]
+            z_of.update({r: out for r in reused})  # the forward pass computed these
+            zs = params.forward(inputs[modifier], [term(r) for r in computed], self.fuse)
+            z_of.update(zip(computed, zs, strict=True))
+        # one denominator per group
+        scaled = []
+        for g, (group, terms) in enumerate(kept):
+            z = None
+            for t, item in enumerate(terms):
+                z = _signed_sum(z, z_of[(g, t)], item.sign)
             assert z is not None
-            s = relevance / stabilize(z, self.stabilizer, xp)
-            part: Array | None = None
-            for term, weight in zip(terms, weights, strict=True):
-                back = modified_input(term.input) * layer.transpose(s, weight, xp, x.shape)
-                part = _signed_sum(part, back, term.sign)
-            assert part is not None
-            if group.coefficient != 1.0:
-                part = group.coefficient * part
+            relevance = R if group.output is None else group.output(R, out, xp)
+            scaled.append(relevance / stabilize(z, self.stabilizer, xp))
+        # transposed passes: one call per input modifier again
+        total: Array | None = None
+        for modifier, refs in by_input.items():
+            part = params.backward(
+                inputs[modifier], [scaled[g] for g, _ in refs], [term(r) for r in refs],
+                [kept[g][0].coefficient * term((g, t)).sign for g, t in refs], x.shape,
+                self.fuse,
+            )
             total = part if total is None else total + part
-        return xp.zeros_like(x) if total is None else total
+        assert total is not None
+        return total
+
+    fuse: bool = False
+    """Fuse the terms that read one input into one forward and one transposed call, their
+    parameters stacked along the outputs (Gamma after a ReLU: one call each way instead of
+    two). Off by default: on torch's CPU convolutions a layer of twice the outputs costs
+    what two layers cost, and the stacking made VGG-shaped Gamma and alpha-beta 2-9%
+    slower (``benchmarks/vgg16.py --fusion``); set ``TermRule.fuse = True`` (all rules)
+    or ``rule.fuse = True`` (one) where wide calls pay (GPUs)."""
+
+
+def _by_input(groups: list[list[Term]]) -> dict[Modifier, list[tuple[int, int]]]:
+    """The (group, term) positions of each input modifier, in order of first use."""
+    found: dict[Modifier, list[tuple[int, int]]] = {}
+    for g, terms in enumerate(groups):
+        for t, term in enumerate(terms):
+            found.setdefault(term.input, []).append((g, t))
+    return found
+
+
+def _apply_factor(value: Array, factor: float) -> Array:
+    if factor == 1.0:
+        return value
+    return -value if factor == -1.0 else factor * value
+
+
+class _Parameters:
+    """A layer's modified parameters for one rule call, and the (fused) calls."""
+
+    def __init__(self, layer: Linear, zero_params: tuple[str, ...], xp: ModuleType) -> None:
+        self.layer, self.xp = layer, xp
+        self.zero_weight = "weight" in zero_params
+        self.no_bias = "bias" in zero_params or layer.bias is None
+
+    def weight(self, term: Term) -> Array:
+        return _modified(self.layer, "weight", self.zero_weight, term.weight, self.xp)
+
+    def bias(self, term: Term) -> Array | None:
+        if self.no_bias or term.bias is None:
+            return None
+        return _modified(self.layer, "bias", False, term.bias, self.xp)
+
+    def stacked(self, terms: list[Term]) -> tuple[Array, Array | None] | None:
+        """The terms' parameters stacked (cached like the modified ones), or ``None``."""
+        key = ("stack", self.zero_weight, self.no_bias,
+               tuple((t.weight, t.bias) for t in terms))
+        return _cached(self.layer, key, lambda: self.layer.stack(
+            [self.weight(t) for t in terms], [self.bias(t) for t in terms], self.xp))
+
+    def forward(self, x: Array, terms: list[Term], fuse: bool) -> list[Array]:
+        """Each term's forward pass on the modified input ``x``."""
+        if not terms:
+            return []
+        stacked = self.stacked(terms) if fuse and len(terms) > 1 else None
+        if stacked is None:
+            return [self.layer.linear(x, self.weight(t), self.bias(t), self.xp) for t in terms]
+        return self.layer.unstack(self.layer.linear(x, *stacked, self.xp), len(terms), self.xp)
+
+    def backward(self, x: Array, vs: list[Array], terms: list[Term], factors: list[float],
+                 shape: tuple[int, ...], fuse: bool) -> Array:
+        r""":math:`x \odot \sum_t f_t W_t^\top v_t`: the terms that read the modified input
+        ``x``, in one transposed call of the stacked layer where it stacks."""
+        layer, xp = self.layer, self.xp
+        if len(terms) == 1:  # the factor applied last, as the formula is written
+            back = layer.transpose(vs[0], self.weight(terms[0]), xp, shape)
+            return _apply_factor(x * back, factors[0])
+        stacked = self.stacked(terms) if fuse else None
+        if stacked is not None:
+            joined = layer.join([_apply_factor(v, f) for v, f in zip(vs, factors, strict=True)],
+                                xp)
+            return x * layer.transpose(joined, stacked[0], xp, shape)
+        total = None
+        for v, term, factor in zip(vs, terms, factors, strict=True):
+            value = _apply_factor(layer.transpose(v, self.weight(term), xp, shape), factor)
+            total = value if total is None else total + value
+        assert total is not None
+        return x * total
+
+
+def _cached(layer: Linear, key: Any, make: Callable[[], Any]) -> Any:
+    """``make()`` kept in the engine's cache of ``layer`` (as :func:`_modified`)."""
+    token = _version(layer)
+    if token is None:
+        return make()
+    entry = _CACHE.get(layer)
+    if entry is None or entry[0] != token:
+        entry = (token, {})
+        _CACHE[layer] = entry
+    if key not in entry[1]:
+        value = make()
+        leaves = value if isinstance(value, tuple) else (value,)
+        if any(leaf is not None and is_traced(leaf) for leaf in leaves):
+            return value
+        entry[1][key] = value
+    return entry[1][key]
 
 
 def _signed_sum(total: Array | None, value: Array, sign: float) -> Array:
