@@ -581,3 +581,29 @@ def test_errors() -> None:
         ops.avg_pool(on_backend(np.ones((2, 3))), 2)
     with pytest.raises(ValueError, match="pads"):
         ops.pad(x, ((1, 2, 3), 0))
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="compares with torch's autograd")
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_first_ties_are_torch_autograd(n) -> None:
+    """``ties="first"`` routes each window's cotangent as torch's max-pool backward does,
+    on inputs full of ties (small integers), overlapping windows and padding included;
+    the adaptive pool with overlapping windows too."""
+    import torch
+    import torch.nn.functional as F
+
+    shape = ((2, 3, 9), (2, 3, 7, 6), (1, 2, 5, 6, 4))[n - 1]
+    x = torch.asarray(np.random.default_rng(20).integers(0, 3, size=shape).astype(float))
+    point = x.clone().requires_grad_(True)
+    pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[n - 1]
+    expected = pool(point, 3, 1, 1)
+    v = torch.asarray(np.random.default_rng(21).normal(size=tuple(expected.shape)))
+    (grad,) = torch.autograd.grad(expected, point, grad_outputs=v)
+    for native in (True, False):
+        close(ops.max_pool_vjp(x, v, 3, 1, 1, native=native, ties="first"), grad.numpy())
+    adaptive = (F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d)[n - 1]
+    sizes = tuple(s - 1 for s in shape[2:])
+    out = adaptive(point, sizes)
+    w = torch.asarray(np.random.default_rng(22).normal(size=tuple(out.shape)))
+    (grad,) = torch.autograd.grad(out, point, grad_outputs=w)
+    close(ops.adaptive_max_pool_vjp(x, w, ties="first"), grad.numpy())

@@ -236,3 +236,49 @@ def test_calls_per_rule(rule, nonnegative, fused, alone) -> None:
         chosen.fuse = fuse
         chosen.relevance(layer, x, out, out, xp, nonnegative=nonnegative)
         assert (counter.forward, counter.backward) == calls, f"fuse={fuse}"
+
+
+@pytest.mark.parametrize(("rule", "formula"), [
+    (rp.rules.ReLUDeconvNet(), lambda x, R: np.maximum(R, 0.0)),
+    (rp.rules.ReLUGuidedBackprop(), lambda x, R: np.maximum(R, 0.0) * (x > 0)),
+    (rp.rules.ReLUBetaSmooth(3.0), lambda x, R: R / (1.0 + np.exp(-3.0 * x))),
+], ids=["deconvnet", "guided-backprop", "beta-smooth"])
+def test_relu_rules_formulas(rule, formula) -> None:
+    rng = np.random.default_rng(9)
+    x_np, R_np = rng.normal(size=(3, 7)), rng.normal(size=(3, 7))
+    x, R = on_backend(x_np), on_backend(R_np)
+    xp = rp.array_namespace(x=x)
+    layer = rp.ReLU()
+    assert rule.check(layer) is None
+    assert_close(rule.relevance(layer, x, layer(x), R, xp), formula(x_np, R_np), rtol=1e-14)
+    assert "applies to rp.ReLU layers only" in rule.check(rp.Tanh())
+    with pytest.raises(TypeError, match="applies to rp.ReLU layers only"):
+        rp.lrp(rp.Sequential([rp.Dense(on_backend(np.ones((2, 7)))), rp.Tanh()]), x,
+               composite=rp.composites.Composite(layer_map=[(rp.layers.Activation, rule)]))
+
+
+def test_max_pool_ties_first_or_split() -> None:
+    """Gradient(ties="first") routes a tie to the first maximum (torch's autograd); the
+    default splits it. Both conserve the total."""
+    x = on_backend(np.zeros((1, 1, 2, 2)))  # one window, four tied zeros
+    xp = rp.array_namespace(x=x)
+    pool = rp.MaxPool2d(2)
+    R = on_backend(np.full((1, 1, 1, 1), 4.0))
+    first = rp.rules.Gradient(ties="first").relevance(pool, x, pool(x), R, xp)
+    split = rp.rules.Gradient().relevance(pool, x, pool(x), R, xp)
+    assert_close(first, np.array([[[[4.0, 0.0], [0.0, 0.0]]]]), rtol=0.0)
+    assert_close(split, np.full((1, 1, 2, 2), 1.0), rtol=0.0)
+    overlapping = rp.AdaptiveMaxPool2d((1, 1))  # divisible: the max-pool path
+    assert_close(rp.rules.Gradient(ties="first").relevance(overlapping, x, overlapping(x), R,
+                                                           xp),
+                 np.array([[[[4.0, 0.0], [0.0, 0.0]]]]), rtol=0.0)
+    wide = on_backend(np.zeros((1, 1, 3, 3)))
+    adaptive = rp.AdaptiveMaxPool2d((2, 2))  # overlapping windows
+    got = rp.rules.Gradient(ties="first").relevance(
+        adaptive, wide, adaptive(wide), on_backend(np.ones((1, 1, 2, 2))), xp)
+    # windows [0:2, 0:2], [0:2, 1:3], [1:3, 0:2], [1:3, 1:3]: each one's first element
+    assert_close(got, np.array([[[[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]]]]),
+                 rtol=0.0)
+    assert repr(rp.rules.Gradient(ties="first")) == "Gradient(ties='first')"
+    with pytest.raises(ValueError, match="ties must be 'split' or 'first'"):
+        rp.rules.Gradient(ties="last")

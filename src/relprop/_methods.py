@@ -36,9 +36,8 @@ def composite_names() -> list[str]:
 
 
 def rule_names() -> list[str]:
-    """Every rule of :mod:`relprop.rules` that applies to linear layers, by class name."""
-    return _public_subclasses(rules, rules.Rule,
-                              (rules.Pass, rules.Norm, rules.Gradient, rules.TermRule))
+    """Every rule of :mod:`relprop.rules` for linear layers (the rule engine's), by name."""
+    return _public_subclasses(rules, rules.TermRule, (rules.Norm,))
 
 
 def _build(cls: type, bounds: tuple[float, float], extra: dict[str, Any]) -> Any:

@@ -14,6 +14,11 @@ EpsilonAlpha2Beta1Flat      Epsilon        AlphaBeta(2,1) Flat (linear)  activat
 EpsilonGammaBox(low, high)  Epsilon        Gamma(0.25)    ZBox (conv)    activations Pass
 =========================== ============== ============== ============== ==================
 
+The gradient family (zennit's explicit composites): ``GuidedBackprop``, ``DeconvNet`` and
+``BetaSmooth`` change only the ReLUs' backward pass (everything else is the gradient);
+``ExcitationBackprop`` is ZPlus on linear layers and Norm on sums and average pools, the
+gradient elsewhere.
+
 Layers no entry matches (reshapes, dropout, max pooling, user functions) get the
 :class:`~relprop.rules.Gradient` rule, which is what an unhooked module does in zennit.
 """
@@ -37,6 +42,8 @@ from relprop.layers import (
     Lambda,
     Layer,
     Linear,
+    MaxPool,
+    ReLU,
 )
 from relprop.model import Model
 from relprop.rules import (
@@ -47,6 +54,9 @@ from relprop.rules import (
     Gradient,
     Norm,
     Pass,
+    ReLUBetaSmooth,
+    ReLUDeconvNet,
+    ReLUGuidedBackprop,
     Rule,
     Stabilizer,
     ZBox,
@@ -54,12 +64,16 @@ from relprop.rules import (
 )
 
 __all__ = [
+    "BetaSmooth",
     "Composite",
+    "DeconvNet",
     "EpsilonAlpha2Beta1",
     "EpsilonAlpha2Beta1Flat",
     "EpsilonGammaBox",
     "EpsilonPlus",
     "EpsilonPlusFlat",
+    "ExcitationBackprop",
+    "GuidedBackprop",
     "LayerMap",
     "uniform",
 ]
@@ -394,3 +408,113 @@ class EpsilonGammaBox(_Named):
         ]
         first = [(Convolution, box)]
         super().__init__(own, first, stabilizer, layer_map, first_map, name_map, canonizers)
+
+
+class _GradientFamily(Composite):
+    """Composites of the gradient family: the user's layer map, the composite's own
+    entries, and every other activation Gradient (zennit hooks nothing else, so linear
+    layers, pools and the rest backpropagate their plain gradient). Max pools route a
+    tie to its first maximum, as torch's gradient does: these composites pass relevance
+    into units a ReLU switched off, whose zeros tie in the pools."""
+
+    def __init__(
+        self,
+        own_layer_map: LayerMap,
+        layer_map: LayerMap | None,
+        name_map: Mapping[str | int, Rule] | None,
+        canonizers: Sequence[Canonizer],
+    ) -> None:
+        super().__init__(name_map=name_map, canonizers=canonizers)
+        self.layer_map = (_pairs(layer_map) + _pairs(own_layer_map)
+                          + [((Activation,), Gradient()), ((MaxPool,), Gradient(ties="first"))])
+
+
+class DeconvNet(_GradientFamily):
+    """DeconvNet (Zeiler & Fergus 2014; zennit's ``DeconvNet``): the gradient with every
+    ReLU's backward pass :class:`~relprop.rules.ReLUDeconvNet`.
+
+    Parameters
+    ----------
+    layer_map, name_map, canonizers
+        As for :class:`Composite`; the user's ``layer_map`` entries come first.
+    """
+
+    def __init__(
+        self,
+        layer_map: LayerMap | None = None,
+        name_map: Mapping[str | int, Rule] | None = None,
+        canonizers: Sequence[Canonizer] = (),
+    ) -> None:
+        super().__init__([(ReLU, ReLUDeconvNet())], layer_map, name_map, canonizers)
+
+
+class GuidedBackprop(_GradientFamily):
+    """Guided Backpropagation (Springenberg et al. 2015; zennit's ``GuidedBackprop``): the
+    gradient with every ReLU's backward pass :class:`~relprop.rules.ReLUGuidedBackprop`.
+
+    Parameters
+    ----------
+    layer_map, name_map, canonizers
+        As for :class:`DeconvNet`.
+    """
+
+    def __init__(
+        self,
+        layer_map: LayerMap | None = None,
+        name_map: Mapping[str | int, Rule] | None = None,
+        canonizers: Sequence[Canonizer] = (),
+    ) -> None:
+        super().__init__([(ReLU, ReLUGuidedBackprop())], layer_map, name_map, canonizers)
+
+
+class BetaSmooth(_GradientFamily):
+    """The gradient with every ReLU's derivative replaced by softplus's,
+    :math:`\\sigma(\\beta x)` (Dombrowski et al. 2019; zennit's ``BetaSmooth``).
+
+    Parameters
+    ----------
+    beta_smooth
+        :math:`\\beta` of :class:`~relprop.rules.ReLUBetaSmooth` (default 10).
+    layer_map, name_map, canonizers
+        As for :class:`DeconvNet`.
+    """
+
+    def __init__(
+        self,
+        beta_smooth: float = 10.0,
+        layer_map: LayerMap | None = None,
+        name_map: Mapping[str | int, Rule] | None = None,
+        canonizers: Sequence[Canonizer] = (),
+    ) -> None:
+        super().__init__([(ReLU, ReLUBetaSmooth(beta_smooth))], layer_map, name_map, canonizers)
+
+
+class ExcitationBackprop(_GradientFamily):
+    """Excitation Backprop (Zhang et al. 2016; zennit's ``ExcitationBackprop``): ZPlus on
+    every linear layer, Norm on sums and average pools, the plain gradient elsewhere
+    (activations included).
+
+    Parameters
+    ----------
+    stabilizer
+        Stabiliser of ZPlus and Norm.
+    layer_map, name_map, canonizers
+        As for :class:`DeconvNet`.
+    zero_params
+        ``"bias"`` to explain the linear layers without their biases.
+    """
+
+    def __init__(
+        self,
+        stabilizer: Stabilizer = 1e-6,
+        layer_map: LayerMap | None = None,
+        name_map: Mapping[str | int, Rule] | None = None,
+        zero_params: str | Iterable[str] | None = None,
+        canonizers: Sequence[Canonizer] = (),
+    ) -> None:
+        own = [
+            (Add, Norm(stabilizer)),
+            (AvgPool, Norm(stabilizer)),
+            (Linear, ZPlus(stabilizer, zero_params=zero_params)),
+        ]
+        super().__init__(own, layer_map, name_map, canonizers)

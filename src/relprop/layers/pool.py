@@ -92,8 +92,10 @@ class MaxPool(_Pool):
     def forward(self, x: Array, xp: ModuleType) -> Array:
         return max_pool(x, xp=xp, **self.config())
 
-    def vjp(self, x: Array, v: Array, xp: ModuleType) -> Array:
-        return max_pool_vjp(x, v, xp=xp, **self.config())
+    def vjp(self, x: Array, v: Array, xp: ModuleType, *, ties: str = "split") -> Array:
+        """The gradient, ties split evenly (``ties="first"``: all to the first maximum, as
+        torch's autograd)."""
+        return max_pool_vjp(x, v, xp=xp, ties=ties, **self.config())
 
 
 @register
@@ -155,11 +157,11 @@ class _AdaptiveMaxPool(MaxPool):
             return adaptive_max_pool(x, self._sizes(tuple(x.shape)), xp=xp)
         return max_pool(x, kernel, xp=xp)
 
-    def vjp(self, x: Array, v: Array, xp: ModuleType) -> Array:
+    def vjp(self, x: Array, v: Array, xp: ModuleType, *, ties: str = "split") -> Array:
         kernel = self._window(tuple(x.shape))
         if kernel is None:
-            return adaptive_max_pool_vjp(x, v, xp=xp)
-        return max_pool_vjp(x, v, kernel, xp=xp)
+            return adaptive_max_pool_vjp(x, v, xp=xp, ties=ties)
+        return max_pool_vjp(x, v, kernel, xp=xp, ties=ties)
 
     def check_input(self, shape: tuple[int, ...]) -> str | None:
         problem = super().check_input(shape)

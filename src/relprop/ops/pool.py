@@ -193,7 +193,7 @@ def max_pool(
 def max_pool_vjp(
     x: Array, v: Array, kernel_size: object, stride: object = None, padding: object = 0,
     dilation: object = 1, ceil_mode: bool = False, *, xp: ModuleType | None = None,
-    native: bool = True,
+    native: bool = True, ties: str = "split",
 ) -> Array:
     r"""Route ``v`` back through :func:`max_pool` to the window maxima, ties split evenly.
 
@@ -219,6 +219,10 @@ def max_pool_vjp(
         Cotangent, the shape of ``max_pool(x, ...)``.
     kernel_size, stride, padding, dilation, ceil_mode, xp, native
         As for :func:`max_pool`.
+    ties
+        ``"split"`` (default): ``v`` split evenly among tied maxima; ``"first"``: all of
+        ``v`` to the first maximum in row-major window order, as torch's CPU and CUDA
+        kernels route it (what zennit's gradient-family composites see).
 
     Returns
     -------
@@ -239,22 +243,40 @@ def max_pool_vjp(
     expected = (x.shape[0], x.shape[1], *win.output)
     if tuple(v.shape) != expected:
         raise ValueError(f"v has shape {tuple(v.shape)}; max_pool of x gives {expected}.")
+    if ties not in ("split", "first"):
+        raise ValueError(f"ties must be 'split' or 'first'; got {ties!r}.")
     if native and is_jax_namespace(xp):
-        return jax_jit(_max_pool_vjp_impl, win, xp, True)(x, v)
-    return _max_pool_vjp_impl(win, xp, native, x, v)
+        return jax_jit(_max_pool_vjp_impl, win, xp, True, ties)(x, v)
+    return _max_pool_vjp_impl(win, xp, native, ties, x, v)
 
 
-def _max_pool_vjp_impl(win: Window, xp: ModuleType, native: bool, x: Array, v: Array) -> Array:
+def _first_only(winners: list[Array], xp: ModuleType) -> list[Array]:
+    """Each window's first winner (in tap order) alone."""
+    taken = xp.zeros_like(winners[0])
+    first = []
+    for mask in winners:
+        first.append(mask & ~taken)
+        taken = taken | mask
+    return first
+
+
+def _max_pool_vjp_impl(
+    win: Window, xp: ModuleType, native: bool, ties: str, x: Array, v: Array
+) -> Array:
     xpad = pad_array(x, win.full_pads, _NEG_INF, xp, native)
     parts = gather(xpad, win)
     top = parts[0]
     for part in parts[1:]:
         top = xp.maximum(top, part)
     winners = [part == top for part in parts]
-    count = xp.astype(winners[0], x.dtype)
-    for mask in winners[1:]:
-        count = count + xp.astype(mask, x.dtype)
-    share = v / count
+    if ties == "first":
+        winners = _first_only(winners, xp)
+        share = v
+    else:
+        count = xp.astype(winners[0], x.dtype)
+        for mask in winners[1:]:
+            count = count + xp.astype(mask, x.dtype)
+        share = v / count
     zero = xp.zeros_like(share)
     placed = (xp.where(mask, share, zero) for mask in winners)
     padded = scatter(placed, win, (x.shape[0], x.shape[1]), x.dtype, device(x), xp, native)
@@ -610,6 +632,19 @@ def _adaptive_windows(
     return xp.where(mask, windows, low), mask, [g for g, _ in gathers]
 
 
+def _first_in_window(winners: Array, n: int, xp: ModuleType) -> Array:
+    """``winners`` (``(batch, channels, m_1, k_1, ...)``) with only each window's first
+    ``True`` in row-major ``(k_1, k_2, ...)`` order kept."""
+    shape = tuple(winners.shape)
+    order = (0, 1, *(2 + 2 * i for i in range(n)), *(3 + 2 * i for i in range(n)))
+    moved = xp.permute_dims(winners, order)
+    flat = xp.reshape(moved, (*moved.shape[:2 + n], -1))
+    counts = xp.cumulative_sum(xp.astype(flat, xp.int32), axis=-1)
+    first = xp.reshape(flat & (counts == 1), moved.shape)
+    back = [order.index(i) for i in range(len(shape))]
+    return xp.permute_dims(first, tuple(back))
+
+
 def _tap_axes(n: int) -> tuple[int, ...]:
     return tuple(3 + 2 * i for i in range(n))
 
@@ -656,10 +691,11 @@ def adaptive_max_pool(
 
 
 def adaptive_max_pool_vjp(
-    x: Array, v: Array, *, xp: ModuleType | None = None
+    x: Array, v: Array, *, xp: ModuleType | None = None, ties: str = "split"
 ) -> Array:
     r"""Route ``v`` back through :func:`adaptive_max_pool` to each window's maxima, ties
-    split evenly (as :func:`max_pool_vjp`); the output size is ``v``'s spatial shape.
+    split evenly or to the first (``ties``, as :func:`max_pool_vjp`); the output size is
+    ``v``'s spatial shape.
 
     .. math:: g[n, c, k] = \sum_{i:\; s_i \le k < e_i}
         \frac{[x[n, c, k] = y[n, c, i]]}{\#\{k' \in [s_i, e_i) : x[n, c, k'] = y[n, c, i]\}}
@@ -686,11 +722,14 @@ def adaptive_max_pool_vjp(
     taps = _tap_axes(n)
     top = xp.max(windows, axis=taps, keepdims=True)
     winners = (windows == top) & mask
-    count = xp.sum(xp.astype(winners, x.dtype), axis=taps, keepdims=True)
     share = v
     for axis in taps:  # (batch, channels, m_1, 1, m_2, 1, ...)
         share = xp.expand_dims(share, axis=axis)
-    placed = xp.where(winners, share / count, xp.zeros_like(windows))
+    if ties == "first":  # the first winner in row-major window order, as torch
+        winners = _first_in_window(winners, n, xp)
+    else:
+        share = share / xp.sum(xp.astype(winners, x.dtype), axis=taps, keepdims=True)
+    placed = xp.where(winners, share, xp.zeros_like(windows))
     flat = xp.reshape(placed, (x.shape[0], x.shape[1],
                                *(g.shape[0] for g in gathers)))
     return apply_per_axis(flat, gathers, True, xp)

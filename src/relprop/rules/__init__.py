@@ -19,6 +19,9 @@ Pass       R unchanged (element-wise activations)
 Gradient   J^T R (what an unhooked layer does in zennit: max pools, reshapes)
 =========  ===============================================================================
 
+and, for ReLUs only, the backward passes of DeconvNet, Guided Backpropagation and the
+beta-smooth surrogate gradient (:mod:`relprop.rules.relu`).
+
 with :math:`a^+ = \max(a, 0)`, :math:`a^- = \min(a, 0)` and the stabiliser
 :math:`s(z) = z + \epsilon\,\mathrm{sgn}(z)`, :math:`\mathrm{sgn}(0) = +1`.
 Terms that are identically zero because the layer's input is non-negative (it follows a
@@ -28,6 +31,7 @@ ReLU) are skipped.
 from relprop.rules import modifiers
 from relprop.rules.base import Gradient, Pass, Rule, Stabilizer, stabilize
 from relprop.rules.linear import AlphaBeta, Epsilon, Flat, Gamma, Norm, WSquare, ZBox, ZPlus
+from relprop.rules.relu import ReLUBetaSmooth, ReLUDeconvNet, ReLUGuidedBackprop
 from relprop.rules.terms import Group, Term, TermRule
 
 __all__ = [
@@ -39,6 +43,9 @@ __all__ = [
     "Group",
     "Norm",
     "Pass",
+    "ReLUBetaSmooth",
+    "ReLUDeconvNet",
+    "ReLUGuidedBackprop",
     "Rule",
     "Stabilizer",
     "Term",

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from relprop._xp import Array
-from relprop.layers import Layer, Linear
+from relprop.layers import Layer, Linear, MaxPool
 from relprop.layers.merge import Merge
 
 __all__ = ["Gradient", "Pass", "Rule", "Stabilizer", "check_stabilizer", "stabilize"]
@@ -127,7 +127,20 @@ class Pass(Rule):
 
 
 class Gradient(Rule):
-    """Relevance times the layer's Jacobian, :math:`J^\\top R` (max pools, reshapes, ...)."""
+    """Relevance times the layer's Jacobian, :math:`J^\top R` (max pools, reshapes, ...).
+
+    Parameters
+    ----------
+    ties
+        Where a max pool's window has tied maxima: ``"split"`` (default) shares the
+        relevance evenly; ``"first"`` gives it to the first maximum in row-major window
+        order, as torch's autograd (and so zennit) does.
+    """
+
+    def __init__(self, ties: str = "split") -> None:
+        if ties not in ("split", "first"):
+            raise ValueError(f"Gradient ties must be 'split' or 'first'; got {ties!r}.")
+        self.ties = ties
 
     def relevance(
         self,
@@ -139,9 +152,14 @@ class Gradient(Rule):
         *,
         nonnegative: bool = False,
     ) -> Array:
+        if self.ties != "split" and isinstance(layer, MaxPool):
+            return layer.vjp(x, R, xp, ties=self.ties)
         return layer.vjp(x, R, xp)
 
     def relevance_many(
         self, layer: Merge, xs: Sequence[Array], out: Array, R: Array, xp: ModuleType
     ) -> list[Array]:
         return layer.vjp_many(xs, R, xp)
+
+    def __repr__(self) -> str:
+        return "Gradient()" if self.ties == "split" else f"Gradient(ties={self.ties!r})"
