@@ -678,3 +678,32 @@ def test_volume_net_matches_zennit(name: str) -> None:
     assert "Conv3d" in [type(layer).__name__ for layer in model]
     actual = rp.lrp(model, x, target=TARGETS, composite=ours)
     check_parity(("volume", name), actual, expected)
+
+
+def test_mixed_composite_matches_zennit():
+    """rp.composites.Mixed as zennit's MixedComposite: the first composite whose maps match
+    a layer decides (here a name map over EpsilonAlpha2Beta1), without canonizers and
+    with them. (WSquare on the first layer: in a later one it passes relevance into the
+    zeros a ReLU made, which tie in the max pool before it, where relprop splits and
+    torch's gradient picks one.)"""
+    net = torch_vgg()
+    model = relprop_sequential(net)
+    x = _input()
+    for merge in (False, True):
+        reference = zennit.composites.MixedComposite(
+            [zennit.composites.NameMapComposite([(("0",), zennit.rules.WSquare()),
+                                                 (("12",), zennit.rules.Epsilon(0.5))]),
+             zennit.composites.EpsilonAlpha2Beta1(
+                 canonizers=[ExactSequentialMergeBatchNorm()] if merge else None)])
+        ours = rp.composites.Mixed(
+            [rp.composites.Composite(name_map={"0": rp.rules.WSquare(),
+                                               "12": rp.rules.Epsilon(0.5)}),
+             rp.composites.EpsilonAlpha2Beta1(
+                 canonizers=[rp.canonizers.MergeBatchNorm()] if merge else ())])
+        assert type(ours.rules(model)["0"]).__name__ == "WSquare"
+        expected = zennit_relevance(net, x, reference)
+        actual = rp.lrp(model, x, target=TARGETS, composite=ours)
+        check_parity(("VGG", f"Mixed (merge={merge})"), actual, expected)
+        plain = rp.lrp(model, x, target=TARGETS, composite=rp.composites.EpsilonAlpha2Beta1(
+            canonizers=[rp.canonizers.MergeBatchNorm()] if merge else ()))
+        assert not np.allclose(rp.to_numpy(actual), rp.to_numpy(plain), rtol=1e-3)

@@ -32,7 +32,7 @@ def _public_subclasses(module: Any, base: type, exclude: tuple[type, ...] = ()) 
 
 def composite_names() -> list[str]:
     """Every composite of :mod:`relprop.composites` by class name."""
-    return _public_subclasses(composites, composites.Composite)
+    return _public_subclasses(composites, composites.Composite, (composites.Mixed,))
 
 
 def rule_names() -> list[str]:

@@ -75,6 +75,7 @@ __all__ = [
     "ExcitationBackprop",
     "GuidedBackprop",
     "LayerMap",
+    "Mixed",
     "uniform",
 ]
 
@@ -197,21 +198,24 @@ class Composite:
                 "composite.rules takes a model alone, composite.rules(model), or names and "
                 "layers, composite.rules(names, layers); got a model and layers."
             )
-        names = model
+        return [Pass() if rule is None and _is_activation(layer) else rule or Gradient()
+                for rule, layer in zip(self.matched(model, layers), layers, strict=True)]
+
+    def matched(self, names: Sequence[str], layers: Sequence[Layer]) -> list[Rule | None]:
+        """The rule the composite's own maps give each layer (``None``: none matches, so
+        the defaults apply: Pass for activations, Gradient otherwise)."""
         by_index = self._name_overrides(names)
         first = next(
             (i for i, layer in enumerate(layers) if _match(self.first_map, layer) is not None),
             None,
         )
-        chosen: list[Rule] = []
+        chosen: list[Rule | None] = []
         for index, layer in enumerate(layers):
             rule = by_index.get(index)
             if rule is None and index == first:
                 rule = _match(self.first_map, layer)
             if rule is None:
                 rule = _match(self.layer_map, layer)
-            if rule is None:
-                rule = Pass() if _is_activation(layer) else Gradient()
             chosen.append(rule)
         return chosen
 
@@ -518,3 +522,36 @@ class ExcitationBackprop(_GradientFamily):
             (Linear, ZPlus(stabilizer, zero_params=zero_params)),
         ]
         super().__init__(own, layer_map, name_map, canonizers)
+
+
+class Mixed(Composite):
+    """Several composites at once, the first one whose maps match a layer deciding its
+    rule (zennit's ``MixedComposite``); the canonizers of all of them apply, in order.
+
+    Parameters
+    ----------
+    composites
+        The composites, highest precedence first.
+
+    Examples
+    --------
+    >>> import relprop as rp
+    >>> mixed = Mixed([rp.composites.Composite(name_map={"fc2": rp.rules.Epsilon(0.5)}),
+    ...                rp.composites.EpsilonPlus()])
+    """
+
+    def __init__(self, composites: Sequence[Composite]) -> None:
+        composites = tuple(composites)
+        for composite in composites:
+            if not isinstance(composite, Composite):
+                raise TypeError(f"Mixed takes relprop composites; got {composite!r}.")
+        super().__init__(canonizers=[c for composite in composites for c in composite.canonizers])
+        self.composites = composites
+
+    def matched(self, names: Sequence[str], layers: Sequence[Layer]) -> list[Rule | None]:
+        each = [composite.matched(names, layers) for composite in self.composites]
+        return [next((rule for rule in rules if rule is not None), None)
+                for rules in zip(*each, strict=True)] if each else [None] * len(layers)
+
+    def __repr__(self) -> str:
+        return f"Mixed({list(self.composites)!r})"
