@@ -176,7 +176,7 @@ def test_bad_python_targets(target, error, pattern, entry):
         ([0, 4, 1], "int64", IndexError, "out of range"),
         ([0, -2, 1], "int32", IndexError, "out of range"),
         ([0, 1], "int64", ValueError, r"\(3,\)"),
-        ([[0], [1], [2]], "int64", ValueError, r"\(3,\)"),
+        ([[0], [1]], "int64", ValueError, "2 lists of classes for a batch of 3"),
         ([True, False, True], "bool", TypeError, "dtype"),
         (np.zeros((3, 5)), "float64", ValueError, r"\(3, 4\)"),
         (np.zeros((3,)), "float64", ValueError, r"\(3, 4\)"),
@@ -184,7 +184,7 @@ def test_bad_python_targets(target, error, pattern, entry):
         (np.zeros((3, 4)), "float32", TypeError, "float32"),
         (np.full((3, 4), np.nan), "float64", ValueError, "NaN"),
     ],
-    ids=["int-out-of-range", "int-negative", "int-short", "int-2d", "bool", "float-wrong-classes",
+    ids=["int-out-of-range", "int-negative", "int-short", "int-2d-short", "bool", "float-wrong-classes",
          "float-1d", "float-wrong-batch", "float-wrong-dtype", "float-nan"],
 )
 def test_bad_array_targets(values, dtype, error, pattern):

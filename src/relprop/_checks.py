@@ -71,10 +71,13 @@ def target_relevance(out: Array, target: object, xp: ModuleType, *, scale: bool 
     """The explained output: ``out`` (``scale``) or 1 at each sample's target class, else 0.
 
     ``target`` is ``None`` (arg-max), an int, one int per sample (sequence or integer
-    array; a NumPy one is read as its ints on every backend), or a floating array of
-    ``out``'s shape used as it is. Class indices get the library's default integer dtype
+    array; a NumPy one is read as its ints on every backend), a floating array of
+    ``out``'s shape used as it is, or a callable of the output
+    (:func:`_callable_target`). Class indices get the library's default integer dtype
     (int32 on JAX without x64, which would warn for int64).
     """
+    if callable(target) and library_of(target) is None:
+        return _callable_target(out, target, xp, scale)
     if isinstance(target, numbers.Integral) and not isinstance(target, bool):
         target = int(target)  # NumPy integer scalars, e.g. from out.argmax()
     if library_of(target) == "numpy" and library_of(out) != "numpy" and _is_integral(target):
@@ -94,6 +97,33 @@ def target_relevance(out: Array, target: object, xp: ModuleType, *, scale: bool 
     mask = xp.expand_dims(index, axis=1) == xp.expand_dims(classes_row, axis=0)
     chosen = out if scale else xp.ones_like(out)
     return xp.where(mask, chosen, xp.zeros_like(out))
+
+
+def _callable_target(out: Array, target: Any, xp: ModuleType, scale: bool) -> Array:
+    r"""``target(out)``: an array of ``out``'s shape is the initial relevance itself
+    (zennit's ``attr_output`` as a function); one value per sample is the explained
+    quantity :math:`f`, and the initial relevance is :math:`out \odot \partial f /
+    \partial out` (``scale``) or the cotangent :math:`\partial f / \partial out`."""
+    from relprop.autodiff import vjp
+
+    value = target(out)
+    name = getattr(target, "__name__", type(target).__name__)
+    if library_of(value) != library_of(out):
+        raise TypeError(
+            f"target {name} returned {type(value).__name__}; a target function must return "
+            "an array of the output's library (one value per sample, or the output's shape)."
+        )
+    batch = out.shape[0]
+    if tuple(value.shape) == tuple(out.shape):
+        return _relevance_array(value, out, xp)
+    if tuple(value.shape) != (batch,):
+        raise ValueError(
+            f"target {name} returned shape {tuple(value.shape)}; return one value per sample "
+            f"({batch},) (the quantity to explain) or the output's shape {tuple(out.shape)} "
+            "(the initial relevance)."
+        )
+    grad = vjp(target, out, xp.ones_like(value))
+    return out * grad if scale else grad
 
 
 def _is_integral(a: Any) -> bool:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from types import ModuleType
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 from relprop._checks import check_input, target_relevance
-from relprop._xp import Array, detached, is_traced
+from relprop._xp import Array, array_namespace, detached, is_traced, library_of, to_numpy
 from relprop.canonizers import canonize
 from relprop.composites import Composite, uniform
 from relprop.interop._cache import ModelLike, as_model
@@ -29,6 +29,56 @@ def _prepare(
         x, target = detached(x), detached(target)
     check_input(x, xp, model.named_params())
     return xp, x, target, model.run(x, xp)
+
+
+def _targets_per_sample(target: object) -> int | None:
+    """``k`` for several class indices per sample (a list of ``k``-lists, or an integer
+    array of shape ``(batch, k)``), else ``None``."""
+    if isinstance(target, (list, tuple)) and target and all(
+        isinstance(t, (list, tuple)) for t in target
+    ):
+        sizes = {len(t) for t in target}
+        if len(sizes) != 1 or 0 in sizes:
+            raise ValueError(
+                f"target with several classes per sample needs the same number (>= 1) for "
+                f"every sample; got lists of lengths {sorted(sizes)}."
+            )
+        return sizes.pop()
+    shape = getattr(target, "shape", None)
+    dtype = str(getattr(target, "dtype", ""))
+    if shape is not None and len(shape) == 2 and "int" in dtype:
+        return int(shape[1])
+    return None
+
+
+def _each_target(explain: Callable[[Array, object], Any], x: Array, target: Any) -> Any:
+    """``explain(x, target)``, or for ``k`` targets per sample one batched pass over each
+    sample repeated ``k`` times, its arrays reshaped to ``(batch, k, ...)``."""
+    k = _targets_per_sample(target)
+    if k is None:
+        return explain(x, target)
+    xp = array_namespace(x=x)
+    batch = int(x.shape[0])
+    if len(target) != batch:
+        raise ValueError(f"target has {len(target)} lists of classes for a batch of {batch}.")
+    rest = tuple(x.shape[1:])
+    repeated = xp.reshape(xp.broadcast_to(xp.expand_dims(x, axis=1), (batch, k, *rest)),
+                          (batch * k, *rest))
+    if isinstance(target, (list, tuple)):
+        flat: Any = [int(c) for row in target for c in row]
+    elif library_of(target) == library_of(x):
+        flat = xp.reshape(target, (-1,))
+    else:  # a NumPy array of classes: its ints, as for one class per sample
+        flat = [int(c) for c in to_numpy(target).reshape(-1)]
+
+    def unfold(a: Array) -> Array:
+        return xp.reshape(a, (batch, k, *a.shape[1:]))
+
+    result = explain(repeated, flat)
+    if isinstance(result, tuple):
+        relevance, layers = result
+        return unfold(relevance), {name: unfold(value) for name, value in layers.items()}
+    return unfold(result)
 
 
 def _at_embeddings(model: Model, x: Array) -> tuple[Model, Array]:
@@ -208,9 +258,16 @@ def lrp(
         Input batch, ``(batch, ...)``, of the model parameters' library and dtype.
     target
         ``None``: each sample's arg-max output; an int; one int per sample (a sequence
-        or an integer array, of the input's library or NumPy); or a floating array of
+        or an integer array, of the input's library or NumPy); a floating array of
         the output's shape used as the initial relevance (a one-hot array gives zennit's
-        convention).
+        convention); several ints per sample (a list of equal-length lists, or an
+        integer array ``(batch, k)``), explained in one batched pass, the result gaining
+        an axis: ``(batch, k, ...)``; or a function of the output: one value per sample
+        is the explained quantity :math:`f` (``lambda out: out[:, 3] - out[:, 5]``) and
+        the initial relevance :math:`out \odot \partial f / \partial out` (the
+        derivative from the autodiff adapter: finite differences on NumPy), an array of
+        the output's shape is the initial relevance itself (a mask over a segmentation
+        map, zennit's ``attr_output`` as a function).
     composite
         Which rule for which layer (:mod:`relprop.composites`); its canonizers rewrite
         the model first (``composite.rules(model)`` shows the rules then used).
@@ -254,6 +311,14 @@ def lrp(
     >>> {name: r.tolist() for name, r in layers.items()}
     {'input': [[2.0, 2.0]], '0': [[0.0, 4.0]], '1': [[0.0, 4.0]], '2': [[4.0]]}
     """
+    return _each_target(lambda a, t: _lrp(model, a, t, composite, rule, return_layers, detach),
+                        x, target)
+
+
+def _lrp(
+    model: ModelLike, x: Array, target: object, composite: Composite | None, rule: Rule | None,
+    return_layers: bool, detach: bool,
+) -> Array | tuple[Array, dict[str, Array]]:
     given = as_model(model, x)
     used = given
     if isinstance(composite, Composite) and composite.canonizers:
@@ -312,7 +377,7 @@ def gradient(model: ModelLike, x: Array, target: object = None, *, detach: bool 
     >>> rp.gradient(model, np.array([[1.0, 1.0]]), target=0).tolist()
     [[3.0, -1.0]]
     """
-    return _gradient(model, x, target, detach)[1]
+    return _each_target(lambda a, t: _gradient(model, a, t, detach)[1], x, target)
 
 
 def gradient_x_input(
@@ -328,5 +393,8 @@ def gradient_x_input(
     >>> rp.gradient_x_input(model, np.array([[2.0, 1.0]]), target=0).tolist()
     [[6.0, -1.0]]
     """
-    x, grad = _gradient(model, x, target, detach)
-    return x * grad
+    def explain(a: Array, t: object) -> Array:
+        inputs, grad = _gradient(model, a, t, detach)
+        return inputs * grad
+
+    return _each_target(explain, x, target)
