@@ -49,16 +49,8 @@ class Rule:
     needs_params: bool = False
     """Whether the rule modifies weights (and so needs a :class:`~relprop.layers.Linear`)."""
 
-    def relevance(
-        self,
-        layer: Layer,
-        x: Array,
-        out: Array,
-        R: Array,
-        xp: ModuleType,
-        *,
-        nonnegative: bool = False,
-    ) -> Array:
+    def relevance(self, layer: Layer, x: Array, out: Array, R: Array, xp: ModuleType, *,
+                  nonnegative: bool = False) -> Array:
         """Relevance at the input ``x`` of ``layer``.
 
         Parameters
@@ -113,16 +105,8 @@ class Pass(Rule):
             )
         return super().check(layer)
 
-    def relevance(
-        self,
-        layer: Layer,
-        x: Array,
-        out: Array,
-        R: Array,
-        xp: ModuleType,
-        *,
-        nonnegative: bool = False,
-    ) -> Array:
+    def relevance(self, layer: Layer, x: Array, out: Array, R: Array, xp: ModuleType, *,
+                  nonnegative: bool = False) -> Array:
         return R if tuple(R.shape) == tuple(x.shape) else xp.reshape(R, x.shape)
 
 
@@ -142,16 +126,8 @@ class Gradient(Rule):
             raise ValueError(f"Gradient ties must be 'split' or 'first'; got {ties!r}.")
         self.ties = ties
 
-    def relevance(
-        self,
-        layer: Layer,
-        x: Array,
-        out: Array,
-        R: Array,
-        xp: ModuleType,
-        *,
-        nonnegative: bool = False,
-    ) -> Array:
+    def relevance(self, layer: Layer, x: Array, out: Array, R: Array, xp: ModuleType, *,
+                  nonnegative: bool = False) -> Array:
         if self.ties != "split" and isinstance(layer, MaxPool):
             return layer.vjp(x, R, xp, ties=self.ties)
         return layer.vjp(x, R, xp)

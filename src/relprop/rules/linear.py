@@ -78,16 +78,8 @@ class Epsilon(TermRule):
     def groups(self) -> tuple[Group, ...]:
         return (Group((Term(),)),)
 
-    def relevance(
-        self,
-        layer: Layer,
-        x: Array,
-        out: Array,
-        R: Array,
-        xp: ModuleType,
-        *,
-        nonnegative: bool = False,
-    ) -> Array:
+    def relevance(self, layer: Layer, x: Array, out: Array, R: Array, xp: ModuleType, *,
+                  nonnegative: bool = False) -> Array:
         if isinstance(layer, Linear):
             return super().relevance(layer, x, out, R, xp, nonnegative=nonnegative)
         s = R / stabilize(out, self.stabilizer, xp)  # a parameter-free map: its Jacobian

@@ -184,16 +184,8 @@ class TermRule(Rule):
             raise NotImplementedError(f"{type(self).__name__} must define groups()")
         return groups
 
-    def relevance(
-        self,
-        layer: Layer,
-        x: Array,
-        out: Array,
-        R: Array,
-        xp: ModuleType,
-        *,
-        nonnegative: bool = False,
-    ) -> Array:
+    def relevance(self, layer: Layer, x: Array, out: Array, R: Array, xp: ModuleType, *,
+                  nonnegative: bool = False) -> Array:
         if not isinstance(layer, Linear):
             raise TypeError(self.check(layer))
         groups = [[t for t in group.terms
