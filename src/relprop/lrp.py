@@ -59,8 +59,9 @@ def _each_target(explain: Callable[[Array, object], Any], x: Array, target: Any)
         return explain(x, target)
     xp = array_namespace(x=x)
     batch = int(x.shape[0])
-    if len(target) != batch:
-        raise ValueError(f"target has {len(target)} lists of classes for a batch of {batch}.")
+    rows = len(target) if isinstance(target, (list, tuple)) else int(target.shape[0])
+    if rows != batch:
+        raise ValueError(f"target has {rows} lists of classes for a batch of {batch}.")
     rest = tuple(x.shape[1:])
     repeated = xp.reshape(xp.broadcast_to(xp.expand_dims(x, axis=1), (batch, k, *rest)),
                           (batch * k, *rest))
