@@ -184,8 +184,8 @@ def test_bad_python_targets(target, error, pattern, entry):
         (np.zeros((3, 4)), "float32", TypeError, "float32"),
         (np.full((3, 4), np.nan), "float64", ValueError, "NaN"),
     ],
-    ids=["int-out-of-range", "int-negative", "int-short", "int-2d-short", "bool", "float-wrong-classes",
-         "float-1d", "float-wrong-batch", "float-wrong-dtype", "float-nan"],
+    ids=["int-out-of-range", "int-negative", "int-short", "int-2d-short", "bool",
+         "float-wrong-classes", "float-1d", "float-wrong-batch", "float-wrong-dtype", "float-nan"],
 )
 def test_bad_array_targets(values, dtype, error, pattern):
     target = on_backend(np.asarray(values), dtype)
