@@ -88,3 +88,50 @@ def test_target_errors_name_the_fix() -> None:
         rp.lrp(model, x, target=lambda o: o[:1, ...], rule=rp.rules.Epsilon())
     with pytest.raises(TypeError, match="must return an array of the output's library"):
         rp.lrp(model, x, target=lambda o: 1.0, rule=rp.rules.Epsilon())
+
+
+def _cnn(seed: int = 5):
+    rng = np.random.default_rng(seed)
+    model = rp.Sequential([
+        ("conv1", rp.Conv2d(on_backend(rng.normal(size=(4, 2, 3, 3))),
+                            on_backend(rng.normal(size=4)), padding=1)),
+        ("relu1", rp.ReLU()),
+        ("conv2", rp.Conv2d(on_backend(rng.normal(size=(5, 4, 3, 3))), None)),
+        ("relu2", rp.ReLU()),
+        ("flat", rp.Flatten()),
+        ("fc", rp.Dense(on_backend(rng.normal(size=(3, 5 * 4 * 4))))),
+    ])
+    return model, on_backend(rng.normal(size=(2, 2, 6, 6)))
+
+
+def test_explaining_from_an_intermediate_node_is_the_truncated_model() -> None:
+    """start="conv2", target=channel: the channel's output at every position, explained
+    back to the input, equals explaining the model cut after conv2 from that relevance."""
+    model, x = _cnn()
+    composite = rp.composites.EpsilonPlusFlat()
+    got = rp.lrp(model, x, target=[3, 1], start="conv2", composite=composite)
+    head = model[:3]
+    out = rp.to_numpy(head(x))
+    initial = np.zeros_like(out)
+    initial[0, 3], initial[1, 1] = out[0, 3], out[1, 1]
+    expected = rp.lrp(head, x, target=on_backend(initial), composite=composite)
+    assert_close(got, rp.to_numpy(expected), rtol=1e-12)
+    assert float(np.abs(rp.to_numpy(got)).sum()) > 0
+    _, layers = rp.lrp(model, x, target=2, start="relu1", composite=composite,
+                       return_layers=True)
+    assert float(np.abs(rp.to_numpy(layers["fc"])).max()) == 0.0  # after the start: zeros
+    several = rp.lrp(model, x, target=[[0, 4], [1, 2]], start="conv2", composite=composite)
+    assert tuple(several.shape) == (2, 2, 2, 6, 6)
+
+
+def test_start_through_a_folded_batch_norm_and_errors() -> None:
+    model, x = _cnn()
+    rng = np.random.default_rng(6)
+    bn = rp.BatchNorm2d(on_backend(rng.normal(size=5)), on_backend(rng.uniform(1, 2, size=5)))
+    with_bn = rp.Sequential([*model.items()][:3] + [("bn", bn)] + [*model.items()][3:])
+    composite = rp.composites.EpsilonPlus(canonizers=[rp.canonizers.MergeBatchNorm()])
+    folded = rp.lrp(with_bn, x, target=1, start="bn", composite=composite)
+    fused = rp.lrp(with_bn, x, target=1, start="conv2", composite=composite)
+    assert_close(folded, rp.to_numpy(fused), rtol=0.0)  # bn went into conv2
+    with pytest.raises(KeyError, match=r"start='conv9' names no node.*'conv1'"):
+        rp.lrp(model, x, target=0, start="conv9", composite=composite)

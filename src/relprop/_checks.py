@@ -68,7 +68,8 @@ def bound_like(value: float | Array, x: Array, xp: ModuleType, name: str, x_name
 
 
 def target_relevance(out: Array, target: object, xp: ModuleType, *, scale: bool = True) -> Array:
-    """The explained output: ``out`` (``scale``) or 1 at each sample's target class, else 0.
+    """The explained output: ``out`` (``scale``) or 1 at each sample's target class (axis 1:
+    a class, or a channel of a map at every position), else 0.
 
     ``target`` is ``None`` (arg-max), an int, one int per sample (sequence or integer
     array; a NumPy one is read as its ints on every backend), a floating array of
@@ -86,15 +87,17 @@ def target_relevance(out: Array, target: object, xp: ModuleType, *, scale: bool 
         array_namespace(target=target, output=out)
         if xp.isdtype(target.dtype, "real floating"):  # type: ignore[attr-defined]
             return _relevance_array(target, out, xp)
-    if len(out.shape) != 2:
+    if len(out.shape) < 2:
         raise ValueError(
-            f"an index target needs a model output of shape (batch, classes); the output has shape "
-            f"{tuple(out.shape)}. Pass target as an array of that shape instead."
+            f"an index target needs an output of shape (batch, classes, ...); the output has "
+            f"shape {tuple(out.shape)}. Pass target as an array of that shape instead."
         )
-    batch, classes = out.shape
+    batch, classes = out.shape[0], out.shape[1]
     index = _class_index(out, target, batch, classes, xp)
     classes_row = xp.arange(classes, dtype=index.dtype, device=device(out))
     mask = xp.expand_dims(index, axis=1) == xp.expand_dims(classes_row, axis=0)
+    for _ in out.shape[2:]:  # a channel of a map: every position of it
+        mask = xp.expand_dims(mask, axis=-1)
     chosen = out if scale else xp.ones_like(out)
     return xp.where(mask, chosen, xp.zeros_like(out))
 

@@ -220,6 +220,7 @@ def lrp(
     rule: Rule | None = ...,
     return_layers: Literal[False] = ...,
     detach: bool = ...,
+    start: str | None = ...,
 ) -> Array: ...
 @overload
 def lrp(
@@ -231,6 +232,7 @@ def lrp(
     rule: Rule | None = ...,
     return_layers: Literal[True],
     detach: bool = ...,
+    start: str | None = ...,
 ) -> tuple[Array, dict[str, Array]]: ...
 def lrp(
     model: ModelLike,
@@ -241,6 +243,7 @@ def lrp(
     rule: Rule | None = None,
     return_layers: bool = False,
     detach: bool = True,
+    start: str | None = None,
 ) -> Array | tuple[Array, dict[str, Array]]:
     r"""Layer-wise Relevance Propagation of one output per sample back to the input.
 
@@ -288,6 +291,13 @@ def lrp(
         be differentiated with respect to the input (e.g. to penalise or attack an
         explanation). Parameters never get gradients: relprop's layers hold them detached.
         JAX differentiates through ``lrp`` either way.
+    start
+        The name of a node to explain from instead of the output (an intermediate layer
+        of a Graph or Sequential, in the model ``rp.lrp`` explains: after canonizers; a
+        batch norm they folded stands for the layer it went into). ``target`` then picks
+        from that node's output: an int is a channel (axis 1) at every position, e.g. a
+        concept of a convolution (as zennit-crp's conditions do); arrays and functions
+        as for the output.
 
     Returns
     -------
@@ -312,13 +322,32 @@ def lrp(
     >>> {name: r.tolist() for name, r in layers.items()}
     {'input': [[2.0, 2.0]], '0': [[0.0, 4.0]], '1': [[0.0, 4.0]], '2': [[4.0]]}
     """
-    return _each_target(lambda a, t: _lrp(model, a, t, composite, rule, return_layers, detach),
-                        x, target)
+    return _each_target(
+        lambda a, t: _lrp(model, a, t, composite, rule, return_layers, detach, start), x, target
+    )
+
+
+def _start_index(model: Model, start: str | None) -> int:
+    """The position of the node an explanation starts at (the output by default)."""
+    names = [node.name for node in model.nodes()]
+    if start is None:
+        return len(names) - 1
+    kind, target = model.aliases.get(start, ("", start))
+    if kind == "output":
+        start = target
+    if start not in names:
+        shown = ", ".join(repr(name) for name in names[:12])
+        more = ", ..." if len(names) > 12 else ""
+        raise KeyError(
+            f"start={start!r} names no node of the model explained ({shown}{more}); "
+            "use a layer name (after canonizers: composite.rules(model) lists them)."
+        )
+    return names.index(start)
 
 
 def _lrp(
     model: ModelLike, x: Array, target: object, composite: Composite | None, rule: Rule | None,
-    return_layers: bool, detach: bool,
+    return_layers: bool, detach: bool, start: str | None = None,
 ) -> Array | tuple[Array, dict[str, Array]]:
     given = as_model(model, x)
     used = given
@@ -327,7 +356,7 @@ def _lrp(
     used, x = _at_embeddings(used, x)
     rules = _rules(used, composite, rule)
     xp, x, target, values = _prepare(used, x, target, detach)
-    nodes = used.nodes()
+    nodes = used.nodes()[:_start_index(used, start) + 1]
     nonnegative = used.output_nonnegative()
 
     def step(index: int, node: Node, inputs: list[Array], relevance: Array) -> list[Array]:
