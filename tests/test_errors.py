@@ -193,13 +193,15 @@ def test_bad_array_targets(values, dtype, error, pattern):
         rp.lrp(_model(), _x(), target, composite=EpsilonPlus())
 
 
-def test_index_target_needs_two_dimensional_output():
+def test_index_target_needs_a_class_axis():
     model = rp.Sequential([rp.Dense(on_backend(np.ones((4, 6)))), rp.Flatten(start_dim=1)])
     x = on_backend(np.ones((2, 6)))
     rp.lrp(model, x, 1, rule=Epsilon())  # 2-d output: fine
     three_d = rp.Sequential([rp.Lambda(lambda a: a[:, :, None], name="unsqueeze")])
-    with pytest.raises(ValueError, match="shape"):
-        rp.lrp(three_d, x, 0, rule=Epsilon())
+    rp.lrp(three_d, x, 0, rule=Epsilon())  # a map: channel 0 at every position
+    one_d = rp.Sequential([rp.Lambda(lambda a: a[:, 0], name="first")])
+    with pytest.raises(ValueError, match=r"shape \(batch, classes, ...\)"):
+        rp.lrp(one_d, x, 0, rule=Epsilon())
 
 
 # --------------------------------------------------------------------------------------
