@@ -188,11 +188,10 @@ class TermRule(Rule):
                   nonnegative: bool = False) -> Array:
         if not isinstance(layer, Linear):
             raise TypeError(self.check(layer))
-        groups = [[t for t in group.terms
-                   if not (nonnegative and t.input.vanishes_on_nonnegative)]
-                  for group in self.groups()]
-        kept = [(group, terms) for group, terms in zip(self.groups(), groups, strict=True)
-                if terms]
+        active = ((group, [t for t in group.terms
+                           if not (nonnegative and t.input.vanishes_on_nonnegative)])
+                  for group in self.groups())
+        kept = [(group, terms) for group, terms in active if terms]
         if not kept:
             return xp.zeros_like(x)
         params = _Parameters(layer, self.zero_params, xp)
