@@ -23,9 +23,9 @@ Write parameters in place under ``torch.no_grad()`` instead, or call ``clear()``
 
 The signature costs a walk over the module's submodules and tensors (no conversion, no
 tensor data read), which is small next to a forward pass. The converted layers share the
-module's tensor memory; the modified weights rules derive from them are cached per layer
-under the same ``_version`` counter (:meth:`relprop.layers.Linear.cached`), so they follow
-in-place writes too.
+module's tensor memory; the modified weights rules derive from them are cached by the
+rule engine under the same ``_version`` counter (:mod:`relprop.rules.terms`), so they
+follow in-place writes too.
 
 torch is never imported here: a module can only exist once torch is imported, so
 ``sys.modules`` tells whether an object can be one.

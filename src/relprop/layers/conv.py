@@ -117,7 +117,8 @@ class _Convolutional(Convolution):
 
 
 class _ConvNd(_Convolutional):
-    """Shared by :class:`Conv1d` and :class:`Conv2d`; ``spatial`` is the number of axes."""
+    """Shared by :class:`Conv1d`, :class:`Conv2d` and :class:`Conv3d`; ``spatial`` is the
+    number of axes."""
 
     spatial: int = 0
 
@@ -241,7 +242,8 @@ def _per_axis(value: int | tuple[int, ...], n: int) -> tuple[int, ...]:
 
 
 class _ConvTransposeNd(_Convolutional):
-    """Shared by :class:`ConvTranspose1d` and :class:`ConvTranspose2d`."""
+    """Shared by :class:`ConvTranspose1d`, :class:`ConvTranspose2d` and
+    :class:`ConvTranspose3d`."""
 
     layout = "in_channels, out_channels / groups"
     mergeable = False  # MergeBatchNorm's formulas are for convolutions' weight layout
