@@ -7,8 +7,28 @@ against the Python array API standard, for NumPy, PyTorch, JAX, CuPy and array-a
 [[1.0, 2.0]]
 """
 
-from relprop import _pytree, autodiff, canonizers, composites, data, dtd, layers, plot, rules
+from relprop import (
+    _pytree,
+    attribution,
+    autodiff,
+    canonizers,
+    composites,
+    data,
+    dtd,
+    layers,
+    plot,
+    rules,
+)
 from relprop._xp import BACKENDS, array_namespace, asarray, default_backend, library_of, to_numpy
+from relprop.attribution import (
+    LRP,
+    IntegratedGradients,
+    Occlusion,
+    SmoothGrad,
+    integrated_gradients,
+    occlusion,
+    smoothgrad,
+)
 from relprop.autodiff import grad, vjp
 from relprop.interop import (
     from_equinox,
@@ -31,10 +51,15 @@ _pytree.register_pytrees()  # models are JAX pytrees when jax is already importe
 
 __all__ = [
     "BACKENDS",
+    "LRP",
     "Graph",
+    "IntegratedGradients",
+    "Occlusion",
+    "SmoothGrad",
     "Sequential",
     "array_namespace",
     "asarray",
+    "attribution",
     "autodiff",
     "canonizers",
     "composites",
@@ -51,13 +76,16 @@ __all__ = [
     "gradient",
     "gradient_x_input",
     "heatmap",
+    "integrated_gradients",
     "layers",
     "library_of",
     "load",
     "lrp",
+    "occlusion",
     "plot",
     "rules",
     "save",
+    "smoothgrad",
     "to_numpy",
     "vjp",
     # the layer kinds, from the one registry (relprop.layers.registry)
