@@ -10,6 +10,7 @@ from relprop._checks import check_input, target_relevance
 from relprop._xp import Array, array_namespace, detached, is_traced, library_of, to_numpy
 from relprop.canonizers import canonize
 from relprop.composites import Composite, uniform
+from relprop.conservation import ConservationReport, Recorder, warn_batch_norms
 from relprop.interop._cache import ModelLike, as_model
 from relprop.layers import Embedding, Identity, describe
 from relprop.layers.merge import Merge
@@ -72,13 +73,16 @@ def _each_target(explain: Callable[[Array, object], Any], x: Array, target: Any)
     else:  # a NumPy array of classes: its ints, as for one class per sample
         flat = [int(c) for c in to_numpy(target).reshape(-1)]
 
-    def unfold(a: Array) -> Array:
+    def unfold(a: Any) -> Any:
+        if isinstance(a, dict):
+            return {name: unfold(value) for name, value in a.items()}
+        if isinstance(a, ConservationReport):
+            return a.reshaped((batch, k))
         return xp.reshape(a, (batch, k, *a.shape[1:]))
 
     result = explain(repeated, flat)
     if isinstance(result, tuple):
-        relevance, layers = result
-        return unfold(relevance), {name: unfold(value) for name, value in layers.items()}
+        return tuple(unfold(part) for part in result)
     return unfold(result)
 
 
@@ -221,6 +225,7 @@ def lrp(
     return_layers: Literal[False] = ...,
     detach: bool = ...,
     start: str | None = ...,
+    report: Literal[False] = ...,
 ) -> Array: ...
 @overload
 def lrp(
@@ -233,7 +238,21 @@ def lrp(
     return_layers: Literal[True],
     detach: bool = ...,
     start: str | None = ...,
+    report: Literal[False] = ...,
 ) -> tuple[Array, dict[str, Array]]: ...
+@overload
+def lrp(
+    model: ModelLike,
+    x: Array,
+    target: object = ...,
+    *,
+    composite: Composite | None = ...,
+    rule: Rule | None = ...,
+    return_layers: bool = ...,
+    detach: bool = ...,
+    start: str | None = ...,
+    report: Literal[True],
+) -> tuple[Any, ...]: ...
 def lrp(
     model: ModelLike,
     x: Array,
@@ -244,7 +263,8 @@ def lrp(
     return_layers: bool = False,
     detach: bool = True,
     start: str | None = None,
-) -> Array | tuple[Array, dict[str, Array]]:
+    report: bool = False,
+) -> Any:
     r"""Layer-wise Relevance Propagation of one output per sample back to the input.
 
     The output relevance is the explained logit itself, :math:`R^{(L)}_c = f_c(x)` (zero
@@ -298,6 +318,12 @@ def lrp(
         from that node's output: an int is a channel (axis 1) at every position, e.g. a
         concept of a convolution (as zennit-crp's conditions do); arrays and functions
         as for the output.
+    report
+        Also return a :class:`~relprop.conservation.ConservationReport` (last in the
+        returned tuple): per layer, the relevance received and sent back, the shares its
+        biases and stabiliser absorbed, and the conservation error, per sample; it warns
+        when a batch norm was left unmerged. ``print(report)`` shows the table. Not under
+        ``jax.jit`` (the numbers go to the host).
 
     Returns
     -------
@@ -307,7 +333,7 @@ def lrp(
         relevance of the embedding vectors, ``(*x.shape, dim)``); with
         ``return_layers`` also ``{"input": R_0, name_1: R_1, ..., name_L: R_L}`` in the
         order of the model's nodes: ``R_0`` is the input relevance (the same array), and
-        ``R_L``, at the output, the initial relevance.
+        ``R_L``, at the output, the initial relevance; with ``report`` the report last.
 
     Examples
     --------
@@ -323,7 +349,8 @@ def lrp(
     {'input': [[2.0, 2.0]], '0': [[0.0, 4.0]], '1': [[0.0, 4.0]], '2': [[4.0]]}
     """
     return _each_target(
-        lambda a, t: _lrp(model, a, t, composite, rule, return_layers, detach, start), x, target
+        lambda a, t: _lrp(model, a, t, composite, rule, return_layers, detach, start, report),
+        x, target,
     )
 
 
@@ -347,8 +374,8 @@ def _start_index(model: Model, start: str | None) -> int:
 
 def _lrp(
     model: ModelLike, x: Array, target: object, composite: Composite | None, rule: Rule | None,
-    return_layers: bool, detach: bool, start: str | None = None,
-) -> Array | tuple[Array, dict[str, Array]]:
+    return_layers: bool, detach: bool, start: str | None = None, report: bool = False,
+) -> Any:
     given = as_model(model, x)
     used = given
     if isinstance(composite, Composite) and composite.canonizers:
@@ -359,19 +386,30 @@ def _lrp(
     nodes = used.nodes()[:_start_index(used, start) + 1]
     nonnegative = used.output_nonnegative()
 
-    def step(index: int, node: Node, inputs: list[Array], relevance: Array) -> list[Array]:
-        out = values[node.name]
-        if isinstance(node.layer, Merge):
-            return rules[index].relevance_many(node.layer, inputs, out, relevance, xp)
-        flag = nonnegative[node.inputs[0]]
-        return [rules[index].relevance(node.layer, inputs[0], out, relevance, xp, nonnegative=flag)]
+    recorder = Recorder(xp) if report else None
 
-    start = target_relevance(values[nodes[-1].name], target, xp)
+    def step(index: int, node: Node, inputs: list[Array], relevance: Array) -> list[Array]:
+        out, chosen = values[node.name], rules[index]
+        flag = nonnegative[node.inputs[0]]
+        if isinstance(node.layer, Merge):
+            parts = chosen.relevance_many(node.layer, inputs, out, relevance, xp)
+        else:
+            parts = [chosen.relevance(node.layer, inputs[0], out, relevance, xp, nonnegative=flag)]
+        if recorder is not None:
+            recorder.record(node, chosen, inputs, out, relevance, parts, flag)
+        return parts
+
+    initial = target_relevance(values[nodes[-1].name], target, xp)
     keep = {t for kind, t in used.aliases.values() if kind == "input"} if return_layers else ()
-    reached, sent = _backward(nodes, values, start, step, xp, keep)
-    if not return_layers:
-        return reached[INPUT]
-    return reached[INPUT], _per_layer(given, used, reached, sent, values, xp)
+    reached, sent = _backward(nodes, values, initial, step, xp, keep)
+    result: list[Any] = [reached[INPUT]]
+    if return_layers:
+        result.append(_per_layer(given, used, reached, sent, values, xp))
+    if recorder is not None:
+        canonizers = composite.canonizers if isinstance(composite, Composite) else ()
+        notes = warn_batch_norms(used, canonizers)
+        result.append(recorder.report(used, initial, reached[INPUT], notes))
+    return result[0] if len(result) == 1 else tuple(result)
 
 
 def _gradient(

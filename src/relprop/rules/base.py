@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
+from array_api_compat import device
+
 from relprop._xp import Array
 from relprop.layers import Layer, Linear, MaxPool
 from relprop.layers.merge import Merge
@@ -75,6 +77,19 @@ class Rule:
         """Relevance at each input of a layer with several inputs (sums, concatenation)."""
         raise TypeError(self.check(layer))
 
+    def absorbed(self, layer: Layer, xs: Sequence[Array], out: Array, R: Array, xp: ModuleType,
+                 *, nonnegative: bool = False) -> tuple[Array, Array] | None:
+        r"""The relevance this rule keeps back at ``layer``, per sample: ``(bias,
+        stabiliser)``, the shares its biases and its stabiliser absorb (what
+        :func:`relprop.lrp`'s ``report`` shows), or ``None`` (the default) where the rule
+        makes no such claim (the gradient; a rule of a user's that does not say).
+
+        ``xs`` are the layer's inputs, ``out`` its output and ``R`` the relevance there. A
+        rule that conserves relevance, :math:`\sum R_{in} = \sum R`, returns zeros
+        (:class:`Pass`); the report's error column is what neither share explains.
+        """
+        return None
+
     def check(self, layer: Layer) -> str | None:
         """Why this rule cannot be used on ``layer``, or ``None``."""
         if isinstance(layer, Merge) and type(self).relevance_many is Rule.relevance_many:
@@ -108,6 +123,11 @@ class Pass(Rule):
     def relevance(self, layer: Layer, x: Array, out: Array, R: Array, xp: ModuleType, *,
                   nonnegative: bool = False) -> Array:
         return R if tuple(R.shape) == tuple(x.shape) else xp.reshape(R, x.shape)
+
+    def absorbed(self, layer: Layer, xs: Sequence[Array], out: Array, R: Array, xp: ModuleType,
+                 *, nonnegative: bool = False) -> tuple[Array, Array] | None:
+        zero = xp.zeros((out.shape[0],), dtype=out.dtype, device=device(out))
+        return zero, zero  # relevance only moves
 
 
 class Gradient(Rule):

@@ -91,6 +91,16 @@ class Epsilon(TermRule):
         s = R / stabilize(out, self.stabilizer, xp)
         return [x * g for x, g in zip(xs, layer.vjp_many(xs, s, xp), strict=True)]
 
+    def absorbed(self, layer: Layer, xs: Sequence[Array], out: Array, R: Array, xp: ModuleType,
+                 *, nonnegative: bool = False) -> tuple[Array, Array] | None:
+        if isinstance(layer, Linear):
+            return super().absorbed(layer, xs, out, R, xp, nonnegative=nonnegative)
+        # a parameter-free linear map: the inputs' relevance sums to sum R out / s(out)
+        denominator = stabilize(out, self.stabilizer, xp)
+        kept = R * (denominator - out) / denominator
+        stabilizer = xp.sum(xp.reshape(kept, (kept.shape[0], -1)), axis=1)
+        return xp.zeros_like(stabilizer), stabilizer
+
     def __repr__(self) -> str:
         zero = f", zero_params={self.zero_params}" if self.zero_params else ""
         return f"{type(self).__name__}({self.stabilizer!r}{zero})"

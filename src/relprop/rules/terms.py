@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from array_api_compat import device
+
 from relprop._xp import Array, is_traced, library_of
 from relprop.layers import Layer, Linear
 from relprop.rules.base import Rule, Stabilizer, check_stabilizer, stabilize
@@ -186,36 +188,18 @@ class TermRule(Rule):
 
     def relevance(self, layer: Layer, x: Array, out: Array, R: Array, xp: ModuleType, *,
                   nonnegative: bool = False) -> Array:
-        if not isinstance(layer, Linear):
-            raise TypeError(self.check(layer))
-        active = ((group, [t for t in group.terms
-                           if not (nonnegative and t.input.vanishes_on_nonnegative)])
-                  for group in self.groups())
-        kept = [(group, terms) for group, terms in active if terms]
-        if not kept:
+        passes = self._forward_passes(layer, x, out, xp, nonnegative)
+        if passes is None:
             return xp.zeros_like(x)
-        params = _Parameters(layer, self.zero_params, xp)
-        by_input = _by_input([terms for _, terms in kept])
-        inputs = {modifier: modifier(x, xp) for modifier in by_input}
+        kept, params, by_input, inputs, z_of = passes
 
         def term(ref: tuple[int, int]) -> Term:
             return kept[ref[0]][1][ref[1]]
 
-        # forward passes: one call per input modifier, its terms' parameters stacked
-        z_of: dict[tuple[int, int], Array] = {}
-        for modifier, refs in by_input.items():
-            reused = [r for r in refs if term(r).plain and not self.zero_params]
-            computed = [r for r in refs if r not in reused]
-            z_of.update({r: out for r in reused})  # the forward pass computed these
-            zs = params.forward(inputs[modifier], [term(r) for r in computed], self.fuse)
-            z_of.update(zip(computed, zs, strict=True))
         # one denominator per group
         scaled = []
         for g, (group, terms) in enumerate(kept):
-            z = None
-            for t, item in enumerate(terms):
-                z = _signed_sum(z, z_of[(g, t)], item.sign)
-            assert z is not None
+            z = _group_sum(terms, [z_of[(g, t)] for t in range(len(terms))])
             relevance = R if group.output is None else group.output(R, out, xp)
             scaled.append(relevance / stabilize(z, self.stabilizer, xp))
         # transposed passes: one call per input modifier again
@@ -229,6 +213,60 @@ class TermRule(Rule):
             total = part if total is None else total + part
         assert total is not None
         return total
+
+    def _forward_passes(self, layer: Layer, x: Array, out: Array, xp: ModuleType,
+                        nonnegative: bool) -> tuple[Any, ...] | None:
+        """The kept groups with their terms, the parameters, the terms by input modifier,
+        the modified inputs and each term's forward pass (``None``: no term is left)."""
+        if not isinstance(layer, Linear):
+            raise TypeError(self.check(layer))
+        active = ((group, [t for t in group.terms
+                           if not (nonnegative and t.input.vanishes_on_nonnegative)])
+                  for group in self.groups())
+        kept = [(group, terms) for group, terms in active if terms]
+        if not kept:
+            return None
+        params = _Parameters(layer, self.zero_params, xp)
+        by_input = _by_input([terms for _, terms in kept])
+        inputs = {modifier: modifier(x, xp) for modifier in by_input}
+        # forward passes: one call per input modifier, its terms' parameters stacked
+        z_of: dict[tuple[int, int], Array] = {}
+        for modifier, refs in by_input.items():
+            chosen = [kept[g][1][t] for g, t in refs]
+            reused = [r for r, item in zip(refs, chosen, strict=True)
+                      if item.plain and not self.zero_params]
+            computed = [r for r in refs if r not in reused]
+            z_of.update({r: out for r in reused})  # the forward pass computed these
+            zs = params.forward(inputs[modifier], [kept[g][1][t] for g, t in computed],
+                                self.fuse)
+            z_of.update(zip(computed, zs, strict=True))
+        return kept, params, by_input, inputs, z_of
+
+    def absorbed(self, layer: Layer, xs: Sequence[Array], out: Array, R: Array, xp: ModuleType,
+                 *, nonnegative: bool = False) -> tuple[Array, Array] | None:
+        r"""Per group :math:`g` with denominator :math:`D_g = s(N_g)`, :math:`N_g =
+        \sum_t \sigma_t z_t`, and bias :math:`B_g = \sum_t \sigma_t b_t`: the biases
+        absorb :math:`\sum_g c_g \sum_j R_{g,j} B_{g,j} / D_{g,j}` and the stabiliser
+        :math:`\sum_g c_g \sum_j R_{g,j} (D_{g,j} - N_{g,j}) / D_{g,j}` (the input
+        relevance sums to :math:`\sum_g c_g \sum_j R_{g,j} (N_{g,j} - B_{g,j}) /
+        D_{g,j}`)."""
+        passes = self._forward_passes(layer, xs[0], out, xp, nonnegative)
+        zero = xp.zeros((out.shape[0],), dtype=out.dtype, device=device(out))
+        if passes is None:
+            return xp.zeros_like(zero), xp.zeros_like(zero)
+        kept, params, _, _, z_of = passes
+        axis = params.layer.channel_axis
+        bias, stabilizer = xp.zeros_like(zero), xp.zeros_like(zero)
+        for g, (group, terms) in enumerate(kept):
+            z = _group_sum(terms, [z_of[(g, t)] for t in range(len(terms))])
+            relevance = R if group.output is None else group.output(R, out, xp)
+            scaled = group.coefficient * relevance / stabilize(z, self.stabilizer, xp)
+            biases = [_on_channels(params.bias(t), z, axis, xp) for t in terms]
+            b = _group_sum(terms, biases)
+            stabilizer = stabilizer + _per_sample(scaled * (stabilize(z, self.stabilizer, xp)
+                                                            - z), xp)
+            bias = bias + _per_sample(scaled * b, xp)
+        return bias, stabilizer
 
     fuse: bool = False
     """Fuse the terms that read one input into one forward and one transposed call, their
@@ -323,6 +361,29 @@ def _cached(layer: Linear, key: Any, make: Callable[[], Any]) -> Any:
             return value
         entry[1][key] = value
     return entry[1][key]
+
+
+def _group_sum(terms: Sequence[Term], values: Sequence[Array]) -> Array:
+    r""":math:`\sum_t \sigma_t v_t` over a group's terms."""
+    total = None
+    for item, value in zip(terms, values, strict=True):
+        total = _signed_sum(total, value, item.sign)
+    assert total is not None
+    return total
+
+
+def _on_channels(bias: Array | None, z: Array, axis: int, xp: ModuleType) -> Array:
+    """A bias broadcast over the output ``z`` along its channel ``axis`` (zero: none)."""
+    if bias is None:
+        return xp.zeros_like(z)
+    shape = [1] * z.ndim
+    shape[z.ndim + axis] = int(bias.shape[0])
+    return xp.broadcast_to(xp.reshape(bias, tuple(shape)), tuple(z.shape))
+
+
+def _per_sample(a: Array, xp: ModuleType) -> Array:
+    """The sum of each sample's entries, ``(batch,)``."""
+    return xp.sum(xp.reshape(a, (a.shape[0], -1)), axis=1)
 
 
 def _signed_sum(total: Array | None, value: Array, sign: float) -> Array:
