@@ -358,3 +358,23 @@ def test_occlusion_matches_zennit_where_no_window_wraps(zennit, window) -> None:
     _, expected = attributor(x, _zennit_attr_output(target))
     got = rp.Occlusion(net, window=window, occlude="outside").attribute(x, target)
     assert_close(got, expected.numpy(), rtol=1e-9, atol=1e-13)
+
+
+NO_TARGET = {
+    "smoothgrad": functools.partial(rp.smoothgrad, n_samples=8, noise_level=1.0),
+    "integrated_gradients": functools.partial(rp.integrated_gradients, n_steps=4),
+    "occlusion": functools.partial(rp.occlusion, window=1),
+}
+
+
+@pytest.mark.parametrize("name", list(NO_TARGET))
+def test_no_target_is_the_arg_max_at_the_input_itself(name: str) -> None:
+    """Not each noisy copy's, path point's or occluded copy's own arg-max: at x class 1
+    wins, near the zero baseline, with x_1 occluded or with enough noise class 0 does."""
+    model = rp.Sequential([rp.Dense(on_backend(np.array([[2.0, 0.0], [0.0, 1.0]])),
+                                    on_backend(np.array([0.5, 0.0])))])
+    x = on_backend(np.array([[1.0, 3.0]]))
+    attribute = NO_TARGET[name]
+    by_class = rp.to_numpy(attribute(model, x, 1))
+    assert_close(attribute(model, x), by_class)
+    assert not np.allclose(rp.to_numpy(attribute(model, x, 0)), by_class)

@@ -16,6 +16,7 @@ from relprop import (
     data,
     dtd,
     layers,
+    metrics,
     plot,
     rules,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "library_of",
     "load",
     "lrp",
+    "metrics",
     "occlusion",
     "plot",
     "rules",

@@ -133,9 +133,15 @@ def _like(values: Any, x: Array, xp: ModuleType) -> Array:
     return asarray(values, dtype=x.dtype, backend=backend_name(xp), device=device(x))
 
 
-def _prepared(model: ModelLike, x: Array) -> tuple[Model, ModuleType, Array]:
+def _prepared(model: ModelLike, x: Array, target: object) -> tuple[Model, ModuleType, Array,
+                                                                   object]:
+    """The model, namespace, detached input, and the target with ``None`` read once, as
+    each sample's arg-max at ``x`` itself (not at every noisy copy or path point)."""
     checked = as_model(model, x)
-    return checked, checked.namespace(x=x), detached(x)
+    xp, x = checked.namespace(x=x), detached(x)
+    if target is None:
+        target = xp.argmax(checked(x), axis=1)
+    return checked, xp, x, target
 
 
 def _sample_axes(x: Array) -> tuple[int, ...]:
@@ -199,7 +205,7 @@ def smoothgrad(
     [[2.0, -1.0]]
     """
     explainer = _explainer(explain)
-    checked, xp, x = _prepared(model, x)
+    checked, xp, x, target = _prepared(model, x, target)
     draws = _noise(x, noise, n_samples, seed, xp)
     axes = _sample_axes(x)
     spread = xp.max(x, axis=axes, keepdims=True) - xp.min(x, axis=axes, keepdims=True)
@@ -312,7 +318,7 @@ def integrated_gradients(
     """
     explainer = _explainer(explain)
     alphas, weights = path_weights(method, n_steps)
-    checked, xp, x = _prepared(model, x)
+    checked, xp, x, target = _prepared(model, x, target)
     base = _baseline(baseline, x, xp)
     steps = xp.reshape(_like(alphas, x, xp), (len(alphas),) + (1,) * x.ndim)
     path = xp.expand_dims(base, axis=0) + steps * xp.expand_dims(x - base, axis=0)
@@ -442,7 +448,7 @@ def occlusion(
     """
     if occlude not in ("window", "outside"):
         raise ValueError(f'occlude must be "window" or "outside"; got {occlude!r}.')
-    checked, xp, x = _prepared(model, x)
+    checked, xp, x, target = _prepared(model, x, target)
 
     def one(a: Array, t: object) -> Array:
         masks = occlusion_windows(tuple(a.shape[1:]), window, stride)
