@@ -2,9 +2,10 @@
 consistency checks and cross-backend parity.
 
 The reference below loops over samples, layers and neurons in NumPy float64: the root by
-the formula of DESIGN.md §6, the gradient of the frozen relevance model
-R_j(a) = c_j relu(w_j . a + b_j) by central finite differences inside its active region (on
-the segment from the root to the input, where the model is affine), then
+the formula of DESIGN.md §6, the gradient of the frozen relevance model by central finite
+differences (for ``root_of="preactivation"`` R_j(a) = c_j relu(w_j . a + b_j), inside its
+active region, on the segment from the root to the input, where the model is affine; for
+``root_of="relevance"`` R_j(a) = R_j + w_j . (a - x), whose root removes R_j), then
 R_i = sum_j grad_i R_j (a_i - r_i^(j)).
 """
 
@@ -40,10 +41,12 @@ def direction(a, w, rule, gamma, low, high):
                      for i in range(len(a))])
 
 
-def reference(params, x, target, rules, gamma=1.0, low=0.0, high=0.0):
-    """Input relevance and relevance at every dense layer's input, sample by sample."""
+def reference(params, x, target, rules, gamma=1.0, low=0.0, high=0.0, root_of="preactivation"):
+    """Relevance at every dense layer's input, each neuron's root and its unresolved
+    relevance, sample by sample, neuron by neuron: ``(relevance, roots, unresolved)``, each
+    a list over the dense layers, input layer first."""
     n_layers = len(params)
-    out_x, out_layers = [], []
+    per_sample = []
     for a0 in x:
         acts = [a0]
         for index, (weight, bias) in enumerate(params):
@@ -57,38 +60,47 @@ def reference(params, x, target, rules, gamma=1.0, low=0.0, high=0.0):
             b = np.zeros(weight.shape[0]) if bias is None else bias
             a, a_out = acts[index], acts[index + 1]
             hidden = index < n_layers - 1
-            new = np.zeros_like(a)
+            new, roots = np.zeros_like(a), np.repeat(a[None], weight.shape[0], axis=0)
+            lost = relevance.copy()  # what no message carries down
             for j in range(weight.shape[0]):
-                if a_out[j] == 0:
-                    continue  # c_j = 0
-                c = relevance[j] / a_out[j]
                 w = weight[j]
+                if root_of == "relevance":
+                    carries = relevance[j] != 0  # else nothing to decompose
+                    removed = relevance[j]  # R_j(a) = R_j + w . (a - x) vanishes at the root
+
+                    def model(p, w=w, r=relevance[j], a=a):
+                        return r + float(np.dot(w, p - a))
+                else:
+                    carries = a_out[j] != 0  # else c_j = 0
+                    removed = float(np.dot(w, a)) + b[j]  # the root of z_j
+                    c = relevance[j] / a_out[j] if carries else 0.0
+
+                    def model(p, w=w, b=b[j], c=c, hidden=hidden):
+                        z = float(np.dot(w, p)) + b
+                        return c * (max(z, 0.0) if hidden else z)
                 v = direction(a, w, rules[index], gamma, low, high)
                 if rules[index] == "0":
-                    root = np.zeros_like(a)
+                    roots[j] = 0.0
+                elif abs(float(np.dot(v, w))) > 1e-12:
+                    roots[j] = a - removed / float(np.dot(v, w)) * v
                 else:
-                    denominator = float(np.dot(v, w))
-                    if abs(denominator) <= 1e-12:
-                        continue
-                    root = a - (float(np.dot(w, a)) + b[j]) / denominator * v
+                    continue  # degenerate: the root is x, nothing moves
+                if not carries:
+                    continue
                 # point where the gradient is taken: in the active region (affine there)
-                point = a if rules[index] == "0" else 0.5 * (root + a)
-
-                def model(p, w=w, b=b[j], c=c, hidden=hidden):
-                    z = float(np.dot(w, p)) + b
-                    return c * (max(z, 0.0) if hidden else z)
-
+                point = a if rules[index] == "0" else 0.5 * (roots[j] + a)
                 grad = np.zeros_like(a)
                 for i in range(len(a)):
                     step = np.zeros_like(a)
                     step[i] = 1e-6
                     grad[i] = (model(point + step) - model(point - step)) / 2e-6
-                new += grad * (a - root)
+                new += grad * (a - roots[j])
+                lost[j] -= float(np.sum(grad * (a - roots[j])))
+            layers.append((new, roots, lost))
             relevance = new
-            layers.append(new)
-        out_x.append(relevance)
-        out_layers.append(layers[::-1])
-    return np.stack(out_x), [np.stack([s[k] for s in out_layers]) for k in range(n_layers)]
+        per_sample.append(layers[::-1])
+    return tuple([np.stack([s[k][part] for s in per_sample]) for k in range(n_layers)]
+                 for part in range(3))
 
 
 @pytest.fixture(scope="module")
@@ -111,11 +123,19 @@ RULE_SETS = [("z+",) * 3, ("x",) * 3, ("0",) * 3, ("w2",) * 3, ("gamma",) * 3,
              ("zB", "z+", "z+")]
 
 
+@pytest.mark.parametrize("root_of", ["relevance", "preactivation"])
 @pytest.mark.parametrize("rules", RULE_SETS, ids=["+".join(r) for r in RULE_SETS])
-def test_matches_per_neuron_reference(mlp, x_pos, rules) -> None:
+def test_matches_per_neuron_reference(mlp, x_pos, rules, root_of) -> None:
     kwargs = {"gamma": 0.5, "low": 0.0, "high": 3.0}
-    res = train_free(mlp, x_pos, target=0, rule=list(rules), **kwargs)
-    expected, layers = reference(params_np(mlp), rp.to_numpy(x_pos), 0, rules, **kwargs)
+    res = train_free(mlp, x_pos, target=0, rule=list(rules), root_of=root_of, **kwargs)
+    layers, roots, unresolved = reference(params_np(mlp), rp.to_numpy(x_pos), 0, rules,
+                                          **kwargs, root_of=root_of)
+    expected = layers[0]
+    assert res.root_of == root_of
+    for actual, want in zip(res.roots, roots, strict=True):
+        assert_close(actual, want, rtol=1e-9, atol=1e-12 * np.abs(want).max())
+    for actual, want in zip(res.unresolved, unresolved, strict=True):
+        assert_close(actual, want, rtol=1e-6, atol=1e-8 * max(np.abs(want).max(), 1.0))
     atol = 1e-8 * np.abs(expected).max()
     assert_close(res.relevance, expected, rtol=1e-6, atol=atol)
     assert len(res.layers) == 3 and res.layers[0] is res.relevance
@@ -160,8 +180,11 @@ def test_x_and_0_rules_equal_lrp0_without_and_with_bias(mlp) -> None:
     x = on_backend(np.random.default_rng(6).normal(size=(8, 10)))  # both signs
     for rule, lrp_rule in (("x", Epsilon(TINY, zero_params="bias")), ("0", Epsilon(TINY))):
         expected = rp.to_numpy(rp.lrp(mlp, x, 1, rule=lrp_rule))
-        assert_close(train_free(mlp, x, 1, rule).relevance, expected, rtol=1e-9,
-                     atol=1e-12 * np.abs(expected).max())
+        res = train_free(mlp, x, 1, rule, root_of="preactivation")
+        assert_close(res.relevance, expected, rtol=1e-9, atol=1e-12 * np.abs(expected).max())
+    expected = rp.to_numpy(rp.lrp(mlp, x, 1, rule=Epsilon(TINY, zero_params="bias")))
+    assert_close(train_free(mlp, x, 1, "x").relevance, expected, rtol=1e-9,
+                 atol=1e-12 * np.abs(expected).max())
 
 
 def test_gamma_equals_lrp_gamma_without_bias(mlp, x_pos) -> None:
@@ -204,7 +227,7 @@ def test_conservation_with_negative_biases(mlp, x_pos, rule, xp) -> None:
 
 
 def test_rule_0_leaves_the_bias_share_unresolved(mlp, x_pos, xp) -> None:
-    res = train_free(mlp, x_pos, 0, "0", check=True)  # check: sums, not conservation
+    res = train_free(mlp, x_pos, 0, "0", check=True, root_of="preactivation")  # sums only
     for k, layer in enumerate(l for l in mlp.layers if isinstance(l, rp.Dense)):
         upper = (res.layers[k + 1] if k + 1 < 3 else res.output)
         z = rp.to_numpy(layer(res.inputs[k]))
@@ -214,14 +237,49 @@ def test_rule_0_leaves_the_bias_share_unresolved(mlp, x_pos, xp) -> None:
         assert_close(xp.sum(res.layers[k], axis=1), (r_upper - share).sum(axis=1), rtol=1e-10)
 
 
+def test_rule_0_of_the_relevance_leaves_r_minus_w_dot_x(mlp, x_pos, xp) -> None:
+    """The root is the origin: R_j - w_j . x stays, for the neurons that have relevance."""
+    res = train_free(mlp, x_pos, 0, "0", check=True)
+    for k, layer in enumerate(l for l in mlp.layers if isinstance(l, rp.Dense)):
+        upper = rp.to_numpy(res.layers[k + 1] if k + 1 < 3 else res.output)
+        a = rp.to_numpy(res.inputs[k])
+        w_dot_x = a @ rp.to_numpy(layer.weight).T
+        expected = np.where(upper != 0, upper - w_dot_x, 0.0)
+        assert_close(res.unresolved[k], expected, rtol=1e-10, atol=1e-14)
+        np.testing.assert_array_equal(rp.to_numpy(res.roots[k]), 0.0)
+
+
 def test_check_flags_relevance_the_model_cannot_pass(mlp, x_pos) -> None:
-    """w2 in hidden layers gives relevance to inactive units, whose c_j a_j model is 0."""
-    res = train_free(mlp, x_pos, 0, "w2")
+    """w2 in hidden layers gives relevance to inactive units, whose c_j a_j model is 0: the
+    preactivation convention cannot pass it on, the relevance convention can."""
+    res = train_free(mlp, x_pos, 0, "w2", root_of="preactivation")
     assert not res.checked
     assert np.abs(rp.to_numpy(res.unresolved[0])).sum() > 1e-3
     with pytest.raises(ConsistencyError, match="unresolved"):
-        train_free(mlp, x_pos, 0, "w2", check=True)
+        train_free(mlp, x_pos, 0, "w2", check=True, root_of="preactivation")
     assert issubclass(ConsistencyError, AssertionError)
+    passed = train_free(mlp, x_pos, 0, "w2", check=True)
+    assert passed.checked
+    f = rp.to_numpy(mlp(x_pos))[:, 0]
+    np.testing.assert_allclose(rp.to_numpy(passed.relevance).sum(axis=1), f, rtol=1e-10)
+
+
+@pytest.mark.parametrize("rules", [("z+",) * 3, ("x",) * 3, ("gamma",) * 3, ("zB", "z+", "z+"),
+                                   ("w2", "z+", "z+")])
+def test_both_conventions_give_the_same_relevance(mlp, x_pos, rules) -> None:
+    """Every rule but "0" wherever no relevance reaches an inactive neuron (w2 at the input
+    layer only: hidden w2 reaches them, see the test above); the roots differ."""
+    kwargs = {"gamma": 0.5, "low": 0.0, "high": 3.0}
+    new = train_free(mlp, x_pos, 0, list(rules), check=True, **kwargs)
+    old = train_free(mlp, x_pos, 0, list(rules), check=True, root_of="preactivation",
+                     **kwargs)
+    for a, b in zip(new.layers, old.layers, strict=True):
+        assert_close(a, rp.to_numpy(b), rtol=1e-10, atol=1e-13)
+    moved = [np.abs(rp.to_numpy(a) - rp.to_numpy(b)).max()
+             for a, b in zip(new.roots, old.roots, strict=True)]
+    assert max(moved) > 1e-3  # the conventions put the roots elsewhere
+    with pytest.raises(ValueError, match="root_of must be one of"):
+        train_free(mlp, x_pos, 0, "z+", root_of="activation")
 
 
 def test_degenerate_neuron_flagged_in_train_free() -> None:
@@ -290,3 +348,30 @@ def test_targets_and_errors(mlp, x_pos) -> None:
         train_free(mlp, x_pos, 0, "lrp")
     with pytest.raises(IndexError):
         train_free(mlp, x_pos, 2)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the seed notebook's network is built in torch")
+def test_seed_network_gives_the_research_codes_statistics() -> None:
+    """docs/examples/train_free_roots.py --seed-network: the notebook's network and inputs.
+    The research code (lrp_relations) finds, with z+ roots of the relevance, a root off the
+    input's gradient for about half of the samples and the input's gradient at about 89% of
+    the roots; with roots of the pre-activation every sample has a root off the gradient
+    and about 12% of the roots keep it. These are the numbers relprop prints."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "docs" / "examples" / "train_free_roots.py"
+    spec = importlib.util.spec_from_file_location("train_free_roots", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    model, x = example.seed_network()
+    explained = rp.dtd.slice_output(model, 0)
+    out_x = rp.to_numpy(explained(x))[:, 0]
+    grad_x = rp.to_numpy(rp.gradient(explained, x, 0))
+    assert x.shape == (1000, 10) and out_x.min() > 0.1
+    paper, _ = example.statistics(explained, x, out_x, grad_x, "z+", {}, "relevance")
+    assert paper["samples with a root off the gradient"] == pytest.approx(0.554, abs=1e-12)
+    assert paper["roots with the input's gradient"] == pytest.approx(0.8915, abs=1e-12)
+    montavon, _ = example.statistics(explained, x, out_x, grad_x, "z+", {}, "preactivation")
+    assert montavon["samples with a root off the gradient"] == 1.0
+    assert montavon["roots with the input's gradient"] == pytest.approx(0.1119, abs=1e-12)

@@ -45,7 +45,7 @@ from relprop.dtd.network import (
     slice_output,
 )
 from relprop.dtd.roots import RULES, RootPoints, root_point
-from relprop.dtd.train_free import ConsistencyError, TrainFreeResult, train_free
+from relprop.dtd.train_free import ROOT_CONVENTIONS, ConsistencyError, TrainFreeResult, train_free
 
 __all__ = [
     "MLP",

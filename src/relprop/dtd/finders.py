@@ -48,6 +48,7 @@ from types import ModuleType
 from typing import Any, NamedTuple
 
 import numpy as np
+from array_api_compat import device
 
 from relprop._xp import Array
 from relprop.dtd.local_linear import (
@@ -333,10 +334,15 @@ class RootFinder:
 
 
 class ClosedFormRootFinder(RootFinder):
-    r"""Closed-form roots of :func:`~relprop.dtd.root_point`, with :math:`R_j(x)` as the
-    relevance: :math:`r^{(j)} = x - R_j(x) / (v^{(j)} \cdot w_j)\, v^{(j)}`.
+    r"""Closed-form roots of :func:`~relprop.dtd.root_point` along the rule's direction
+    :math:`v^{(j)}`, in either root convention of :func:`~relprop.dtd.train_free`:
 
-    This is the root of :math:`R_j` exactly when :math:`R_j` falls with slope
+    - ``root_of="relevance"`` (default, the paper's): the root removes the relevance,
+      :math:`r^{(j)} = x - R_j(x) / (v^{(j)} \cdot w_j)\, v^{(j)}`;
+    - ``root_of="preactivation"`` (Montavon et al. 2017): the root of the neuron's
+      pre-activation, :math:`r^{(j)} = x - z_j(x) / (v^{(j)} \cdot w_j)\, v^{(j)}`.
+
+    The first is the root of :math:`R_j` exactly when :math:`R_j` falls with slope
     :math:`w_j` along :math:`v^{(j)}` (e.g. :math:`R_j = z_j`, the explained output); for
     other relevance functions :math:`R_j(r^{(j)})` is reported as unresolved. The roots
     depend on the input, not only on its region, so caching is off by default.
@@ -345,6 +351,8 @@ class ClosedFormRootFinder(RootFinder):
     ----------
     rule
         One of ``"0"``, ``"x"``, ``"z+"``, ``"w2"``, ``"gamma"``, ``"zB"``.
+    root_of
+        ``"relevance"`` or ``"preactivation"``, as above.
     gamma, low, high, eps
         Passed to :func:`~relprop.dtd.root_point`.
     use_cache, progress
@@ -373,18 +381,25 @@ class ClosedFormRootFinder(RootFinder):
         eps: float = 1e-12,
         use_cache: bool = False,
         progress: bool | None = False,
+        root_of: str = "relevance",
     ) -> None:
         if rule not in RULES:
             raise ValueError(f"unknown root-point rule {rule!r}; use one of {', '.join(RULES)}.")
+        if root_of not in ("relevance", "preactivation"):
+            raise ValueError(
+                f"root_of must be 'relevance' or 'preactivation'; got {root_of!r}."
+            )
         super().__init__(use_cache=use_cache, progress=progress)
         self.rule = rule
+        self.root_of = root_of
         self.gamma = gamma
         self.low = low
         self.high = high
         self.eps = eps
 
     def __repr__(self) -> str:
-        return f"ClosedFormRootFinder(rule={self.rule!r})"
+        convention = "" if self.root_of == "relevance" else f", root_of={self.root_of!r}"
+        return f"ClosedFormRootFinder(rule={self.rule!r}{convention})"
 
     def _search(
         self,
@@ -414,9 +429,10 @@ class ClosedFormRootFinder(RootFinder):
                 raise IndexError(f"neuron {j} is out of range for {layer!r}.")
         select = np.zeros((n, layer.out_features))
         select[np.arange(n), list(neurons)] = 1.0
-        select_x = xp.asarray(select, dtype=x.dtype)
+        select_x = xp.asarray(select, dtype=x.dtype, device=device(x))
         relevance = xp.matmul(r0, select_x)  # (batch, out): R_j in neuron j's column
-        points = root_point(x, layer, rule=self.rule, relevance=relevance, gamma=self.gamma,
+        removed = relevance if self.root_of == "relevance" else None  # None: z_j's root
+        points = root_point(x, layer, rule=self.rule, relevance=removed, gamma=self.gamma,
                             low=self.low, high=self.high, eps=self.eps)
         index = xp.asarray(list(neurons), dtype=xp.int64)
         root = xp.take(points.root, index, axis=1)

@@ -1,31 +1,50 @@
-r"""Train-free Deep Taylor Decomposition with closed-form roots.
+r"""Train-free Deep Taylor Decomposition with closed-form roots, in two root conventions.
 
-The relevance of neuron :math:`j` of a dense layer is modelled as its activation times a
-coefficient frozen at the real input (the upper layers are not re-evaluated: "train-free"),
+A dense layer's neuron :math:`j` has input :math:`x`, weights :math:`w_j`, pre-activation
+:math:`z_j = w_j \cdot x + b_j`, activation :math:`a_j` and relevance :math:`R_j` (from the
+layer above; the upper layers are frozen at the real input: "train-free"). Its root point
+lies along the rule's direction :math:`v^{(j)}` (:func:`~relprop.dtd.root_point`),
+:math:`r^{(j)} = x - t_j v^{(j)}`; the conventions differ in what vanishes there
+(``root_of``):
 
-.. math:: R_j(a) = c_j\, \max(0, z_j(a)), \qquad z_j(a) = w_j \cdot a + b_j, \qquad
-          c_j = R_j / a_j
+- ``"relevance"`` (default; Sixt & Landgraf 2022, the seed notebooks' ``TrainFreeFn``):
+  the relevance is modelled as :math:`R_j(a) = R_j + w_j \cdot (a - x)`, frozen at the real
+  activation and changing like the pre-activation. Its root removes the relevance,
+  :math:`t_j = R_j / (v^{(j)} \cdot w_j)`, and
 
-(:math:`c_j = 0` where :math:`a_j = 0`; the explained output is linear, :math:`R(a) = z(a)`,
-unless a ReLU follows it). Its first-order Taylor expansion at the neuron's root point
-:math:`r^{(j)}` (:func:`~relprop.dtd.root_point`, :math:`z_j(r^{(j)}) = 0`), with the gradient
-of the active side :math:`\nabla R_j = c_j w_j` (the root is approached from the input,
-where the unit is on), gives the relevance of the layer's inputs
+  .. math:: R_i = \sum_j w_{ji}\, (x_i - r^{(j)}_i)
 
-.. math:: R_i = \sum_j \frac{\partial R_j}{\partial a_i}\Big|_{r^{(j)}} (a_i - r^{(j)}_i)
-              = \sum_j c_j\, w_{ji}\, (a_i - r^{(j)}_i),
+- ``"preactivation"`` (Montavon et al. 2017): the relevance is the activation times a
+  frozen coefficient, :math:`R_j(a) = c_j \max(0, z_j(a))`, :math:`c_j = R_j / a_j`
+  (0 where :math:`a_j = 0`); the root is that of the pre-activation,
+  :math:`t_j = z_j / (v^{(j)} \cdot w_j)`, and
 
-applied layer by layer from the explained output down to the input (ReLUs pass relevance
-unchanged). Per neuron, the part of :math:`R_j` this does not pass down is *unresolved*:
-:math:`R_j - \sum_i c_j w_{ji} (a_i - r^{(j)}_i) = c_j z_j(r^{(j)})` for an active,
-non-degenerate neuron: 0 for every rule with a root of :math:`z_j` (all but ``"0"``, where it
-is :math:`c_j b_j`), and all of :math:`R_j` for a degenerate or inactive neuron.
+  .. math:: R_i = \sum_j c_j\, w_{ji}\, (x_i - r^{(j)}_i)
 
-With the z+ rule on non-negative inputs, :math:`a - r^{(j)} = a \odot 1[w_j \ge 0]\,
-z_j / (\sum_i a_i w_{ji}^+)`, so :math:`R_i = \sum_j a_i w_{ji}^+ R_j / \sum_{i'} a_{i'}
-w_{ji'}^+`: LRP-z+ (alpha1beta0) with the bias left out of the denominator. Likewise
-``"x"`` is LRP-0 without the bias, ``"0"`` is LRP-0 with it (gradient times input), and
-``"zB"`` is LRP-z^B without the bias.
+For an active neuron the two give the same messages, :math:`R_j w_{ji} v_i / (v \cdot
+w_j)`, so the input relevance agrees for every rule but ``"0"`` (whose root is the
+origin, :math:`r = 0`, in both) as long as no relevance reaches an inactive neuron: under
+``"x"``, ``"z+"`` and ``"gamma"`` it never does (their directions vanish where the input
+does); under ``"w2"`` or ``"zB"`` the preactivation convention cannot pass on an inactive
+neuron's relevance (:math:`c_j = 0`), the relevance convention can.
+
+Per neuron, the part of :math:`R_j` not passed down is *unresolved*: relevance
+convention :math:`R_j - w_j \cdot (x - r^{(j)})`, zero for every rule but ``"0"`` (where it
+is :math:`R_j - w_j \cdot x`; a neuron with :math:`R_j = 0` passes nothing) and degenerate
+neurons; preactivation convention
+:math:`c_j z_j(r^{(j)})`, zero but for ``"0"`` (:math:`c_j b_j`), and all of :math:`R_j` for
+a degenerate or inactive neuron.
+
+Pick ``"relevance"`` to reproduce the paper's analysis (the roots the seed notebooks ask
+about: is the output zero there, do they share the input's gradient?); pick
+``"preactivation"`` for Montavon et al.'s original derivation, where each root is a point
+of the neuron's own kink.
+
+With the z+ rule on non-negative inputs, :math:`x - r^{(j)} = x \odot 1[w_j \ge 0]\,
+t_j`, so :math:`R_i = \sum_j x_i w_{ji}^+ R_j / \sum_{i'} x_{i'} w_{ji'}^+`: LRP-z+
+(alpha1beta0) with the bias left out of the denominator. Likewise ``"x"`` is LRP-0
+without the bias, ``"0"`` is LRP-0 with it (gradient times input), and ``"zB"`` is
+LRP-z^B without the bias.
 """
 
 from __future__ import annotations
@@ -40,7 +59,11 @@ from relprop.dtd.roots import RULES, RootPoints, root_point
 from relprop.layers import Dense, ReLU
 from relprop.model import Sequential
 
-__all__ = ["ConsistencyError", "TrainFreeResult", "train_free"]
+__all__ = ["ROOT_CONVENTIONS", "ConsistencyError", "TrainFreeResult", "train_free"]
+
+ROOT_CONVENTIONS: tuple[str, ...] = ("relevance", "preactivation")
+"""What vanishes at a train-free root: the neuron's relevance (the paper's convention) or its
+pre-activation (Montavon et al. 2017)."""
 
 
 class ConsistencyError(AssertionError):
@@ -70,13 +93,17 @@ class TrainFreeResult:
     degenerate
         ``(batch, out)`` booleans: neurons whose direction has :math:`v \\cdot w_j = 0`.
     coefficients
-        The frozen relevance coefficients :math:`c_j = R_j / a_j` ``(batch, out)``.
+        ``(batch, out)``: the frozen relevance coefficients :math:`c_j = R_j / a_j`
+        (``root_of="preactivation"``), or :math:`R_j` itself, the relevance each root
+        removes (``root_of="relevance"``).
     unresolved
         ``(batch, out)``: relevance of each neuron not passed to the layer's input.
     root_points
         The full :class:`~relprop.dtd.RootPoints` of each layer (steps, directions).
     rules
         The rule used at each dense layer.
+    root_of
+        The root convention, ``"relevance"`` or ``"preactivation"``.
     checked
         Whether the consistency checks ran (``check=True``) and passed.
     """
@@ -91,6 +118,7 @@ class TrainFreeResult:
     unresolved: list[Array]
     root_points: list[RootPoints]
     rules: tuple[str, ...]
+    root_of: str = "relevance"
     checked: bool = field(default=False)
 
 
@@ -117,11 +145,14 @@ def train_free(
     high: float | Array | None = None,
     eps: float = 1e-12,
     check: bool = False,
+    root_of: str = "relevance",
 ) -> TrainFreeResult:
     r"""Train-free DTD of one output of a ReLU network, every sample and neuron at once.
 
-    :math:`R_i = \sum_j c_j w_{ji} (a_i - r^{(j)}_i)` at every dense layer, top to bottom
-    (module docstring), starting from the explained output's value.
+    :math:`R_i = \sum_j w_{ji} (x_i - r^{(j)}_i)` with the roots of the relevance
+    (``root_of="relevance"``), or :math:`R_i = \sum_j c_j w_{ji} (x_i - r^{(j)}_i)` with
+    those of the pre-activation (``"preactivation"``), at every dense layer, top to
+    bottom (module docstring), starting from the explained output's value.
 
     Parameters
     ----------
@@ -141,9 +172,13 @@ def train_free(
         layers).
     check
         Verify, for every layer and sample: the input relevance plus the unresolved
-        relevance equals the output relevance; every relevant neuron's root has
-        :math:`c_j z_j(r^{(j)}) = 0` (not for rule ``"0"``); and, except for rule ``"0"``,
-        no relevance is unresolved. Raises :class:`ConsistencyError` otherwise.
+        relevance equals the output relevance; every relevant neuron's root removes what
+        its convention says (:math:`R_j(r^{(j)}) = 0`, or :math:`c_j z_j(r^{(j)}) = 0`; not
+        for rule ``"0"``); and, except for rule ``"0"``, no relevance is unresolved.
+        Raises :class:`ConsistencyError` otherwise.
+    root_of
+        ``"relevance"`` (default: the paper's and the seed notebooks' roots) or
+        ``"preactivation"`` (Montavon et al. 2017), see the module docstring.
 
     Returns
     -------
@@ -159,6 +194,9 @@ def train_free(
     ((4, 10), [(4, 10, 10), (4, 10, 10), (4, 2, 10)])
     >>> bool(np.allclose(res.relevance.sum(axis=1), model(x)[:, 0]))   # conserved
     True
+    >>> old = rp.dtd.train_free(model, x, target=0, rule="z+", root_of="preactivation")
+    >>> bool(np.allclose(old.relevance, res.relevance))   # the same relevance, other roots
+    True
     """
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be an rp.Sequential; got {type(model).__name__}.")
@@ -170,6 +208,10 @@ def train_free(
             )
     if not isinstance(model.layers[0], Dense):
         raise TypeError("train_free needs a model whose first layer is Dense.")
+    if root_of not in ROOT_CONVENTIONS:
+        raise ValueError(
+            f"root_of must be one of {', '.join(map(repr, ROOT_CONVENTIONS))}; got {root_of!r}."
+        )
     xp = model.namespace(x=x)
     check_input(x, xp, model.named_params())
     activations = model.forward_record(x, xp)
@@ -192,17 +234,22 @@ def train_free(
         # the neuron's activation: the ReLU's output if one follows, else the pre-activation
         has_relu = index + 1 < len(model) and isinstance(model.layers[index + 1], ReLU)
         a_out = activations[index + 2] if has_relu else activations[index + 1]
-        active = a_out != 0
-        safe = xp.where(active, a_out, xp.ones_like(a_out))
-        c = xp.where(active, relevance / safe, xp.zeros_like(relevance))
-        points = root_point(a_in, layer, rule=rules[position], gamma=gamma, low=low, high=high,
-                            eps=eps)
-        # gradient at the root (c_j w_j, the active side) times (a - r^(j)), per neuron
-        messages = (
-            xp.expand_dims(c, axis=-1)
-            * xp.expand_dims(layer.weight, axis=0)
-            * (xp.expand_dims(a_in, axis=1) - points.root)
-        )
+        if root_of == "relevance":  # R_j(a) = R_j + w_j . (a - x): slope w_j, root removes R_j
+            c = relevance
+            points = root_point(a_in, layer, rule=rules[position], relevance=relevance,
+                                gamma=gamma, low=low, high=high, eps=eps)
+            # a neuron without relevance passes nothing (its root is x, but "0"'s is 0)
+            carries = xp.astype(relevance != 0, a_in.dtype)
+            slope = xp.expand_dims(carries, axis=-1) * xp.expand_dims(layer.weight, axis=0)
+        else:  # R_j(a) = c_j max(0, z_j(a)): slope c_j w_j on the active side
+            active = a_out != 0
+            safe = xp.where(active, a_out, xp.ones_like(a_out))
+            c = xp.where(active, relevance / safe, xp.zeros_like(relevance))
+            points = root_point(a_in, layer, rule=rules[position], gamma=gamma, low=low,
+                                high=high, eps=eps)
+            slope = xp.expand_dims(c, axis=-1) * xp.expand_dims(layer.weight, axis=0)
+        # the gradient at the root times (x - r^(j)), per neuron
+        messages = slope * (xp.expand_dims(a_in, axis=1) - points.root)
         unresolved.append(relevance - xp.sum(messages, axis=-1))
         relevance = xp.sum(messages, axis=1)
         per_layer.append(relevance)
@@ -222,6 +269,7 @@ def train_free(
         unresolved=unresolved[::-1],
         root_points=root_points[::-1],
         rules=rules,
+        root_of=root_of,
     )
     if check and not is_traced(relevance):
         _check(model, dense, result, xp)
@@ -250,13 +298,20 @@ def _check(model: Sequential, dense: list[int], result: TrainFreeResult, xp: obj
         if result.rules[position] == "0":
             continue
         weight = to_numpy(layer.weight)
-        bias = 0.0 if layer.bias is None else to_numpy(layer.bias)
-        z_root = np.sum(to_numpy(result.roots[position]) * weight[None], axis=-1) + bias
+        roots = to_numpy(result.roots[position])
         c = to_numpy(result.coefficients[position])
+        if result.root_of == "relevance":  # R_j(r) = R_j + w_j . (r - x)
+            x_in = to_numpy(result.inputs[position])
+            at_root = c + np.sum((roots - x_in[:, None, :]) * weight[None], axis=-1)
+            what = "R_j(root)"
+        else:
+            bias = 0.0 if layer.bias is None else to_numpy(layer.bias)
+            at_root = c * (np.sum(roots * weight[None], axis=-1) + bias)
+            what = "c_j z_j(root)"
         relevant = (c != 0) & ~to_numpy(result.degenerate[position])
-        residual = np.where(relevant, np.abs(c * z_root), 0.0).sum(axis=1) / scale
+        residual = np.where(relevant, np.abs(at_root), 0.0).sum(axis=1) / scale
         if np.any(residual > tol):
-            problems.append(f"{name}: c_j z_j(root) is not 0 (up to {residual.max():.3g} "
+            problems.append(f"{name}: {what} is not 0 (up to {residual.max():.3g} "
                             "relative): a root is no root")
         missing = np.abs(lost).sum(axis=1) / scale
         if np.any(missing > tol):
