@@ -49,6 +49,7 @@ from relprop.dtd.train_free import ROOT_CONVENTIONS, ConsistencyError, TrainFree
 
 __all__ = [
     "MLP",
+    "ROOT_CONVENTIONS",
     "RULES",
     "ConsistencyError",
     "RootPoints",
