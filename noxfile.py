@@ -2,7 +2,8 @@
 
 ``nox`` runs every default session: the test suite once per array backend
 (``tests(numpy)``, ``tests(torch)``, ``tests(jax)``, ``tests(array_api_strict)``,
-``tests(cupy)``), then ``docs`` (every page's code and example script, the figures, the
+``tests(array_api_strict-device1)`` (every array on a second device), ``tests(cupy)``),
+then ``docs`` (every page's code and example script, the figures, the
 site built with ``--strict``), ``lint`` and ``types``. ``nox -s "tests(torch)"`` runs one.
 Arguments after ``--`` are passed to pytest, e.g. ``nox -s "tests(jax)" -- -x -k dense``.
 
@@ -32,6 +33,10 @@ BACKENDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "torch": (("torch", "onnx"), ("torch", "onnx", "onnxruntime", "onnxscript")),
     "jax": (("jax", "importers", "torch"), ("jax", "flax", "equinox", "keras", "torch")),
     "array_api_strict": (("strict",), ("array_api_strict",)),
+    # the whole suite with every array made from nothing on array-api-strict's second
+    # device (RELPROP_DEVICE=device1), which refuses to mix devices as CUDA does: the
+    # device bugs a GPU would find, found without one
+    "array_api_strict-device1": (("strict",), ("array_api_strict",)),
     "cupy": (("cupy",), ("cupy",)),
 }
 
@@ -88,7 +93,10 @@ def tests(session: nox.Session, backend: str) -> None:
         show = f"import {module}; print({module}.__name__, {module}.__version__)"
         session.run("python", "-c", show, env={"KERAS_BACKEND": "jax"})
 
-    env = {"RELPROP_BACKEND": backend}
+    library, _, device = backend.partition("-")
+    env = {"RELPROP_BACKEND": library}
+    if device:
+        env["RELPROP_DEVICE"] = device
     if backend == "jax":
         env["JAX_PLATFORMS"] = os.environ.get("JAX_PLATFORMS", "cpu")
         env["KERAS_BACKEND"] = "jax"  # keras reads it at import (tests/test_from_keras.py)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from array_api_compat import device
 from helpers import BACKEND, assert_close, dense_model, on_backend, random_weights
 
 import relprop as rp
@@ -38,7 +39,7 @@ def test_numpy_integer_scalar_target_is_an_int(net):
 def test_zero_dim_integer_array_target_applies_to_every_sample(net, xp):
     _, model, x = net
     expected = rp.lrp(model, x, target=1, rule=Epsilon())
-    target = xp.asarray(1, dtype=xp.int64)
+    target = xp.asarray(1, dtype=xp.int64, device=device(x))
     assert_close(rp.lrp(model, x, target=target, rule=Epsilon()), rp.to_numpy(expected), rtol=0)
 
 
@@ -123,3 +124,29 @@ def test_import_relprop_loads_no_optional_array_library():
         env={**os.environ, "RELPROP_BACKEND": "numpy"},
     )
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_relprop_device_places_arrays_made_from_nothing(monkeypatch) -> None:
+    """RELPROP_DEVICE: the device of rp.asarray (and so of the suite's arrays in the
+    tests(array_api_strict-device1) session); unset, the library's default."""
+    import os
+
+    from relprop._xp import default_device
+
+    session = os.environ.get("RELPROP_DEVICE")
+    if session:  # this session runs on that device: the helpers' arrays are there
+        assert session in str(on_backend(np.ones(2)).device)
+    pytest.importorskip("array_api_strict")
+    import array_api_strict as xps
+
+    monkeypatch.setenv("RELPROP_BACKEND", "array_api_strict")
+    monkeypatch.setenv("RELPROP_DEVICE", "device1")
+    assert default_device() == xps.Device("device1")
+    assert rp.asarray([1.0, 2.0]).device == xps.Device("device1")
+    assert default_device("numpy") is None  # another library than RELPROP_BACKEND's
+    assert isinstance(rp.asarray([1.0], backend="numpy"), np.ndarray)
+    monkeypatch.setenv("RELPROP_BACKEND", "numpy")
+    with pytest.raises(ValueError, match="RELPROP_DEVICE='device1' is supported with"):
+        rp.asarray([1.0])
+    monkeypatch.delenv("RELPROP_DEVICE")
+    assert default_device() is None

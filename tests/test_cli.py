@@ -36,6 +36,7 @@ def _importable(backend: str) -> bool:
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env.pop("RELPROP_BACKEND", None)
+    env.pop("RELPROP_DEVICE", None)  # the command picks its own backend
     return subprocess.run(
         [sys.executable, "-m", "relprop.cli", *args],
         capture_output=True, text=True, cwd=cwd, env=env, timeout=300, check=False,
@@ -80,7 +81,7 @@ def test_bundled_model_loads_with_numpy_alone() -> None:
         "bad = [k for k in ('torch', 'jax', 'cupy', 'matplotlib', 'PIL') if k in sys.modules]; "
         "assert not bad, bad"
     )
-    env = {k: v for k, v in os.environ.items() if k != "RELPROP_BACKEND"}
+    env = {k: v for k, v in os.environ.items() if k not in ("RELPROP_BACKEND", "RELPROP_DEVICE")}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
 
 

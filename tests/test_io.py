@@ -14,6 +14,7 @@ import pickle
 
 import numpy as np
 import pytest
+from array_api_compat import device
 from helpers import BACKEND, TOLERANCE, assert_close, on_backend
 
 import relprop as rp
@@ -281,7 +282,7 @@ def test_backend_override(tmp_path, monkeypatch):
     # point RELPROP_BACKEND elsewhere: an ignored backend= would give other arrays
     elsewhere = "array_api_strict" if BACKEND == "numpy" else "numpy"
     monkeypatch.setenv("RELPROP_BACKEND", elsewhere)
-    loaded = rp.load(path, backend=BACKEND)
+    loaded = rp.load(path, backend=BACKEND, device=device(x))
     assert_close(loaded(x), expected, rtol=0.0)
     if BACKEND != "numpy":
         monkeypatch.setenv("RELPROP_BACKEND", BACKEND)

@@ -22,6 +22,7 @@ __all__ = [
     "asarray",
     "backend_name",
     "default_backend",
+    "default_device",
     "default_namespace",
     "detached",
     "is_traced",
@@ -158,6 +159,34 @@ def default_backend() -> str:
     return name
 
 
+def default_device(backend: str | None = None) -> object:
+    """The device named by ``RELPROP_DEVICE`` for arrays made from nothing on the
+    ``RELPROP_BACKEND`` library (``None``, the library's default, when it is unset or
+    ``backend`` is another library).
+
+    ``RELPROP_DEVICE`` takes torch's device strings (``"cuda:0"``) and array-api-strict's
+    device names (``"device1"``: a second device that refuses to mix with the first, as
+    CUDA does; the ``tests(array_api_strict-device1)`` session runs the suite there).
+
+    Raises
+    ------
+    ValueError
+        If the variable is set for a library that relprop cannot place arrays on by name.
+    """
+    name = os.environ.get("RELPROP_DEVICE", "").strip()
+    chosen = default_backend()
+    if not name or (backend is not None and backend != chosen):
+        return None
+    if chosen == "array_api_strict":
+        return namespace_for(chosen).Device(name)
+    if chosen == "torch":
+        return importlib.import_module("torch").device(name)
+    raise ValueError(
+        f"RELPROP_DEVICE={name!r} is supported with RELPROP_BACKEND=torch or "
+        f"array_api_strict, not {chosen}; place the arrays yourself (device= arguments)."
+    )
+
+
 def namespace_for(backend: str) -> ModuleType:
     """Array-API namespace of a backend by name (``"numpy"``, ``"torch"``, ...).
 
@@ -237,7 +266,8 @@ def asarray(
     backend
         Override of ``RELPROP_BACKEND``.
     device
-        Target device; default the library's default device.
+        Target device; default ``RELPROP_DEVICE`` (:func:`default_device`), else the
+        library's default device.
 
     Examples
     --------
@@ -259,6 +289,8 @@ def asarray(
         obj = np.asarray(obj)
     elif library_of(obj) != name:
         obj = to_numpy(obj)
+    if device is None:
+        device = default_device(name)
     kwargs: dict[str, Any] = {} if device is None else {"device": device}
     return xp.asarray(obj, dtype=dtype, **kwargs)
 

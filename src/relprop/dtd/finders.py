@@ -48,13 +48,13 @@ from types import ModuleType
 from typing import Any, NamedTuple
 
 import numpy as np
-from array_api_compat import device
 
 from relprop._xp import Array
 from relprop.dtd.local_linear import (
     Seed,
     _check_points,
     _generator,
+    placement,
     region_keys,
     same_region,
     sample_interpolation,
@@ -162,7 +162,8 @@ def gather(rows: list[Array], index: list[int], xp: ModuleType) -> Array:
     if len(rows) == 1:
         row = rows[0]
         return row if len(index) == 1 else xp.broadcast_to(row, (len(index), *row.shape[1:]))
-    return xp.take(xp.concat(rows, axis=0), xp.asarray(index, dtype=xp.int64), axis=0)
+    stacked = xp.concat(rows, axis=0)
+    return xp.take(stacked, xp.asarray(index, dtype=xp.int64, **placement(stacked, xp)), axis=0)
 
 
 def evaluate_at_roots(fn: RelevanceFunction, root: Array, xp: ModuleType) -> Array:
@@ -272,7 +273,7 @@ class RootFinder:
                 relevance_at_root=at_root,
                 found=found,
                 same_region=same_region(model, x, root, start),
-                cache_hit=xp.zeros((batch,), dtype=xp.bool),
+                cache_hit=xp.zeros((batch,), dtype=xp.bool, **placement(x, xp)),
                 neurons=neuron_ids,
             )
         if cache_key is None:
@@ -289,7 +290,7 @@ class RootFinder:
         if new:
             sub_x, sub_r0 = x, r0
             if list(new.values()) != list(range(batch)):
-                rows = xp.asarray(list(new.values()), dtype=xp.int64)
+                rows = xp.asarray(list(new.values()), dtype=xp.int64, **placement(x, xp))
                 sub_x, sub_r0 = xp.take(x, rows, axis=0), xp.take(r0, rows, axis=0)
             root, found, at_root = self._search(
                 relevance_fn, sub_x, sub_r0, model, start, neuron_ids
@@ -315,7 +316,7 @@ class RootFinder:
             relevance_at_root=table("relevance_at_root"),
             found=table("found"),
             same_region=table("same_region"),
-            cache_hit=xp.asarray(hit, dtype=xp.bool),
+            cache_hit=xp.asarray(hit, dtype=xp.bool, **placement(x, xp)),
             neurons=neuron_ids,
             regions=keys,
         )
@@ -429,12 +430,12 @@ class ClosedFormRootFinder(RootFinder):
                 raise IndexError(f"neuron {j} is out of range for {layer!r}.")
         select = np.zeros((n, layer.out_features))
         select[np.arange(n), list(neurons)] = 1.0
-        select_x = xp.asarray(select, dtype=x.dtype, device=device(x))
+        select_x = xp.asarray(select, dtype=x.dtype, **placement(x, xp))
         relevance = xp.matmul(r0, select_x)  # (batch, out): R_j in neuron j's column
         removed = relevance if self.root_of == "relevance" else None  # None: z_j's root
         points = root_point(x, layer, rule=self.rule, relevance=removed, gamma=self.gamma,
                             low=self.low, high=self.high, eps=self.eps)
-        index = xp.asarray(list(neurons), dtype=xp.int64)
+        index = xp.asarray(list(neurons), dtype=xp.int64, **placement(x, xp))
         root = xp.take(points.root, index, axis=1)
         found = ~xp.take(points.degenerate, index, axis=1)
         return root, found, evaluate_at_roots(relevance_fn, root, xp)
@@ -514,8 +515,8 @@ def solve_on_segments(
                      xp.where(valid_e, xp.max(length) + 1.0 + xp.abs(at_c), math.inf))
     choice = xp.argmin(score, axis=-1)  # (batch, n)
     has = xp.any(bracket, axis=-1)
-    onehot = xp.astype(xp.expand_dims(choice, axis=-1) == xp.arange(m, dtype=choice.dtype),
-                       x.dtype)  # (batch, n, m)
+    positions = xp.arange(m, dtype=choice.dtype, **placement(x, xp))
+    onehot = xp.astype(xp.expand_dims(choice, axis=-1) == positions, x.dtype)  # (batch, n, m)
     direction = xp.matmul(onehot, points) - x_e  # (batch, n, features)
     f_hi = xp.sum(onehot * at_c, axis=-1)
     zero = r0 == 0
@@ -540,7 +541,7 @@ def solve_on_segments(
     lo = xp.zeros_like(t)
     hi = xp.ones_like(t)
     f_lo = r0
-    side = xp.zeros(t.shape, dtype=xp.int8)
+    side = xp.zeros(t.shape, dtype=xp.int8, **placement(t, xp))
     for step in range(steps):
         if step:
             active = has & ~zero & (xp.abs(value) > scale)
@@ -706,5 +707,5 @@ class MetropolisHastingsRootFinder(_SegmentRootFinder):
             seed=self.rng, progress=self.progress,
         )
         xp = model.namespace(x=x)
-        valid = xp.ones(res.samples.shape[:2], dtype=xp.bool)
+        valid = xp.ones(res.samples.shape[:2], dtype=xp.bool, **placement(x, xp))
         return res.samples, valid

@@ -123,7 +123,7 @@ class OutputResult:
 
     def jacobian_rows(self, weights: Array, xp: ModuleType) -> Array:
         r"""``weights (m, 1)`` times :math:`\partial R / \partial y`: ``(m, outputs)``."""
-        columns = xp.arange(self.input.shape[1])
+        columns = xp.arange(self.input.shape[1], **placement(self.input, xp))
         onehot = xp.astype(columns == self.target, self.input.dtype)
         return weights * onehot
 

@@ -120,7 +120,7 @@ def _pattern_test(model: Sequential, x: Array, start: int) -> Callable[[Array], 
     def inside(points: Array) -> Array:
         batch, m, features = points.shape
         if reference.shape[1] == 0:  # no ReLU above: one region, everything is inside
-            return xp.ones((batch, m), dtype=xp.bool)
+            return xp.ones((batch, m), dtype=xp.bool, **placement(points, xp))
         flat = xp.reshape(points, (batch * m, features))
         pattern = activation_pattern(model, flat, start)
         pattern = xp.reshape(pattern, (batch, m, reference.shape[1]))
@@ -258,7 +258,8 @@ def _radius(x: Array, max_radius: float | None, xp: ModuleType) -> Array:
         if not max_radius > 0:
             raise ValueError(f"max_radius must be > 0; got {max_radius}.")
         return xp.full((x.shape[0],), float(max_radius), dtype=x.dtype, **placement(x, xp))
-    return 10.0 * xp.maximum(_norm(x, xp), xp.ones((x.shape[0],), dtype=x.dtype))
+    return 10.0 * xp.maximum(_norm(x, xp), xp.ones((x.shape[0],), dtype=x.dtype,
+                                                   **placement(x, xp)))
 
 
 def _orthant_cap(x: Array, u: Array, xp: ModuleType) -> Array:
@@ -352,7 +353,8 @@ def sample_interpolation(
     inside_fn = _region_test(model, x, start, output, atol)
     u = _like(_directions(rng, np.asarray(to_numpy(x)), n_rays, enforce_non_negative), x, xp)
     x_e = xp.expand_dims(x, axis=1)  # (batch, 1, features)
-    cap = xp.expand_dims(_radius(x, max_radius, xp), axis=1) * xp.ones(u.shape[:2], dtype=x.dtype)
+    ones = xp.ones(u.shape[:2], dtype=x.dtype, **placement(x, xp))
+    cap = xp.expand_dims(_radius(x, max_radius, xp), axis=1) * ones
     if enforce_non_negative:
         cap = xp.minimum(cap, _orthant_cap(x, u, xp))
 
@@ -496,11 +498,12 @@ def sample_metropolis_hastings(
     batch, features = x.shape
     radius = xp.expand_dims(_radius(x, max_radius, xp), axis=1)  # (batch, 1)
     x_e = xp.expand_dims(x, axis=1)
-    position = x_e * xp.ones((batch, n_chains, 1), dtype=x.dtype)
+    position = x_e * xp.ones((batch, n_chains, 1), dtype=x.dtype, **placement(x, xp))
     scale = step_size * xp.maximum(_norm(x, xp) / math.sqrt(features),
-                                   xp.ones((batch,), dtype=x.dtype))
-    sigma = xp.expand_dims(scale, axis=1) * xp.ones((batch, n_chains), dtype=x.dtype)
-    accepted = xp.zeros((batch, n_chains), dtype=x.dtype)
+                                   xp.ones((batch,), dtype=x.dtype, **placement(x, xp)))
+    sigma = xp.expand_dims(scale, axis=1) * xp.ones((batch, n_chains), dtype=x.dtype,
+                                                    **placement(x, xp))
+    accepted = xp.zeros((batch, n_chains), dtype=x.dtype, **placement(x, xp))
     samples = []
     bar = progress_bar(progress, n_warmup + n_steps, "metropolis-hastings")
     for step in range(n_warmup + n_steps):
