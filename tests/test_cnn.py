@@ -317,7 +317,8 @@ def test_merge_batchnorm_keeps_the_forward(arch):
 
 
 def test_merge_batchnorm_before_a_dense_layer():
-    """A batch norm that follows no linear layer is fused into the dense layer after it."""
+    """A batch norm that follows no linear layer stays (as in zennit); ``into_next=True``
+    fuses it into the dense layer after it."""
     rng = np.random.default_rng(3)
     put = _putter(BACKEND, "float64")
     mean, var, gamma, beta = _bn(rng, 6)
@@ -325,7 +326,8 @@ def test_merge_batchnorm_before_a_dense_layer():
     x = rng.normal(size=(3, 6))
     model = rp.Sequential([("bn", rp.BatchNorm1d(put(mean), put(var), put(gamma), put(beta))),
                            ("fc", rp.Dense(put(weight), put(bias)))])
-    merged = rp.canonizers.MergeBatchNorm().apply(model)
+    assert rp.canonizers.MergeBatchNorm().apply(model).names == ("bn", "fc")
+    merged = rp.canonizers.MergeBatchNorm(into_next=True).apply(model)
     assert merged.names == ("fc",)
     normalised = (x - mean) / np.sqrt(var + 1e-5) * gamma + beta
     assert_close(merged(on_backend(x)), normalised @ weight.T + bias, rtol=1e-12)

@@ -56,16 +56,16 @@ ENTRIES = {
 }
 
 
-def _merging() -> Composite:
-    return EpsilonPlusFlat(canonizers=[MergeBatchNorm()])
+def _merging(into_next: bool = False) -> Composite:
+    return EpsilonPlusFlat(canonizers=[MergeBatchNorm(into_next=into_next)])
 
 
-def _flat(canonize_: bool) -> Composite:
+def _flat(canonize_: bool, into_next: bool = False) -> Composite:
     """Flat for linear layers, Pass for batch norms and activations: the relevance does not
     depend on the weights, so folding batch norms changes nothing."""
     return Composite(
         layer_map=[(rp.layers.Linear, Flat()), (rp.layers.BatchNorm, Pass())],
-        canonizers=[MergeBatchNorm()] if canonize_ else [],
+        canonizers=[MergeBatchNorm(into_next=into_next)] if canonize_ else [],
     )
 
 
@@ -228,17 +228,20 @@ def test_return_layers_of_a_sequential_by_its_names_with_folded_batch_norms(torc
     net = _named_sequential(torch)
     names = ["conv", "bn", "relu", "pool", "flat", "bn_in", "fc", "bn_fc", "act", "head"]
     x = _input(torch, 2, 3, 8, 8)
-    fused = canonize(rp.from_torch(net), [MergeBatchNorm()])
+    fused = canonize(rp.from_torch(net), [MergeBatchNorm()])  # zennit's: bn_in stays
+    assert dict(fused.aliases) == {"bn": ("output", "conv"), "bn_fc": ("output", "fc")}
+    assert "bn" not in fused.names and "bn_in" in fused.names
+    fused = canonize(rp.from_torch(net), [MergeBatchNorm(into_next=True)])
     assert dict(fused.aliases) == {"bn": ("output", "conv"), "bn_fc": ("output", "fc"),
                                    "bn_in": ("input", "fc")}
     assert "bn" not in fused.names and "bn_in" not in fused.names
-    R, layers = rp.lrp(net, x, 0, composite=_flat(True), return_layers=True)
+    R, layers = rp.lrp(net, x, 0, composite=_flat(True, True), return_layers=True)
     _, plain = rp.lrp(net, x, 0, composite=_flat(False), return_layers=True)
     assert list(layers) == list(plain) == ["input", *names]
     assert layers["input"] is R
     for name in plain:  # Flat ignores the weights: folding changes nothing, anywhere
         _close(layers[name], plain[name])
-    R, layers = rp.lrp(net, x, 0, composite=_merging(), return_layers=True)
+    R, layers = rp.lrp(net, x, 0, composite=_merging(True), return_layers=True)
     _, plain = rp.lrp(net, x, 0, composite=EpsilonPlusFlat(), return_layers=True)
     assert list(layers) == ["input", *names]
     assert layers["bn_fc"] is layers["fc"]  # the batch norm's output is the fused output
@@ -251,8 +254,9 @@ def test_return_layers_of_a_sequential_by_its_names_with_folded_batch_norms(torc
 
 
 def test_return_layers_of_a_graph_with_a_batch_norm_folded_forwards():
-    """A batch norm before a dense layer, its input also read by a skip connection: its
-    relevance is the dense layer's share only; the shared node gets the sum."""
+    """A batch norm before a dense layer, its input also read by a skip connection, fused
+    into it (``into_next``): its relevance is the dense layer's share only; the shared
+    node gets the sum."""
     rng = np.random.default_rng(0)
 
     def arr(*shape, positive=False):
@@ -267,9 +271,11 @@ def test_return_layers_of_a_graph_with_a_batch_norm_folded_forwards():
         ("add", rp.Add(), ["fc1", "relu0"]),
         ("head", rp.Dense(arr(2, 4)), "add"),
     ])
-    assert dict(canonize(graph, [MergeBatchNorm()]).aliases) == {"bn": ("input", "fc1")}
+    assert not canonize(graph, [MergeBatchNorm()]).aliases  # zennit's: nothing to fuse
+    fused = canonize(graph, [MergeBatchNorm(into_next=True)])
+    assert dict(fused.aliases) == {"bn": ("input", "fc1")}
     x = arr(3, 4)
-    R, layers = rp.lrp(graph, x, 1, composite=_flat(True), return_layers=True)
+    R, layers = rp.lrp(graph, x, 1, composite=_flat(True, True), return_layers=True)
     _, plain = rp.lrp(graph, x, 1, composite=_flat(False), return_layers=True)
     assert list(layers) == list(plain) == ["input", *graph.names]
     for name in plain:

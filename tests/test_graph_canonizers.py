@@ -33,31 +33,83 @@ def test_batchnorm_forward_matches_the_formula():
     assert_close(_bn(rp.BatchNorm2d, 3)(on_backend(x)), expected, rtol=1e-12)
 
 
-def test_merge_batchnorm_after_dense_and_before_dense():
+def _dense_bn_relu_bn_dense() -> rp.Sequential:
     w1, b1, w2 = RNG.normal(size=(4, 5)), RNG.normal(size=4), RNG.normal(size=(3, 4))
-    model = rp.Sequential([
+    return rp.Sequential([
         ("fc1", rp.Dense(on_backend(w1), on_backend(b1))),
         ("bn1", _bn(rp.BatchNorm1d, 4)),
         ("relu", rp.ReLU()),
         ("bn2", _bn(rp.BatchNorm1d, 4, affine=False)),
         ("fc2", rp.Dense(on_backend(w2))),
     ])
+
+
+def test_merge_batchnorm_after_dense_and_before_dense():
+    """By default (zennit's SequentialMergeBatchNorm) only the batch norm after a linear
+    layer is fused; ``into_next=True`` fuses the one before ``fc2`` into it as well."""
+    model = _dense_bn_relu_bn_dense()
+    w1 = rp.to_numpy(model["fc1"].weight).copy()
     x = on_backend(RNG.normal(size=(3, 5)))
     fused = canonize(model, [MergeBatchNorm()])
-    assert fused.names == ("fc1", "relu", "fc2")
+    assert fused.names == ("fc1", "relu", "bn2", "fc2")
+    assert dict(fused.aliases) == {"bn1": ("output", "fc1")}
     assert_close(fused(x), rp.to_numpy(model(x)), rtol=1e-12)
+    both = canonize(model, [MergeBatchNorm(into_next=True)])
+    assert both.names == ("fc1", "relu", "fc2")
+    assert dict(both.aliases) == {"bn1": ("output", "fc1"), "bn2": ("input", "fc2")}
+    assert_close(both(x), rp.to_numpy(model(x)), rtol=1e-12)
     assert isinstance(model["bn1"], rp.BatchNorm1d) and len(model) == 5  # untouched
     assert_close(model["fc1"].weight, w1, rtol=0)
+
+
+def test_a_batchnorm_after_no_linear_layer_passes_relevance_by_default():
+    """The default leaves ``bn2`` a layer under Pass (as zennit does): relevance equals
+    that of the model with only ``bn1`` fused by hand; ``into_next`` gives other numbers
+    (the fused ``fc2`` sees ``bn2``'s input), and still reports ``bn2`` by name."""
+    model = _dense_bn_relu_bn_dense()
+    x = on_backend(RNG.normal(size=(3, 5)))
+    composite = rp.composites.EpsilonPlus(canonizers=[MergeBatchNorm()])
+    relevance, layers = rp.lrp(model, x, target=1, composite=composite, return_layers=True)
+    by_hand = canonize(model, [MergeBatchNorm()])
+    assert any(isinstance(layer, rp.BatchNorm1d) for layer in by_hand.layers)
+    assert_close(relevance, rp.to_numpy(rp.lrp(by_hand, x, target=1,
+                                               composite=rp.composites.EpsilonPlus())),
+                 rtol=1e-12)
+    assert_close(layers["bn2"], rp.to_numpy(layers["relu"]), rtol=0)  # Pass
+    option = rp.composites.EpsilonPlus(canonizers=[MergeBatchNorm(into_next=True)])
+    other, other_layers = rp.lrp(model, x, target=1, composite=option, return_layers=True)
+    assert list(other_layers) == list(layers) == ["input", *model.names]
+    assert not np.allclose(rp.to_numpy(other), rp.to_numpy(relevance), rtol=1e-3)
+    fused = canonize(model, [MergeBatchNorm(into_next=True)])
+    xp = rp.array_namespace(x=x)
+    values = fused.run(x, xp)
+    sent = Epsilon().relevance(fused["fc2"], values["relu"], values["fc2"],
+                               other_layers["fc2"], xp, nonnegative=True)
+    assert_close(other_layers["bn2"], rp.to_numpy(sent), rtol=1e-12)  # what fc2 sends back
+
+
+def test_merge_batchnorm_repr_and_equality():
+    assert repr(MergeBatchNorm()) == "MergeBatchNorm()"
+    assert repr(MergeBatchNorm(into_next=True)) == "MergeBatchNorm(into_next=True)"
+    assert MergeBatchNorm() == MergeBatchNorm(into_next=False) != MergeBatchNorm(into_next=True)
+    assert len({MergeBatchNorm(), MergeBatchNorm(), MergeBatchNorm(into_next=True)}) == 2
+    composite = rp.composites.EpsilonPlus(canonizers=[MergeBatchNorm(into_next=True)])
+    assert composite.canonizers == (MergeBatchNorm(into_next=True),)
+    with pytest.raises(TypeError):
+        MergeBatchNorm(True)  # type: ignore[misc]  # keyword only
+    with pytest.raises(TypeError, match="into_next"):
+        MergeBatchNorm(into_next="yes")  # type: ignore[arg-type]
 
 
 def test_batchnorm_before_a_padded_convolution_is_not_fused():
     conv = rp.Conv2d(on_backend(RNG.normal(size=(2, 3, 3, 3))), padding=1)
     model = rp.Sequential([_bn(rp.BatchNorm2d, 3), conv])
-    assert canonize(model, [MergeBatchNorm()]).names == ("0", "1")
+    assert canonize(model, [MergeBatchNorm(into_next=True)]).names == ("0", "1")
     unpadded = rp.Sequential([_bn(rp.BatchNorm2d, 3),
                               rp.Conv2d(on_backend(RNG.normal(size=(2, 3, 3, 3))))])
     x = on_backend(RNG.normal(size=(2, 3, 6, 6)))
-    fused = canonize(unpadded, [MergeBatchNorm()])
+    assert canonize(unpadded, [MergeBatchNorm()]).names == ("0", "1")
+    fused = canonize(unpadded, [MergeBatchNorm(into_next=True)])
     assert fused.names == ("1",)
     assert_close(fused(x), rp.to_numpy(unpadded(x)), rtol=1e-11)
 
@@ -146,19 +198,20 @@ def test_gradient_through_a_graph_matches_autodiff_of_its_forward():
 
 
 def test_batchnorm_after_a_convolution_is_fused_before_the_one_in_front():
-    """BN -> conv -> BN: like zennit, the batch norm after the conv is fused; the one in
-    front is fused too where that is exact (no padding)."""
+    """BN -> conv -> BN: like zennit, the batch norm after the conv is fused and the one
+    in front stays; ``into_next`` fuses that one too where that is exact (no padding)."""
     conv = rp.Conv2d(on_backend(RNG.normal(size=(2, 3, 3, 3))))
     model = rp.Sequential([("bn0", _bn(rp.BatchNorm2d, 3)), ("conv", conv),
                            ("bn1", _bn(rp.BatchNorm2d, 2))])
     x = on_backend(RNG.normal(size=(2, 3, 6, 6)))
-    fused = canonize(model, [MergeBatchNorm()])
+    assert canonize(model, [MergeBatchNorm()]).names == ("bn0", "conv")
+    fused = canonize(model, [MergeBatchNorm(into_next=True)])
     assert fused.names == ("conv",)
     assert_close(fused(x), rp.to_numpy(model(x)), rtol=1e-11)
     padded = rp.Sequential([("bn0", _bn(rp.BatchNorm2d, 3)),
                             ("conv", rp.Conv2d(conv.weight, padding=1)),
                             ("bn1", _bn(rp.BatchNorm2d, 2))])
-    assert canonize(padded, [MergeBatchNorm()]).names == ("bn0", "conv")
+    assert canonize(padded, [MergeBatchNorm(into_next=True)]).names == ("bn0", "conv")
 
 
 def test_merge_batchnorm_fuses_a_per_channel_affine_after_a_linear_layer():

@@ -6,7 +6,9 @@ windows ``[floor(i L / m), ceil((i + 1) L / m))``), the tie-splitting rule of
 ``max_pool_vjp`` written as a loop, the dot-product identity for every linear op, the
 backend's own VJP (torch autograd, ``jax.vjp``, finite differences on NumPy /
 array-api-strict: exact up to rounding for piecewise-linear maps away from kinks), and,
-on torch, ``torch.nn.functional``. Native and portable paths are compared on every backend.
+on torch, ``torch.nn.functional`` (for ceil-mode pools of inputs smaller than the kernel
+on every backend where torch is installed: the torch and jax sessions). Native and
+portable paths are compared on every backend.
 """
 
 from __future__ import annotations
@@ -533,6 +535,171 @@ def test_adaptive_avg_pool_matches_torch(name: str) -> None:
         close(ops.adaptive_avg_pool(x, case["output_size"], native=native),
               expected.detach().numpy())
         close(ops.adaptive_avg_pool_transpose(v, case["x"], native=native), grad.numpy())
+
+
+# ---------------------------------------------------------------------------------------
+# ceil mode on inputs smaller than the kernel
+# ---------------------------------------------------------------------------------------
+
+# With ceil_mode torch keeps one partial window where the input, padding included, is
+# smaller than the kernel: out = ceil((S + 2p - d(k - 1) - 1) / s) + 1, less one if that
+# window would start beyond the input and the left padding. Every case but one has such
+# an axis; its window hangs over the end (the divisor counts padding, never that overhang).
+SMALL_CASES = {
+    # the reported case: AvgPool2d(3, ceil_mode=True) of a 2x2 input
+    "2d-k3-in2x2": dict(x=(1, 2, 2, 2), kernel_size=3, stride=None, padding=0, dilation=1),
+    "1d-k5-s2-p1-in2": dict(x=(2, 2, 2), kernel_size=5, stride=2, padding=1, dilation=1),
+    # the one: padded, the input fits the kernel, but a second window would start in the
+    # right padding; torch drops it
+    "1d-k4-s3-p2-in1": dict(x=(2, 2, 1), kernel_size=4, stride=3, padding=2, dilation=1),
+    "2d-k3x2-s2-p1x0-in2x1": dict(x=(2, 1, 2, 1), kernel_size=(3, 2), stride=2,
+                                  padding=(1, 0), dilation=1),
+    "3d-k3x2x2-in2x1x3": dict(x=(1, 2, 2, 1, 3), kernel_size=(3, 2, 2), stride=(3, 2, 2),
+                              padding=(0, 1, 1), dilation=1),
+    # a dilated window (max pools only): span 4 over an input of 3
+    "1d-k2-d3-s2-in3": dict(x=(2, 2, 3), kernel_size=2, stride=2, padding=0, dilation=3),
+}
+SMALL_AVG = [name for name in sorted(SMALL_CASES) if SMALL_CASES[name]["dilation"] == 1]
+SMALL_JAX = {"2d-k3-in2x2", "1d-k4-s3-p2-in1", "3d-k3x2x2-in2x1x3", "1d-k2-d3-s2-in3"}
+"""On JAX (compiles per geometry) the other cases are skipped."""
+
+
+def small_params(names, include=(None,)):
+    result = []
+    for name in names:
+        for flag in include:
+            for native in (True, False):
+                skip = BACKEND == "jax" and name not in SMALL_JAX
+                tail = "" if flag is None else f"-{'include' if flag else 'exclude'}"
+                result.append(pytest.param(
+                    name, *(() if flag is None else (flag,)), native,
+                    id=f"{name}{tail}-{NATIVE_IDS[not native]}", marks=JAX_SKIP if skip else ()))
+    return result
+
+
+def small_max_kwargs(name):
+    case = SMALL_CASES[name]
+    return dict(stride=case["stride"], padding=case["padding"], dilation=case["dilation"],
+                ceil_mode=True)
+
+
+def small_avg_kwargs(name, include):
+    case = SMALL_CASES[name]
+    return dict(stride=case["stride"], padding=case["padding"], ceil_mode=True,
+                count_include_pad=include)
+
+
+def torch_pool(kind: str, x: np.ndarray, v_seed: int, kernel_size, **kwargs):
+    """torch's pooling of ``x`` (float64) and its autograd vjp with a seeded cotangent,
+    as NumPy arrays; ``None`` where torch is not installed (numpy, strict sessions) or
+    refuses the case (its ``avg_pool3d`` rejects any axis shorter than the kernel, even
+    padded: relprop computes it, checked against the loop reference, which the other
+    cases check against torch)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    F = torch.nn.functional
+    n = x.ndim - 2
+    point = torch.asarray(x).requires_grad_(True)
+    if kind == "max":
+        fn = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[n - 1]
+        out = fn(point, kernel_size, kwargs["stride"], kwargs["padding"], kwargs["dilation"],
+                 kwargs["ceil_mode"])
+    elif n == 3 and any(s < k for s, k in zip(x.shape[2:], per_axis(kernel_size, 3),
+                                              strict=True)):
+        return None  # torch's avg_pool3d refuses an axis shorter than the kernel
+    else:
+        fn = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[n - 1]
+        out = fn(point, kernel_size, kwargs["stride"], kwargs["padding"], kwargs["ceil_mode"],
+                 kwargs["count_include_pad"])
+    v = np.random.default_rng(v_seed).normal(size=tuple(out.shape))
+    (grad,) = torch.autograd.grad(out, point, grad_outputs=torch.asarray(v))
+    return out.detach().numpy(), v, grad.numpy()
+
+
+@pytest.mark.parametrize(("name", "native"), small_params(sorted(SMALL_CASES)))
+def test_max_pool_ceil_mode_on_an_input_smaller_than_the_kernel(name: str, native: bool) -> None:
+    """Forward and vjp against the loop reference and, where torch is installed, against
+    ``torch.nn.functional`` and its autograd."""
+    case = SMALL_CASES[name]
+    x = distinct_values(np.random.default_rng(30), case["x"])
+    kernel, stride, pads, dilation = max_args({**case, "ceil_mode": True})
+    kwargs = small_max_kwargs(name)
+    expected = ref_max_pool(x, kernel, stride, pads, dilation, True)
+    v = np.random.default_rng(31).normal(size=expected.shape)
+    grad = ref_max_pool_vjp(x, v, kernel, stride, pads, dilation, True)
+    oracle = torch_pool("max", x, 31, case["kernel_size"], **kwargs)
+    if oracle is not None:
+        np.testing.assert_allclose(expected, oracle[0], rtol=0)
+        np.testing.assert_allclose(grad, oracle[2], rtol=0)
+    out = ops.max_pool(on_backend(x), case["kernel_size"], native=native, **kwargs)
+    close(out, expected)
+    close(ops.max_pool_vjp(on_backend(x), on_backend(v), case["kernel_size"], native=native,
+                           **kwargs), grad)
+
+
+@pytest.mark.parametrize(("name", "include", "native"), small_params(SMALL_AVG, (True, False)))
+def test_avg_pool_ceil_mode_on_an_input_smaller_than_the_kernel(
+    name: str, include: bool, native: bool
+) -> None:
+    """Forward and transpose (divisors included) against the loop reference and, where
+    torch is installed, against ``torch.nn.functional`` and its autograd."""
+    case = SMALL_CASES[name]
+    x = np.random.default_rng(32).normal(size=case["x"])
+    kernel, stride, pads = avg_args(case)
+    kwargs = small_avg_kwargs(name, include)
+    expected = ref_avg_pool(x, kernel, stride, pads, True, include)
+    v = np.random.default_rng(33).normal(size=expected.shape)
+    grad = ref_avg_pool_transpose(v, case["x"], kernel, stride, pads, True, include)
+    oracle = torch_pool("avg", x, 33, case["kernel_size"], **kwargs)
+    if oracle is not None:
+        np.testing.assert_allclose(expected, oracle[0], rtol=1e-14)
+        np.testing.assert_allclose(grad, oracle[2], rtol=1e-14)
+    out = ops.avg_pool(on_backend(x), case["kernel_size"], native=native, **kwargs)
+    close(out, expected)
+    close(ops.avg_pool_transpose(on_backend(v), case["x"], case["kernel_size"], native=native,
+                                 **kwargs), grad)
+
+
+def test_ceil_mode_pools_of_a_small_input_by_hand() -> None:
+    """The reported values: one window over a 2x2 input (torch: 2.5, and 4 for the max);
+    its gradient spreads v / 4 (AvgPool) or sends v to the maximum."""
+    x = on_backend(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]))
+    close(rp.AvgPool2d(3, ceil_mode=True)(x), np.array([[[[2.5]]]]))
+    close(rp.MaxPool2d(3, ceil_mode=True)(x), np.array([[[[4.0]]]]))
+    v = on_backend(np.array([[[[8.0]]]]))
+    close(ops.avg_pool_transpose(v, (1, 1, 2, 2), 3, ceil_mode=True), np.full((1, 1, 2, 2), 2.0))
+    close(ops.max_pool_vjp(x, v, 3, ceil_mode=True), np.array([[[[0.0, 0.0], [0.0, 8.0]]]]))
+
+
+@pytest.mark.parametrize("include", [True, False], ids=["include", "exclude"])
+def test_avg_pool3d_of_an_axis_shorter_than_the_kernel(include: bool) -> None:
+    """Padding makes room (no ceil mode): torch's own avg_pool3d refuses such an axis, so
+    the native torch path pads by hand; every path matches the loop reference."""
+    x = np.random.default_rng(34).normal(size=(1, 2, 1, 3, 2))
+    kwargs = dict(stride=(1, 2, 2), padding=(1, 0, 1), count_include_pad=include)
+    expected = ref_avg_pool(x, (2, 2, 2), (1, 2, 2), pairs((1, 0, 1), 3), False, include)
+    v = np.random.default_rng(35).normal(size=expected.shape)
+    grad = ref_avg_pool_transpose(v, x.shape, (2, 2, 2), (1, 2, 2), pairs((1, 0, 1), 3),
+                                  False, include)
+    for native in (True,) if BACKEND == "jax" else (True, False):
+        close(ops.avg_pool(on_backend(x), 2, native=native, **kwargs), expected)
+        close(ops.avg_pool_transpose(on_backend(v), x.shape, 2, native=native, **kwargs), grad)
+
+
+def test_an_input_smaller_than_the_kernel_needs_ceil_mode() -> None:
+    """Without ceil_mode such an input is an error that names the fix; with it, an axis
+    where no window starts inside the input (stride 1 here) is one too."""
+    x = on_backend(np.ones((1, 2, 2, 2)))
+    with pytest.raises(ValueError, match="too small.*ceil_mode=True"):
+        ops.max_pool(x, 3)
+    with pytest.raises(ValueError, match="too small.*ceil_mode=True"):
+        ops.avg_pool(x, 3, count_include_pad=False)
+    with pytest.raises(ValueError, match="too small.*stride \\(1, 1\\) and ceil_mode"):
+        ops.avg_pool(x, 3, stride=1, ceil_mode=True)
+    with pytest.raises(ValueError, match="too small"):
+        ops.avg_pool_transpose(on_backend(np.ones((1, 2, 1, 1))), (1, 2, 2, 2), 3)
 
 
 # ---------------------------------------------------------------------------------------

@@ -11,6 +11,11 @@ built by hand from the *same* parameter tensors (no copies; only
   Explained under the five named composites, once with zennit's
   ``SequentialMergeBatchNorm`` against ``rp.canonizers.MergeBatchNorm()`` and once without
   a canonizer (both libraries then give the batch norms the Pass rule).
+- ``loose BN``: batch norms after no linear layer (at the input, after a ReLU, after
+  flattening) beside one after a convolution. Both ``SequentialMergeBatchNorm`` and
+  ``rp.canonizers.MergeBatchNorm()`` fuse only the latter and leave the others layers
+  under Pass; ``MergeBatchNorm(into_next=True)`` fuses them into the next layer, which
+  moves relevance by 0.4-0.5 of its largest entry (a guard, not parity).
 - ``ResNet``: a ResNet-18-style stem (Conv2d, BatchNorm2d, ReLU, MaxPool2d(3, 2, 1)), one
   ``BasicBlock`` with an identity shortcut, one with a strided 1x1-conv + BatchNorm
   ``downsample`` shortcut, global average pooling, flatten, Linear. zennit's
@@ -51,6 +56,7 @@ EpsilonAlpha2Beta1Flat, merged batch norms  3.2e-16 [1.7e-13]   --
 EpsilonPlus, merged batch norms             2.9e-16 [1.3e-13]   --
 EpsilonGammaBox(-3, 3), merged batch norms  2.5e-16 [2.4e-13]   9.8e-16 [1.8e-13]
 no canonizer (batch norms Pass), worst      7.3e-16 [9.2e-13]   --
+loose BN (3 composites), worst              4.8e-16 [4.8e-13]   --
 EpsilonGammaBox, rp.from_torch model        2.5e-16 [2.4e-13]   9.8e-16 [1.8e-13]
 zennit 0.5.1's own canonizer (pinned)       0 [0]               7.8e-17 [3.3e-15]
 =========================================== =================== ===================
@@ -382,6 +388,46 @@ def test_vgg_canonizer_makes_a_difference():
         canonizers=[rp.canonizers.MergeBatchNorm()]))
     plain = rp.lrp(model, x, target=TARGETS, composite=rp.composites.EpsilonPlusFlat())
     assert not np.allclose(rp.to_numpy(merged), rp.to_numpy(plain), rtol=1e-3)
+
+
+def torch_loose_batchnorms(seed: int = 0) -> torch.nn.Sequential:
+    """Batch norms after no linear layer (at the input, after a ReLU, after flattening)
+    beside one right after a convolution; average pools (no max-pool ties)."""
+    nn = torch.nn
+    net = nn.Sequential(
+        nn.BatchNorm2d(3), nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.BatchNorm2d(6), nn.Conv2d(6, 8, 3), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Flatten(), nn.BatchNorm1d(8 * 7 * 7), nn.Linear(8 * 7 * 7, 16), nn.ReLU(),
+        nn.Linear(16, CLASSES),
+    )
+    return _init(net, np.random.default_rng(seed))
+
+
+@pytest.mark.parametrize("name", ["EpsilonPlusFlat", "EpsilonAlpha2Beta1", "EpsilonGammaBox"])
+def test_batch_norms_after_no_linear_layer_stay_as_in_zennit(name):
+    """``MergeBatchNorm()`` fuses only the batch norm after the convolution, as zennit's
+    ``SequentialMergeBatchNorm``; the other three stay layers under Pass in both
+    libraries. ``MergeBatchNorm(into_next=True)`` fuses two of them into the next layer
+    (not the one before a padded convolution) and then differs from zennit by far more
+    than the tolerance (guard)."""
+    net = torch_loose_batchnorms()
+    model = relprop_sequential(net)
+    x = _input()
+    reference, composite = _both(name, [ExactSequentialMergeBatchNorm()],
+                                 [rp.canonizers.MergeBatchNorm()])
+    kept = rp.canonizers.MergeBatchNorm().apply(model)
+    assert [n for n, layer in kept.items() if isinstance(layer, rp.layers.BatchNorm)] == [
+        "0", "4", "9"]
+    expected = zennit_relevance(net, x, reference)
+    actual = rp.lrp(model, x, target=TARGETS, composite=composite)
+    check_parity(("loose BN", name), actual, expected)
+    _, fused_next = _both(name, [], [rp.canonizers.MergeBatchNorm(into_next=True)])
+    fused = rp.canonizers.MergeBatchNorm(into_next=True).apply(model)
+    assert [n for n, layer in fused.items() if isinstance(layer, rp.layers.BatchNorm)] == [
+        "0"], "into_next: all but the one before a padded convolution are fused"
+    other = rp.to_numpy(rp.lrp(model, x, target=TARGETS, composite=fused_next))
+    gap = float(np.abs(other - expected).max() / np.abs(expected).max())
+    assert gap > 1e-2, f"into_next made no difference ({gap:.1e}): nothing is pinned"
 
 
 # ------------------------------------------------------------------------------- ResNet

@@ -57,8 +57,9 @@ def method(
 ) -> dict[str, Any]:
     """The keyword arguments of :func:`relprop.lrp` for a composite or rule given by name.
 
-    Composites fuse batch norms (``MergeBatchNorm``) unless ``canonize`` is false; a
-    ``rule`` is applied to every linear layer, with the same batch-norm fusion. ``bounds``
+    Composites fuse each batch norm into the linear layer before it (``MergeBatchNorm()``,
+    as zennit's ``SequentialMergeBatchNorm``) unless ``canonize`` is false; a ``rule`` is
+    applied to every linear layer, with the same batch-norm fusion. ``bounds``
     are the input's lowest and highest values, for the rules that need them.
 
     Examples

@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     explain.add_argument(
         "--no-canonize", dest="canonize", action="store_false",
-        help="keep batch norms as they are (default: fuse them into the neighbouring layer)",
+        help="keep batch norms as they are (default: fuse each into the layer before it)",
     )
     explain.add_argument("--out", default=None, metavar="PNG", help="write heatmaps to PNG")
     explain.add_argument(

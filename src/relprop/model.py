@@ -46,9 +46,10 @@ class Model:
 
     ``("output", node)``: the folded layer's output is now ``node``'s output (a batch norm
     fused into the linear layer before it); ``("input", node)``: the folded layer fed
-    ``node`` and is now part of it (a batch norm fused into the layer after it), so its
-    relevance is what ``node`` sends back to its input. ``rp.lrp(...,
-    return_layers=True)`` reports folded layers under these names. Empty for a model
+    ``node`` and is now part of it (a batch norm fused into the layer after it,
+    ``MergeBatchNorm(into_next=True)``), so its relevance is what ``node`` sends back to
+    its input. ``rp.lrp(..., return_layers=True)`` reports folded layers under these
+    names. Empty for a model
     no canonizer rewrote; kept by :meth:`rebuild` (and so by ``to``, ``astype``).
     """
 

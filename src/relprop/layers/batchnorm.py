@@ -17,8 +17,8 @@ class BatchNorm(Layer):
     r"""Inference-time batch norm, per channel (axis 1), with the running statistics:
     :math:`y = (x - \mu) / \sqrt{\sigma^2 + \epsilon}\,\gamma + \beta`.
 
-    Composites give it Pass (as zennit does); canonizers fuse it into the neighbouring
-    linear layer first (:class:`relprop.canonizers.MergeBatchNorm`).
+    Composites give it Pass (as zennit does); canonizers fuse it into the linear layer
+    before it first (:class:`relprop.canonizers.MergeBatchNorm`).
 
     Parameters
     ----------

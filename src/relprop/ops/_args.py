@@ -202,33 +202,68 @@ class Window:
 
 def window(
     input_shape: Sequence[int], kernel: tuple[int, ...], stride: tuple[int, ...],
-    dilation: tuple[int, ...], pads: Pads, *, ceil_mode: bool = False,
+    dilation: tuple[int, ...], pads: Pads, *, ceil_mode: bool | None = None,
 ) -> Window:
     """Window geometry of an op on a channels-first input of ``input_shape``.
 
-    Output size per axis: ``floor((S + before + after - dilation * (kernel - 1) - 1) /
-    stride) + 1`` (``ceil`` instead of ``floor`` with ``ceil_mode``, where, as in torch, a
-    last window that would start beyond the input and the left padding is dropped).
+    ``ceil_mode`` is ``True`` or ``False`` for a pool, ``None`` (floor) for an op that
+    has no such option (a convolution; its error then does not suggest one).
+
+    Output size per axis, torch's rule: ``floor((S + before + after - dilation * (kernel
+    - 1) - 1) / stride) + 1``, or with ``ceil_mode`` the same with ``ceil``, less one
+    where that last window would start at or beyond ``S + before`` (every window starts
+    inside the input or the padding before it). So with ``ceil_mode`` an input smaller
+    than the kernel still gives one window, which the overhang (:attr:`Window.extra`)
+    completes; without it, such an input is an error.
+
+    Raises
+    ------
+    ValueError
+        If an axis gets no window.
     """
     spatial = tuple(int(s) for s in input_shape[2:])
     outputs, extras = [], []
     for size, k, s, d, (b, a) in zip(spatial, kernel, stride, dilation, pads, strict=True):
         span = d * (k - 1) + 1
-        room = size + b + a - span
-        if room < 0:
-            raise ValueError(
-                f"The input is too small: spatial size {spatial} with padding {pads} is "
-                f"smaller than the (dilated) kernel {tuple(kernel)} (dilation {dilation})."
-            )
-        o = (room + (s - 1 if ceil_mode else 0)) // s + 1
-        if ceil_mode and (o - 1) * s >= size + b:
-            o -= 1
+        o = _output_size(size, span, s, b, a, bool(ceil_mode))
+        if o < 1:
+            raise ValueError(_too_small(spatial, kernel, stride, dilation, pads, ceil_mode))
         outputs.append(o)
         extras.append(max(0, (o - 1) * s + span - (size + b + a)))
     return Window(
         kernel=kernel, stride=stride, dilation=dilation, pads=pads, input=spatial,
         output=tuple(outputs), extra=tuple(extras),
     )
+
+
+def _output_size(size: int, span: int, stride: int, before: int, after: int,
+                 ceil_mode: bool) -> int:
+    """Windows along one axis (torch's ``pooling_output_shape``; may be < 1)."""
+    room = size + before + after - span  # negative: the input is smaller than the kernel
+    if not ceil_mode:
+        return room // stride + 1 if room >= 0 else 0
+    o = (room + stride - 1) // stride + 1  # floor division: rounds down below zero too
+    if (o - 1) * stride >= size + before:
+        o -= 1
+    return o
+
+
+def _too_small(
+    spatial: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...],
+    dilation: tuple[int, ...], pads: Pads, ceil_mode: bool | None,
+) -> str:
+    message = (
+        f"The input is too small: spatial size {spatial} with padding {pads} is smaller "
+        f"than the (dilated) kernel {tuple(kernel)} (dilation {dilation})"
+    )
+    if ceil_mode:
+        return (f"{message} and, with stride {stride} and ceil_mode=True, no window starts "
+                "inside the input or the padding before it. Use a larger input or more "
+                "padding.")
+    if ceil_mode is None:
+        return f"{message}. Use a larger input, more padding or a smaller kernel."
+    return (f"{message}. Use a larger input or more padding, or ceil_mode=True, which "
+            "keeps one partial window, as torch does.")
 
 
 def check_floating(xp: ModuleType, **arrays: Array | None) -> None:

@@ -164,7 +164,9 @@ def max_pool(
         An int, one int per axis, or one ``(before, after)`` pair per axis; at most half
         the dilated kernel, as in torch.
     ceil_mode
-        Round the output size up (a last partial window), as in torch.
+        Round the output size up (a last partial window), as in torch: an input smaller
+        than the kernel then still gives one window, where each window must start
+        inside the input or the padding before it.
     xp, native
         Namespace (inferred when ``None``); ``native=False`` forces the portable version.
 
@@ -321,10 +323,12 @@ def _avg_pool_native(
         F = torch.nn.functional
         fn = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[win.ndim - 1]
         pads = _symmetric_pads(win)
-        if pads is not None:
+        # torch's avg_pool3d refuses an axis shorter than the kernel, padded or not
+        short = win.ndim == 3 and any(s < k for s, k in zip(win.input, win.kernel, strict=True))
+        if pads is not None and not short:
             ceil = any(o > 0 for o in win.extra)
             return fn(x, win.kernel, win.stride, pads, ceil, count_include_pad)
-        # asymmetric: pad by hand (torch divides by the kernel size), then rescale
+        # asymmetric (or short): pad by hand (torch divides by the kernel size), rescale
         mean = fn(pad_array(x, win.full_pads, 0.0, xp, True), win.kernel, win.stride, 0)
         return mean * (float(win.size) / _divisor(win, count_include_pad, x, xp))
     if is_jax_namespace(xp):
@@ -381,6 +385,8 @@ def avg_pool(
     >>> import numpy as np
     >>> avg_pool(np.array([[[1.0, 3.0, 2.0]]]), 2, padding=1).tolist()
     [[[0.5, 2.5]]]
+    >>> avg_pool(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]), 3, ceil_mode=True).tolist()
+    [[[[2.5]]]]
     """
     if xp is None:
         xp = array_namespace(x=x)
