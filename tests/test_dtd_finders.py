@@ -42,8 +42,9 @@ def model() -> rp.Sequential:
 
 @pytest.fixture(scope="module")
 def x(model) -> object:
-    # through NumPy: JAX compiles separately for arrays committed to a device (as
-    # sample_inputs makes them) and uncommitted ones (as on_backend makes them)
+    # through NumPy, as on_backend makes every array: JAX compiles separately for arrays
+    # committed to a device and uncommitted ones (sample_inputs leaves them uncommitted
+    # too, as every DTD function does: relprop._placement)
     return on_backend(rp.to_numpy(sample_inputs(model, 1, threshold=0.5, output=0, seed=0)))
 
 
@@ -115,7 +116,7 @@ def test_same_region_and_region_keys_follow_the_activation_pattern(model) -> Non
 
 def test_interpolation_points_reach_the_edge_of_the_region(model, x) -> None:
     params = params_np(model)
-    res = sample_interpolation(model, x, n_rays=50, enforce_non_negative=True, seed=1)
+    res = sample_interpolation(model, x, n_rays=50, enforce_nonnegative=True, seed=1)
     points, t, u = (rp.to_numpy(a) for a in (res.points, res.t, res.directions))
     x_np = rp.to_numpy(x)
     assert_close(res.points, points, shape=(1, 50, 10))
@@ -137,14 +138,14 @@ def test_interpolation_points_reach_the_edge_of_the_region(model, x) -> None:
     assert np.all((np.abs(ends).min(axis=1) < 1e-9)
                   | np.isclose(t[0, ~bounded], radius))
     # seeded: the same numbers again
-    again = sample_interpolation(model, x, n_rays=50, enforce_non_negative=True, seed=1)
+    again = sample_interpolation(model, x, n_rays=50, enforce_nonnegative=True, seed=1)
     assert_close(again.points, points)
 
 
 def test_metropolis_hastings_stays_in_the_region_and_adapts(model, x) -> None:
     params = params_np(model)
     res = sample_metropolis_hastings(model, x, n_chains=5, n_steps=10, n_warmup=5,
-                                     step_size=1e-3, enforce_non_negative=True, seed=2)
+                                     step_size=1e-3, enforce_nonnegative=True, seed=2)
     samples = rp.to_numpy(res.samples)
     assert_close(res.samples, samples, shape=(1, 50, 10))
     assert np.all(samples >= 0)
@@ -160,7 +161,7 @@ def test_metropolis_hastings_stays_in_the_region_and_adapts(model, x) -> None:
     assert (acceptance == 1.0).any()
     assert np.all(steps[acceptance == 1.0] >= sigma0 * np.exp(0.35 * 10 - 0.15 * 5) * 0.999)
     again = sample_metropolis_hastings(model, x, n_chains=5, n_steps=10, n_warmup=5,
-                                       step_size=1e-3, enforce_non_negative=True, seed=2)
+                                       step_size=1e-3, enforce_nonnegative=True, seed=2)
     assert_close(again.samples, samples)
 
 
@@ -241,7 +242,7 @@ def _check_root_in_region(model, x, res) -> None:
     taylor = f_root + np.sum(grad_root * (x_np - root), axis=1)
     np.testing.assert_allclose(taylor, f_x, rtol=1e-10, atol=1e-12)
     assert rp.to_numpy(res.same_region).all()
-    assert np.all(root >= 0)  # enforce_non_negative
+    assert np.all(root >= 0)  # enforce_nonnegative
     assert_close(res.relevance_at_root, f_root[:, None], atol=1e-12)
     assert_close(res.relevance_at_input, f_x[:, None])
     # where a root was bracketed, the relevance there is (numerically) zero
@@ -253,7 +254,7 @@ def _check_root_in_region(model, x, res) -> None:
 
 def test_interpolation_root_has_the_input_gradient_and_taylor_reproduces_output(
         model, x) -> None:
-    finder = InterpolationRootFinder(n_rays=50, enforce_non_negative=True, seed=0)
+    finder = InterpolationRootFinder(n_rays=50, enforce_nonnegative=True, seed=0)
     res = finder.find(output_fn(model, 0), x, model=model)
     _check_root_in_region(model, x, res)
 
@@ -261,7 +262,7 @@ def test_interpolation_root_has_the_input_gradient_and_taylor_reproduces_output(
 def test_metropolis_hastings_root_has_the_input_gradient_and_taylor_reproduces_output(
         model, x) -> None:
     finder = MetropolisHastingsRootFinder(n_chains=5, n_steps=10, n_warmup=5,
-                                          enforce_non_negative=True, seed=0)
+                                          enforce_nonnegative=True, seed=0)
     res = finder.find(output_fn(model, 0), x, model=model)
     _check_root_in_region(model, x, res)
 
@@ -273,9 +274,9 @@ def test_finders_find_roots_of_the_last_layer(model, x) -> None:
     hidden = rp.dtd.forward(model, x, stop=4)
     h = rp.to_numpy(hidden)
     w, b = params[2][0][0], params[2][1][0]
-    for finder in (InterpolationRootFinder(n_rays=50, enforce_non_negative=True, seed=0),
+    for finder in (InterpolationRootFinder(n_rays=50, enforce_nonnegative=True, seed=0),
                    MetropolisHastingsRootFinder(n_chains=5, n_steps=10, n_warmup=5,
-                                                enforce_non_negative=True, seed=0)):
+                                                enforce_nonnegative=True, seed=0)):
         res = finder.find(output_fn(model, 0, start=4), hidden, model=model, start=4)
         root = rp.to_numpy(res.root)[:, 0]
         assert rp.to_numpy(res.found).all()
@@ -342,7 +343,7 @@ def test_progress_bars_are_optional(model, x) -> None:
 def test_finder_errors(model, x) -> None:
     with pytest.raises(ValueError, match="rule"):
         ClosedFormRootFinder(rule="nope")
-    finder = InterpolationRootFinder(n_rays=4, enforce_non_negative=True)
+    finder = InterpolationRootFinder(n_rays=4, enforce_nonnegative=True)
     with pytest.raises(ValueError, match="non-negative"):
         finder.find(output_fn(model, 0), -x, model=model)
     with pytest.raises(ValueError, match="neurons"):
@@ -350,3 +351,65 @@ def test_finder_errors(model, x) -> None:
                                     rp.dtd.forward(model, x, stop=4), model=model, start=4)
     with pytest.raises(ValueError, match="shape"):
         finder.find(output_fn(model, 0), x[0, :], model=model)
+
+
+# --- the public region cache, one spelling of non-negativity --------------------------------
+
+
+def test_the_region_cache_is_a_public_object(model, x) -> None:
+    from relprop.dtd import CacheEntry, RegionCache
+
+    finder = InterpolationRootFinder(n_rays=50, enforce_nonnegative=True, seed=0)
+    fn = output_fn(model, 0)
+    res = finder.find(fn, x, model=model, cache_key="f")
+    cache = finder.cache
+    assert isinstance(cache, RegionCache)
+    assert cache.stats() == finder.cache_info() == CacheInfo(hits=0, misses=1, size=1)
+    (key,) = res.regions
+    assert key[:2] == ("f", 0) and key in cache and len(cache) == 1
+    entry = cache.get(key)
+    assert isinstance(entry, CacheEntry) and entry.extra == {}
+    assert_close(entry.root, rp.to_numpy(res.root))
+    assert finder.cache_keys(model, x, 0, "f", rp.array_namespace(x=x)) == [key]
+    # an entry put by hand serves the next call: a hit, no search
+    moved = CacheEntry(entry.root * 0.5, entry.relevance_at_root, entry.found,
+                       entry.same_region)
+    cache.put(key, moved)
+    again = finder.find(fn, x, model=model, cache_key="f")
+    assert_close(again.root, 0.5 * rp.to_numpy(res.root))
+    assert cache.stats() == CacheInfo(hits=1, misses=1, size=1)
+    cache.record(hits=2, misses=1)
+    assert cache.stats() == CacheInfo(hits=3, misses=2, size=1)
+    assert cache.get(("g", 0, b"")) is None
+    finder.clear_cache()
+    assert cache.stats() == CacheInfo(0, 0, 0) and key not in cache
+
+
+def test_old_spelling_of_enforce_nonnegative_warns_and_works(model, x) -> None:
+    new = sample_interpolation(model, x, n_rays=50, enforce_nonnegative=True, seed=1)
+    with pytest.warns(DeprecationWarning, match="enforce_nonnegative="):
+        old = sample_interpolation(model, x, n_rays=50, enforce_non_negative=True, seed=1)
+    assert_close(old.points, rp.to_numpy(new.points), rtol=0.0)
+    with pytest.warns(DeprecationWarning, match="enforce_nonnegative="):
+        walk = sample_metropolis_hastings(model, x, n_chains=5, n_steps=10, n_warmup=5,
+                                          enforce_non_negative=True, seed=2)
+    assert np.all(rp.to_numpy(walk.samples) >= 0)
+    for kind in (InterpolationRootFinder, MetropolisHastingsRootFinder):
+        with pytest.warns(DeprecationWarning, match="enforce_nonnegative="):
+            finder = kind(enforce_non_negative=True)
+        assert finder.enforce_nonnegative and finder.enforce_non_negative
+        assert "enforce_nonnegative=True" in repr(finder)
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        InterpolationRootFinder(enforce_positive=True)
+
+
+def test_walk_noise_is_the_same_in_one_block_or_many(model, x, monkeypatch) -> None:
+    """The random walk moves its noise to the device in blocks; the numbers are those of
+    drawing step by step, whatever the block size."""
+    from relprop.dtd import local_linear
+
+    kwargs = {"n_chains": 5, "n_steps": 10, "n_warmup": 5, "enforce_nonnegative": True,
+              "seed": 2}
+    whole = rp.to_numpy(sample_metropolis_hastings(model, x, **kwargs).samples)
+    monkeypatch.setattr(local_linear, "_NOISE_BLOCK", 2 * 5 * 10)  # two steps per block
+    assert_close(sample_metropolis_hastings(model, x, **kwargs).samples, whole, rtol=0.0)

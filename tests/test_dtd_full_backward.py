@@ -36,20 +36,20 @@ from relprop.dtd.finders import (
 )
 from relprop.dtd.full_backward import (
     FullBackwardFn,
-    FullBackwardResult,
-    OutputResult,
     full_backward,
     full_backward_builder,
     get_decompose_relevance_fns,
 )
+from relprop.dtd.tree import FullBackwardResult, OutputResult, RelevanceValues
 
 SEED = 5
 TARGET = 0
 
 
 def explained_input(model):
-    """One input with output 0 > 0.5, as an uncommitted array (JAX compiles separately for
-    arrays committed to a device, as sample_inputs makes them, and uncommitted ones)."""
+    """One input with output 0 > 0.5, made as on_backend makes arrays (JAX compiles
+    separately for arrays committed to a device and uncommitted ones; sample_inputs leaves
+    them uncommitted too)."""
     x = sample_inputs(model, 1, threshold=0.5, output=TARGET, seed=0)
     return rp.asarray(rp.to_numpy(x), backend=rp.library_of(x))
 
@@ -57,9 +57,9 @@ def explained_input(model):
 def make_finder(kind: str):
     # 50 candidates per search for both (JAX compiles per shape)
     if kind == "interpolation":
-        return InterpolationRootFinder(n_rays=50, enforce_non_negative=True, seed=0)
+        return InterpolationRootFinder(n_rays=50, enforce_nonnegative=True, seed=0)
     return MetropolisHastingsRootFinder(n_chains=5, n_steps=10, n_warmup=5,
-                                        enforce_non_negative=True, seed=0)
+                                        enforce_nonnegative=True, seed=0)
 
 
 def experiment(backend: str, kind: str):
@@ -356,3 +356,85 @@ def test_full_backward_errors() -> None:
         full_backward(tanh, x)
     with pytest.raises(TypeError, match="RootFinder"):
         full_backward(model, x, root_finder="interpolation")  # type: ignore[arg-type]
+
+
+# --- one method per result; the finder's cache used through its public API -----------------
+
+
+def test_relevance_functions_have_one_method_per_result() -> None:
+    model = MLP(n_layers=3, input_size=10, hidden_size=10, output_size=2, seed=SEED,
+                backend=BACKEND)
+    x = explained_input(model)
+    finder = make_finder("interpolation")
+    fns = get_decompose_relevance_fns(model, TARGET, full_backward_builder(model, finder))
+    lowest = fns[-1]
+    tree = lowest.tree(x)
+    chain = lowest.chain(x)
+    values = lowest.values(x)
+    assert isinstance(tree, FullBackwardResult) and isinstance(chain, FullBackwardResult)
+    assert isinstance(values, RelevanceValues)
+    assert tree.upper_at_roots is not None and chain.upper_at_roots is None
+    assert [node.name for node in chain.chain()] == [node.name for node in tree.chain()]
+    for got in (chain.relevance, values.relevance, lowest.relevance(x), lowest(x).relevance):
+        assert_close(got, rp.to_numpy(tree.relevance))
+    assert_close(values.slopes, rp.to_numpy(tree.slopes))
+    # chain mode runs the network from the roots instead of the subtrees: the same outputs
+    assert_close(chain.output_at_root, rp.to_numpy(tree.output_at_root))
+    out = fns[0].values(model(x))
+    assert isinstance(out, RelevanceValues) and isinstance(fns[0].tree(model(x)), OutputResult)
+    # the memo of the affine pieces lives in the finder's cache entries
+    assert any("affine" in finder.cache.get(key).extra
+               for key in lowest.root_finder.cache_keys(
+                   model, x, 0, lowest.token, rp.array_namespace(x=x)))
+    with pytest.warns(DeprecationWarning, match="fn.values"):
+        old = lowest.evaluate(x, mode="values")
+    assert isinstance(old, RelevanceValues)
+    assert isinstance(lowest.evaluate(x), FullBackwardResult)
+    with pytest.raises(ValueError, match="mode"):
+        lowest.evaluate(x, mode="leaves")
+    with pytest.raises(ValueError, match="shape"):
+        lowest.tree(x[:, :5])
+
+
+@pytest.mark.skipif(BACKEND != "numpy", reason="the example script runs once, on NumPy")
+def test_example_script_makes_its_directory_aligned_tables_and_figures(tmp_path,
+                                                                       capsys) -> None:
+    """docs/examples/dtd_full_backward.py: it creates its output directory, every table
+    header ends where its column's values end, and it draws the relevance figure beside
+    the call graph."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("matplotlib")
+    path = Path(__file__).resolve().parent.parent / "docs" / "examples" / "dtd_full_backward.py"
+    spec = importlib.util.spec_from_file_location("dtd_full_backward", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    directory = tmp_path / "not" / "yet"
+    argv = sys.argv
+    sys.argv = [str(path), str(directory)]
+    try:
+        example.main()
+    finally:
+        sys.argv = argv
+    assert (directory / "relprop_dtd_relevance.png").stat().st_size > 10_000
+    assert any(directory.glob("relprop_dtd_callgraph.*"))
+    lines = capsys.readouterr().out.splitlines()
+    headers = [i for i, line in enumerate(lines) if line.startswith("  layer ")]
+    assert len(headers) == 4
+    for start in headers:
+        table = [lines[start]]
+        for line in lines[start + 1:]:
+            if not line.startswith("  linear"):
+                break
+            table.append(line)
+        assert len(table) == 4 and len({len(line) for line in table}) == 1, table
+        # right edges of the header's words (after "layer"): every row has a value ending there
+        edges = [i for i in range(8, len(table[0]))
+                 if table[0][i] != " " and (i + 1 == len(table[0]) or table[0][i + 1] == " ")
+                 and (i + 2 >= len(table[0]) or table[0][i + 2] == " ")]
+        assert len(edges) == 6, table[0]
+        for row in table[1:]:
+            assert all(row[i] != " " and (i + 1 == len(row) or row[i + 1] == " ")
+                       for i in edges), (table[0], row)

@@ -211,7 +211,7 @@ def test_sample_inputs_threshold_sign_and_seed() -> None:
     assert_close(x, rp.to_numpy(again), rtol=0.0)
     other = rp.to_numpy(sample_inputs(model, 40, 0.1, output=0, seed=4, batch_size=64))
     assert not np.allclose(other, x_np)
-    signed = rp.to_numpy(sample_inputs(model, 40, 0.1, output=1, non_negative=False, seed=3,
+    signed = rp.to_numpy(sample_inputs(model, 40, 0.1, output=1, nonnegative=False, seed=3,
                                              batch_size=64))
     assert np.any(signed < 0)
     assert np.all(forward_np(params, signed)[0][:, 1] > 0.1)
@@ -223,3 +223,34 @@ def test_sample_inputs_float32_and_failure() -> None:
     assert rp.library_of(x) == BACKEND and dtype_name(x) == "float32"
     with pytest.raises(RuntimeError, match="found only"):
         sample_inputs(model, 5, 1e6, output=0, batch_size=64, max_batches=3)
+
+
+# --- on the core: slicing, rp.gradient, one spelling -----------------------------------------
+
+
+def test_forward_and_input_gradient_are_the_cores_slicing_and_gradient() -> None:
+    model = MLP(n_layers=3, input_size=10, hidden_size=10, output_size=2, seed=3,
+                backend=BACKEND)
+    x = on_backend(inputs(seed=6, nonneg=False))
+    for start, stop in ((0, 2), (0, None), (2, 4)):
+        a = forward(model, x, stop=start) if start else x
+        assert_close(forward(model, a, start, stop), rp.to_numpy(model[start:stop](a)))
+    assert forward(model, x, 2, 2) is x  # no layers
+    hidden = model[:2](x)
+    for output in (0, 1):
+        assert_close(input_gradient(model, hidden, output, start=2),
+                     rp.to_numpy(rp.gradient(model[2:], hidden, output)))
+    assert_close(output_fn(model, 1, start=2)(hidden), rp.to_numpy(model(x))[:, 1])
+
+
+def test_nonnegative_is_spelled_once_and_the_old_spelling_still_works() -> None:
+    model = MLP(n_layers=3, input_size=10, hidden_size=10, output_size=2, seed=1,
+                backend=BACKEND)
+    signed = rp.to_numpy(sample_inputs(model, 5, 0.1, output=1, nonnegative=False, seed=3,
+                                       batch_size=64))
+    with pytest.warns(DeprecationWarning, match="nonnegative="):
+        old = sample_inputs(model, 5, 0.1, output=1, non_negative=False, seed=3,
+                            batch_size=64)
+    assert_close(old, signed, rtol=0.0)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'positive'"):
+        sample_inputs(model, 5, 0.1, output=1, positive=True)

@@ -236,3 +236,31 @@ def test_errors() -> None:
     if BACKEND != "numpy":
         with pytest.raises(TypeError, match="mixed"):
             root_point(x, layer, rule="zB", low=np.zeros(N_IN), high=1.0)
+
+
+def test_zb_bounds_are_checked_by_the_function_of_the_zbox_rule() -> None:
+    """One bound check (relprop._bounds.input_bounds) for the zB root and LRP-z^B: the same
+    values accepted, the same mistakes refused with the same words."""
+    from relprop._bounds import input_bounds
+
+    weight, bias = layer_params()
+    layer = make_layer(weight, bias)
+    x = on_backend(data())
+    xp = rp.array_namespace(x=x)
+    with pytest.raises(ValueError, match=r'rule "zB" needs low <= high everywhere; got '
+                                         r"low=2.0, high=1.0"):
+        root_point(x, layer, rule="zB", low=2.0, high=1.0)
+    low, high = on_backend(np.zeros(N_IN)), on_backend(np.full(N_IN, -1.0))
+    with pytest.raises(ValueError, match='rule "zB" needs low <= high everywhere; some low'):
+        root_point(x, layer, rule="zB", low=low, high=high)
+    lo, hi = input_bounds(-1.0, on_backend(HIGH), x, xp, who="zB")
+    assert_close(lo, np.full((BATCH, N_IN), -1.0))
+    assert_close(hi, np.broadcast_to(HIGH, (BATCH, N_IN)))
+    # the ZBox rule refuses inverted array bounds with the words input_bounds uses for it
+    model = rp.Sequential([layer])
+    with pytest.raises(ValueError) as zbox:
+        rp.lrp(model, x, 0, rule=rp.rules.ZBox(low, high))
+    with pytest.raises(ValueError) as shared:
+        input_bounds(low, high, x, xp, who="ZBox", low_name="ZBox low",
+                     high_name="ZBox high", x_name="the input of the layer it explains")
+    assert str(zbox.value) == str(shared.value)

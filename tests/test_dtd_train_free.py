@@ -16,7 +16,15 @@ import pytest
 from helpers import BACKEND, assert_close, dtype_name, on_backend, random_weights
 
 import relprop as rp
-from relprop.dtd import MLP, RULES, ConsistencyError, dense_indices, sample_inputs, train_free
+from relprop.dtd import (
+    MLP,
+    ROOT_CONVENTIONS,
+    RULES,
+    ConsistencyError,
+    dense_indices,
+    sample_inputs,
+    train_free,
+)
 from relprop.rules import AlphaBeta, Epsilon, Gamma, Pass, WSquare, ZBox, ZPlus
 
 TINY = 1e-30  # LRP stabiliser that changes no float64 denominator
@@ -375,3 +383,83 @@ def test_seed_network_gives_the_research_codes_statistics() -> None:
     montavon, _ = example.statistics(explained, x, out_x, grad_x, "z+", {}, "preactivation")
     assert montavon["samples with a root off the gradient"] == 1.0
     assert montavon["roots with the input's gradient"] == pytest.approx(0.1119, abs=1e-12)
+
+
+# --- the model check shared with rp.lrp and full-backward DTD ------------------------------
+
+
+def test_one_network_check_for_train_free_and_full_backward(mlp, x_pos) -> None:
+    """Identity and Dropout between the layers change nothing; a LeakyReLU is refused by
+    train_free (its pre-activation model is a ReLU's) but allowed by full-backward DTD; the
+    same function raises both errors."""
+    layers = list(mlp.items())
+    padded = rp.Sequential([layers[0], ("id", rp.Identity()), layers[1],
+                            ("drop", rp.Dropout(0.5)), *layers[2:]])
+    for root_of in ROOT_CONVENTIONS:
+        assert_close(train_free(padded, x_pos, 0, "z+", root_of=root_of, check=True).relevance,
+                     rp.to_numpy(train_free(mlp, x_pos, 0, "z+", root_of=root_of).relevance))
+    leaky = rp.Sequential([layers[0], ("leaky", rp.LeakyReLU(0.1)), *layers[2:]])
+    with pytest.raises(TypeError, match="train_free explains piecewise-linear networks of "
+                                        "Dense and ReLU layers .and Identity, Dropout.") as free:
+        train_free(leaky, x_pos)
+    assert "'leaky'" in str(free.value)
+    rp.dtd.get_decompose_relevance_fns(leaky, 0)  # full-backward DTD accepts it
+    tanh = rp.Sequential([layers[0], ("tanh", rp.Tanh()), *layers[2:]])
+    with pytest.raises(TypeError, match="full-backward DTD explains piecewise-linear"):
+        rp.dtd.full_backward(tanh, x_pos[:1, ...])
+    with pytest.raises(TypeError, match="model must be an rp.Sequential or rp.Graph"):
+        train_free(object(), x_pos)  # type: ignore[arg-type]  # rp.lrp's model check
+
+
+def test_a_graph_that_is_a_chain_is_explained_like_a_sequential(mlp, x_pos) -> None:
+    names = list(mlp.names)
+    graph = rp.Graph([(name, layer, "input" if index == 0 else names[index - 1])
+                      for index, (name, layer) in enumerate(mlp.items())])
+    assert_close(train_free(graph, x_pos, 0, "z+").relevance,
+                 rp.to_numpy(train_free(mlp, x_pos, 0, "z+").relevance))
+    residual = rp.Graph([("fc", mlp.layers[0], "input"), ("relu", rp.ReLU(), "fc"),
+                         ("add", rp.Add(), ["relu", "fc"])])
+    with pytest.raises(TypeError, match="chain of layers"):
+        train_free(residual, x_pos)
+
+
+def test_input_checks_are_rp_lrps(mlp, x_pos) -> None:
+    with pytest.raises(TypeError, match="dtype"):
+        train_free(mlp, on_backend(positive_inputs(), "float32"))
+    nan = positive_inputs()
+    nan[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        train_free(mlp, on_backend(nan))
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch modules are converted on torch only")
+def test_torch_modules_are_converted_as_rp_lrp_converts_them(mlp, x_pos) -> None:
+    import torch
+
+    module = torch.nn.Sequential(torch.nn.Linear(10, 10), torch.nn.ReLU(),
+                                 torch.nn.Linear(10, 10), torch.nn.ReLU(),
+                                 torch.nn.Linear(10, 2)).double().eval()
+    with torch.no_grad():
+        for linear, dense in zip(module[::2], mlp.layers[::2], strict=True):
+            linear.weight.copy_(dense.weight)
+            linear.bias.copy_(dense.bias)
+    expected = rp.to_numpy(train_free(mlp, x_pos, 0, "z+").relevance)
+    assert_close(train_free(module, x_pos, 0, "z+").relevance, expected)
+    tree = rp.dtd.full_backward(module, x_pos[:1, ...], 0,
+                                rp.dtd.InterpolationRootFinder(n_rays=50, seed=0))
+    reference = rp.dtd.full_backward(mlp, x_pos[:1, ...], 0,
+                                     rp.dtd.InterpolationRootFinder(n_rays=50, seed=0))
+    assert_close(tree.relevance, rp.to_numpy(reference.relevance))
+    np.testing.assert_array_equal(rp.to_numpy(rp.dtd.activation_pattern(module, x_pos)),
+                                  rp.to_numpy(rp.dtd.activation_pattern(mlp, x_pos)))
+
+    class Net(torch.nn.Module):  # torch.fx makes an rp.Graph of it: a chain
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = module
+
+        def forward(self, x):
+            return self.body[4](torch.relu(self.body[2](torch.relu(self.body[0](x)))))
+
+    assert isinstance(rp.from_torch(Net().eval()), rp.Graph)
+    assert_close(train_free(Net().eval(), x_pos, 0, "z+").relevance, expected)

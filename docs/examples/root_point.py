@@ -30,7 +30,7 @@ import relprop as rp
 SEARCH_STD = 3.0  # spread of the random points around x (the seed used 1: too narrow here)
 
 def build_model() -> rp.Sequential:
-    base = rp.dtd.MLP(2, 3, 5, 1, seed=1)
+    base = rp.dtd.MLP(n_layers=2, input_size=3, hidden_size=5, output_size=1, seed=1)
     first, second = base["linear0"], base["linear1"]
     xp = rp.array_namespace(w=second.weight)
     boosted = rp.Dense(10.0 * xp.abs(second.weight), second.bias)  # as in the seed
@@ -40,7 +40,7 @@ def build_model() -> rp.Sequential:
 def hidden_relevance(model: rp.Sequential, x):
     """R_k of every hidden unit for a batch of inputs: gradient at the output's z+ root in
     the hidden space times (h - root)."""
-    hidden = rp.dtd.forward(model, x, stop=2)
+    hidden = model[:2](x)
     root = rp.dtd.root_point(hidden, model["linear1"], 0, rule="z+").root
     grad_at_root = rp.grad(rp.dtd.output_fn(model, 0, start=2), root)
     return grad_at_root * (hidden - root)
@@ -72,7 +72,7 @@ def main() -> None:
     print(f"backend {rp.default_backend()}: x = {np.round(x_np[0], 4).tolist()}, f(x) = {f_x:.4f}")
 
     relevance = hidden_relevance(model, x)
-    hidden = rp.to_numpy(rp.dtd.forward(model, x, stop=2))[0]
+    hidden = rp.to_numpy(model[:2](x))[0]
     print(f"hidden activations h     = {np.round(hidden, 4).tolist()}")
     print(f"hidden relevance R(h)    = {np.round(rp.to_numpy(relevance)[0], 4).tolist()}")
     print(f"sum of hidden relevance  = {float(xp.sum(relevance)):.6f} (f(x) = {f_x:.6f})")

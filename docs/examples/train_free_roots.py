@@ -94,7 +94,7 @@ def seed_network():
 def relprop_network():
     """``rp.dtd.MLP`` and ``rp.dtd.sample_inputs``, on the ``RELPROP_BACKEND`` library."""
     model = rp.dtd.MLP(n_layers=4, input_size=10, hidden_size=10, output_size=2, seed=2)
-    x = rp.dtd.sample_inputs(model, N_SAMPLES, THRESHOLD, output=0, non_negative=True, seed=0)
+    x = rp.dtd.sample_inputs(model, N_SAMPLES, THRESHOLD, output=0, nonnegative=True, seed=0)
     return model, x
 
 
@@ -130,7 +130,8 @@ def main() -> None:
     out_x = rp.to_numpy(explained(x))[:, 0]
     grad_x = rp.to_numpy(rp.gradient(explained, x, 0))
     source = "the seed notebook's torch network" if args.seed_network else (
-        f"rp.dtd.MLP(4, 10, 10, 2, seed=2) on {rp.default_backend()}")
+        f"rp.dtd.MLP(n_layers=4, input_size=10, hidden_size=10, output_size=2, seed=2) on "
+        f"{rp.default_backend()}")
     print(f"{source}: {x.shape[0]} non-negative inputs with f_0(x) > {THRESHOLD} "
           f"(mean f_0(x) = {out_x.mean():.3f})")
     columns = None

@@ -1,26 +1,28 @@
 """Deep Taylor Decomposition: root points, train-free and full-backward DTD, root finders.
 
 >>> import relprop as rp
->>> model = rp.dtd.MLP(3, 10, 10, 2, seed=1, backend="numpy")
+>>> model = rp.dtd.MLP(n_layers=3, input_size=10, hidden_size=10, output_size=2, seed=1,
+...                    backend="numpy")
 >>> x = rp.dtd.sample_inputs(model, 5, threshold=0.1, output=0)
 >>> rp.dtd.root_point(x, model.layers[0], rule="z+").root.shape
 (5, 10, 10)
 """
 
 from relprop.dtd import local_linear
+from relprop.dtd import tree as tree  # the full-backward result types: rp.dtd.tree
 from relprop.dtd.finders import (
+    CacheEntry,
     CacheInfo,
     ClosedFormRootFinder,
     InterpolationRootFinder,
     MetropolisHastingsRootFinder,
+    RegionCache,
     RootFinder,
     RootResult,
 )
 from relprop.dtd.full_backward import (
     FullBackwardFn,
-    FullBackwardResult,
     OutputRelevanceFn,
-    OutputResult,
     RelevanceFn,
     full_backward,
     full_backward_builder,
@@ -46,6 +48,7 @@ from relprop.dtd.network import (
 )
 from relprop.dtd.roots import RULES, RootPoints, root_point
 from relprop.dtd.train_free import ROOT_CONVENTIONS, ConsistencyError, TrainFreeResult, train_free
+from relprop.dtd.tree import FullBackwardResult, OutputResult, RelevanceValues
 
 __all__ = [
     "MLP",
@@ -65,6 +68,7 @@ __all__ = [
     "train_free",
 ]
 __all__ += [
+    "CacheEntry",
     "CacheInfo",
     "ClosedFormRootFinder",
     "FullBackwardFn",
@@ -75,7 +79,9 @@ __all__ += [
     "MetropolisHastingsRootFinder",
     "OutputRelevanceFn",
     "OutputResult",
+    "RegionCache",
     "RelevanceFn",
+    "RelevanceValues",
     "RootFinder",
     "RootResult",
     "full_backward",

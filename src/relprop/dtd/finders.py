@@ -32,7 +32,9 @@ identity) and returned for every later input of the same region; samples of one 
 share a region share one search. A root of a function that is affine on the region is a
 root for every point of the region, so this is exact for the piecewise-affine relevance
 functions of :mod:`relprop.dtd.full_backward`, and it bounds the work of the full-backward
-recursion by the number of regions visited. ``finder.cache_info()`` counts hits and misses.
+recursion by the number of regions visited. The cache is a public object,
+``finder.cache`` (a :class:`RegionCache`: ``get``, ``put``, ``stats``); ``finder.cache_info()``
+is ``finder.cache.stats()``, its hits and misses.
 
 All finders are batched over inputs, neurons and candidates, written against the array
 API (any backend), and draw random numbers from their own seeded
@@ -42,38 +44,50 @@ API (any backend), and draw random numbers from their own seeded
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, NamedTuple
 
-import numpy as np
-
-from relprop._xp import Array
-from relprop.dtd.local_linear import (
+from relprop._placement import placement
+from relprop._xp import Array, array_namespace
+from relprop.dtd._common import (
     Seed,
-    _check_points,
-    _generator,
-    placement,
-    region_keys,
-    same_region,
-    sample_interpolation,
-    sample_metropolis_hastings,
+    as_chain,
+    check_points,
+    diagonal,
+    gather,
+    generator,
+    renamed_keyword,
 )
+from relprop.dtd.local_linear import (
+    check_nonnegative,
+    interpolate,
+    pattern_keys,
+    random_walk,
+    region_test,
+)
+from relprop.dtd.network import pattern_fn
 from relprop.dtd.roots import RULES, root_point
 from relprop.layers import Dense
 from relprop.model import Sequential
 
 __all__ = [
+    "CacheEntry",
     "CacheInfo",
     "ClosedFormRootFinder",
     "InterpolationRootFinder",
     "MetropolisHastingsRootFinder",
+    "RegionCache",
     "RootFinder",
     "RootResult",
 ]
 
 RelevanceFunction = Callable[[Array], Array]
+
+
+Key = tuple[Hashable, int, bytes]
+"""A cache key: the relevance function's identity, the layer, the region's key."""
 
 
 @dataclass
@@ -112,7 +126,7 @@ class RootResult:
     same_region: Array
     cache_hit: Array
     neurons: tuple[int, ...] | None = None
-    regions: list[tuple[Any, int, bytes]] | None = None
+    regions: list[Key] | None = None
 
     @property
     def unresolved(self) -> Array:
@@ -123,7 +137,7 @@ class RootResult:
 class CacheInfo(NamedTuple):
     """Root cache statistics: ``hits`` (inputs served from the cache, including those
     sharing a region with an earlier input of the same batch), ``misses`` (searches run,
-    one per new region) and ``size`` (regions stored)."""
+    one per new region; without a cache one per call) and ``size`` (regions stored)."""
 
     hits: int
     misses: int
@@ -131,12 +145,79 @@ class CacheInfo(NamedTuple):
 
 
 @dataclass
-class _Entry:
-    root: Array  # (1, n, features)
-    relevance_at_root: Array  # (1, n)
-    found: Array  # (1, n)
-    same_region: Array  # (1, n)
-    extra: dict[Any, Any] = field(default_factory=dict)  # data derived from these roots
+class CacheEntry:
+    """The roots of one region, for one relevance function and layer.
+
+    Attributes
+    ----------
+    root, relevance_at_root, found, same_region
+        As in :class:`RootResult`, for one input: ``(1, n, features)`` and ``(1, n)``.
+    extra
+        Data derived from these roots by their user, kept (and forgotten) with them:
+        full-backward DTD memoises the affine coefficients of its relevance function on
+        the region here (key ``"affine"``).
+    """
+
+    root: Array
+    relevance_at_root: Array
+    found: Array
+    same_region: Array
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class RegionCache:
+    """Roots per local linear region: the cache of a :class:`RootFinder`.
+
+    Keys are :data:`Key` tuples (``finder.cache_keys(...)`` makes them), values
+    :class:`CacheEntry`. Lookups and stores do not count themselves: the finder counts
+    what a call cost with :meth:`record` (an input served from the cache is a hit, a
+    search for a new region a miss), and so does whoever serves inputs from the entries
+    (full-backward DTD's memo).
+
+    Examples
+    --------
+    >>> cache = RegionCache()
+    >>> cache.get(("fn", 0, b"\\x01")) is None, cache.stats()
+    (True, CacheInfo(hits=0, misses=0, size=0))
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[Key, CacheEntry] = {}
+        self._hits = 0
+        self._misses = 0
+
+    def get(self, key: Key) -> CacheEntry | None:
+        """The entry stored under ``key``, or ``None``."""
+        return self._entries.get(key)
+
+    def put(self, key: Key, entry: CacheEntry) -> None:
+        """Store ``entry`` under ``key`` (replacing what was there)."""
+        self._entries[key] = entry
+
+    def record(self, *, hits: int = 0, misses: int = 0) -> None:
+        """Count ``hits`` inputs served from the cache and ``misses`` searches."""
+        self._hits += int(hits)
+        self._misses += int(misses)
+
+    def stats(self) -> CacheInfo:
+        """Hits, misses and size."""
+        return CacheInfo(self._hits, self._misses, len(self._entries))
+
+    def clear(self) -> None:
+        """Forget every entry and reset the counters."""
+        self._entries.clear()
+        self._hits = 0
+        self._misses = 0
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        hits, misses, size = self.stats()
+        return f"RegionCache(size={size}, hits={hits}, misses={misses})"
 
 
 def _as_columns(values: Array, m: int, xp: ModuleType) -> Array:
@@ -151,28 +232,13 @@ def _as_columns(values: Array, m: int, xp: ModuleType) -> Array:
     return values
 
 
-def _diagonal(values: Array, n: int, xp: ModuleType) -> Array:
-    """``(batch, n, n) -> (batch, n)``: entry ``j`` of row ``j``."""
-    return xp.reshape(values, (values.shape[0], n * n))[:, ::n + 1]
-
-
-def gather(rows: list[Array], index: list[int], xp: ModuleType) -> Array:
-    """``concat(rows)[index]`` for rows with a leading axis of 1, without any operation
-    when there is one row and one index (the common case)."""
-    if len(rows) == 1:
-        row = rows[0]
-        return row if len(index) == 1 else xp.broadcast_to(row, (len(index), *row.shape[1:]))
-    stacked = xp.concat(rows, axis=0)
-    return xp.take(stacked, xp.asarray(index, dtype=xp.int64, **placement(stacked, xp)), axis=0)
-
-
 def evaluate_at_roots(fn: RelevanceFunction, root: Array, xp: ModuleType) -> Array:
     """:math:`R_j(r^{(j)})` for roots ``(batch, n, features)``: one call of ``fn``."""
     batch, n, features = root.shape
     values = _as_columns(fn(xp.reshape(root, (batch * n, features))), batch * n, xp)
     if values.shape[1] != n:
         raise ValueError(f"the relevance function returns {values.shape[1]} neurons, not {n}.")
-    return _diagonal(xp.reshape(values, (batch, n, n)), n, xp)
+    return diagonal(xp.reshape(values, (batch, n, n)), n, xp)
 
 
 class RootFinder:
@@ -188,43 +254,52 @@ class RootFinder:
     progress
         Show tqdm progress bars: ``True`` (needs tqdm, ``relprop[progress]``; imported only
         then), ``None`` only on a terminal, ``False`` (default) silent.
+
+    Attributes
+    ----------
+    cache
+        The :class:`RegionCache` (it also counts the searches of a finder without
+        caching, which stores nothing there).
     """
 
     def __init__(self, *, use_cache: bool = True, progress: bool | None = False) -> None:
         self.use_cache = bool(use_cache)
         self.progress = progress
-        self._cache: dict[tuple[Any, int, bytes], _Entry] = {}
+        self.cache = RegionCache()
         self._owners: dict[int, object] = {}
-        self._hits = 0
-        self._misses = 0
 
     def cache_info(self) -> CacheInfo:
-        """Hits, misses and size of the root cache.
+        """Hits, misses and size of the root cache (``self.cache.stats()``).
 
         Examples
         --------
         >>> InterpolationRootFinder().cache_info()
         CacheInfo(hits=0, misses=0, size=0)
         """
-        return CacheInfo(self._hits, self._misses, len(self._cache))
+        return self.cache.stats()
 
     def clear_cache(self) -> None:
         """Forget every cached root and reset the counters."""
-        self._cache.clear()
+        self.cache.clear()
         self._owners.clear()
-        self._hits = 0
-        self._misses = 0
+
+    def cache_keys(self, model: Sequential, x: Array, start: int, cache_key: Hashable,
+                   xp: ModuleType) -> list[Key]:
+        """The cache key of each input's region (``x`` entering layer ``start``) for the
+        relevance function ``cache_key``."""
+        regions = pattern_keys(pattern_fn(model, start), x, xp)
+        return [(cache_key, start, region) for region in regions]
 
     def find(
         self,
         relevance_fn: RelevanceFunction,
         x: Array,
         *,
-        model: Sequential,
+        model: object,
         start: int = 0,
         neurons: Sequence[int] | None = None,
         relevance_at_input: Array | None = None,
-        cache_key: Any = None,
+        cache_key: Hashable = None,
     ) -> RootResult:
         r"""Root points of every neuron of ``relevance_fn`` for every input in ``x``.
 
@@ -237,7 +312,7 @@ class RootFinder:
             Inputs ``(batch, features)`` entering layer ``start`` of ``model``.
         model
             The network whose local linear regions (from layer ``start`` on) the roots
-            are searched in.
+            are searched in (an :class:`~relprop.Sequential`, or a torch module).
         start
             The layer ``x`` enters.
         neurons
@@ -253,7 +328,8 @@ class RootFinder:
         -------
         RootResult
         """
-        xp = _check_points(model, x)
+        chain = as_chain(model, x if start == 0 else None)
+        xp = check_points(chain, x)
         batch = x.shape[0]
         r0 = relevance_fn(x) if relevance_at_input is None else relevance_at_input
         r0 = _as_columns(r0, batch, xp)
@@ -263,51 +339,52 @@ class RootFinder:
                 f"neurons names {len(neuron_ids)} neurons; the relevance function has "
                 f"{r0.shape[1]}."
             )
+        self._check(x, xp)
         if not self.use_cache:
-            root, found, at_root = self._search(relevance_fn, x, r0, model, start, neuron_ids)
-            self._misses += 1
+            root, found, at_root = self._search(relevance_fn, x, r0, chain, start, neuron_ids)
+            self.cache.record(misses=1)
             return RootResult(
                 root=root,
                 input=x,
                 relevance_at_input=r0,
                 relevance_at_root=at_root,
                 found=found,
-                same_region=same_region(model, x, root, start),
+                same_region=region_test(chain, x, start, None, 0.0, xp)(root),
                 cache_hit=xp.zeros((batch,), dtype=xp.bool, **placement(x, xp)),
                 neurons=neuron_ids,
             )
         if cache_key is None:
             self._owners[id(relevance_fn)] = relevance_fn
             cache_key = id(relevance_fn)
-        keys = [(cache_key, start, key) for key in region_keys(model, x, start)]
-        new: dict[tuple[Any, int, bytes], int] = {}
+        keys = self.cache_keys(chain, x, start, cache_key, xp)
+        new: dict[Key, int] = {}  # a new region: the first row in it
         hit = []
         for row, key in enumerate(keys):
-            known = key in self._cache
+            known = key in self.cache
             hit.append(known)
             if not known and key not in new:
                 new[key] = row
         if new:
             sub_x, sub_r0 = x, r0
             if list(new.values()) != list(range(batch)):
-                rows = xp.asarray(list(new.values()), dtype=xp.int64, **placement(x, xp))
+                rows = xp.asarray(list(new.values()), **placement(x, xp))
                 sub_x, sub_r0 = xp.take(x, rows, axis=0), xp.take(r0, rows, axis=0)
             root, found, at_root = self._search(
-                relevance_fn, sub_x, sub_r0, model, start, neuron_ids
+                relevance_fn, sub_x, sub_r0, chain, start, neuron_ids
             )
-            region = same_region(model, sub_x, root, start)
+            region = region_test(chain, sub_x, start, None, 0.0, xp)(root)
             for position, key in enumerate(new):
                 cut = slice(position, position + 1)
-                self._cache[key] = _Entry(root[cut, ...], at_root[cut, ...],
-                                          found[cut, ...], region[cut, ...])
-        self._misses += len(new)
-        self._hits += batch - len(new)
+                self.cache.put(key, CacheEntry(root[cut, ...], at_root[cut, ...],
+                                               found[cut, ...], region[cut, ...]))
+        self.cache.record(hits=batch - len(new), misses=len(new))
         unique = list(dict.fromkeys(keys))
         slot = {key: position for position, key in enumerate(unique)}
         index = [slot[key] for key in keys]
+        entries = [self.cache.get(key) for key in unique]
 
         def table(name: str) -> Array:
-            return gather([getattr(self._cache[key], name) for key in unique], index, xp)
+            return gather([getattr(entry, name) for entry in entries], index, xp)
 
         return RootResult(
             root=table("root"),
@@ -320,6 +397,9 @@ class RootFinder:
             neurons=neuron_ids,
             regions=keys,
         )
+
+    def _check(self, x: Array, xp: ModuleType) -> None:
+        """Finder-specific checks of the inputs (before any search)."""
 
     def _search(
         self,
@@ -355,17 +435,20 @@ class ClosedFormRootFinder(RootFinder):
     root_of
         ``"relevance"`` or ``"preactivation"``, as above.
     gamma, low, high, eps
-        Passed to :func:`~relprop.dtd.root_point`.
+        Passed to :func:`~relprop.dtd.root_point`. The default ``gamma=1.0`` is DTD's; the
+        LRP rule :class:`relprop.rules.Gamma` defaults to ``gamma=0.25`` (zennit's), so
+        pass ``gamma=0.25`` to compare the two.
     use_cache, progress
         See :class:`RootFinder`.
 
     Examples
     --------
     >>> import relprop as rp
-    >>> model = rp.dtd.MLP(3, 10, 10, 2, seed=5, backend="numpy")
+    >>> model = rp.dtd.MLP(n_layers=3, input_size=10, hidden_size=10, output_size=2,
+    ...                    seed=5, backend="numpy")
     >>> x = rp.dtd.sample_inputs(model, 2, threshold=0.5, output=0)
     >>> out = rp.dtd.output_fn(model, 0, start=4)
-    >>> hidden = rp.dtd.forward(model, x, stop=4)
+    >>> hidden = model[:4](x)
     >>> res = ClosedFormRootFinder(rule="z+").find(out, hidden, model=model, start=4,
     ...                                             neurons=[0])
     >>> res.root.shape, bool(abs(res.relevance_at_root).max() < 1e-12)
@@ -428,14 +511,13 @@ class ClosedFormRootFinder(RootFinder):
         for j in neurons:
             if not 0 <= j < layer.out_features:
                 raise IndexError(f"neuron {j} is out of range for {layer!r}.")
-        select = np.zeros((n, layer.out_features))
-        select[np.arange(n), list(neurons)] = 1.0
-        select_x = xp.asarray(select, dtype=x.dtype, **placement(x, xp))
-        relevance = xp.matmul(r0, select_x)  # (batch, out): R_j in neuron j's column
+        index = xp.asarray(list(neurons), **placement(x, xp))
+        columns = xp.arange(layer.out_features, dtype=index.dtype, **placement(x, xp))
+        select = xp.astype(xp.expand_dims(index, axis=1) == columns, x.dtype)  # (n, out)
+        relevance = xp.matmul(r0, select)  # (batch, out): R_j in neuron j's column
         removed = relevance if self.root_of == "relevance" else None  # None: z_j's root
         points = root_point(x, layer, rule=self.rule, relevance=removed, gamma=self.gamma,
                             low=self.low, high=self.high, eps=self.eps)
-        index = xp.asarray(list(neurons), dtype=xp.int64, **placement(x, xp))
         root = xp.take(points.root, index, axis=1)
         found = ~xp.take(points.degenerate, index, axis=1)
         return root, found, evaluate_at_roots(relevance_fn, root, xp)
@@ -449,7 +531,7 @@ class _SegmentRootFinder(RootFinder):
         *,
         root_steps: int = 5,
         root_rtol: float | None = None,
-        enforce_non_negative: bool = False,
+        enforce_nonnegative: bool = False,
         use_cache: bool = True,
         seed: Seed = 0,
         progress: bool | None = False,
@@ -459,11 +541,27 @@ class _SegmentRootFinder(RootFinder):
         super().__init__(use_cache=use_cache, progress=progress)
         self.root_steps = int(root_steps)
         self.root_rtol = None if root_rtol is None else float(root_rtol)
-        self.enforce_non_negative = bool(enforce_non_negative)
-        self.rng = _generator(seed)
+        self.enforce_nonnegative = bool(enforce_nonnegative)
+        self.rng = generator(seed)
 
-    def candidates(self, model: Sequential, x: Array, start: int) -> tuple[Array, Array]:
+    @property
+    def enforce_non_negative(self) -> bool:
+        """Deprecated spelling of :attr:`enforce_nonnegative`."""
+        return self.enforce_nonnegative
+
+    def _check(self, x: Array, xp: ModuleType) -> None:
+        if self.enforce_nonnegative:
+            check_nonnegative(x, xp)
+
+    def candidates(self, model: object, x: Array, start: int = 0) -> tuple[Array, Array]:
         """``(points (batch, m, features), valid (batch, m))`` inside x's region."""
+        chain = as_chain(model, x if start == 0 else None)
+        xp = check_points(chain, x)
+        self._check(x, xp)
+        return self._candidates(chain, x, start, xp)
+
+    def _candidates(self, chain: Sequential, x: Array, start: int,
+                    xp: ModuleType) -> tuple[Array, Array]:
         raise NotImplementedError
 
     def _search(
@@ -475,7 +573,7 @@ class _SegmentRootFinder(RootFinder):
         start: int,
         neurons: tuple[int, ...] | None,
     ) -> tuple[Array, Array, Array]:
-        points, valid = self.candidates(model, x, start)
+        points, valid = self._candidates(model, x, start, model.namespace(x=x))
         return solve_on_segments(relevance_fn, x, r0, points, valid,
                                  steps=self.root_steps, rtol=self.root_rtol)
 
@@ -495,8 +593,6 @@ def solve_on_segments(
     See the module docstring for the formula. Returns ``(root (batch, n, features),
     found (batch, n), relevance at root (batch, n))``.
     """
-    from relprop._xp import array_namespace
-
     xp = array_namespace(x=x, points=points)
     batch, m, features = points.shape
     n = r0.shape[1]
@@ -577,8 +673,9 @@ class InterpolationRootFinder(_SegmentRootFinder):
     ----------
     n_rays, n_refinement_steps, max_radius
         Passed to :func:`~relprop.dtd.local_linear.sample_interpolation`.
-    enforce_non_negative
-        Candidates, and hence roots, in the non-negative orthant (inputs must be >= 0).
+    enforce_nonnegative
+        Candidates, and hence roots, in the non-negative orthant (inputs must be >= 0;
+        ``enforce_non_negative=`` is a deprecated spelling).
     root_steps, root_rtol
         Regula falsi steps on the chosen segment while
         :math:`|R_j(r)| > \mathrm{rtol}\,(|R_j(x)| + |R_j(c)|)`, default rtol 100 times
@@ -594,9 +691,10 @@ class InterpolationRootFinder(_SegmentRootFinder):
     Examples
     --------
     >>> import numpy as np, relprop as rp
-    >>> model = rp.dtd.MLP(3, 10, 10, 2, seed=5, backend="numpy")
+    >>> model = rp.dtd.MLP(n_layers=3, input_size=10, hidden_size=10, output_size=2,
+    ...                    seed=5, backend="numpy")
     >>> x = rp.dtd.sample_inputs(model, 2, threshold=0.5, output=0)
-    >>> finder = InterpolationRootFinder(n_rays=20, enforce_non_negative=True)
+    >>> finder = InterpolationRootFinder(n_rays=20, enforce_nonnegative=True)
     >>> res = finder.find(rp.dtd.output_fn(model, 0), x, model=model)
     >>> res.root.shape, bool(res.same_region.all())
     ((2, 1, 10), True)
@@ -610,15 +708,19 @@ class InterpolationRootFinder(_SegmentRootFinder):
         n_rays: int = 50,
         n_refinement_steps: int = 40,
         max_radius: float | None = None,
-        enforce_non_negative: bool = False,
+        enforce_nonnegative: bool = False,
         root_steps: int = 5,
         root_rtol: float | None = None,
         use_cache: bool = True,
         seed: Seed = 0,
         progress: bool | None = False,
+        **deprecated: Any,
     ) -> None:
+        enforce_nonnegative = renamed_keyword(deprecated, "enforce_non_negative",
+                                              "enforce_nonnegative", enforce_nonnegative,
+                                              "InterpolationRootFinder")
         super().__init__(root_steps=root_steps, root_rtol=root_rtol,
-                         enforce_non_negative=enforce_non_negative, use_cache=use_cache,
+                         enforce_nonnegative=enforce_nonnegative, use_cache=use_cache,
                          seed=seed, progress=progress)
         self.n_rays = n_rays
         self.n_refinement_steps = n_refinement_steps
@@ -627,14 +729,15 @@ class InterpolationRootFinder(_SegmentRootFinder):
     def __repr__(self) -> str:
         return (f"InterpolationRootFinder(n_rays={self.n_rays}, "
                 f"n_refinement_steps={self.n_refinement_steps}, "
-                f"enforce_non_negative={self.enforce_non_negative}, use_cache={self.use_cache})")
+                f"enforce_nonnegative={self.enforce_nonnegative}, use_cache={self.use_cache})")
 
-    def candidates(self, model: Sequential, x: Array, start: int) -> tuple[Array, Array]:
-        res = sample_interpolation(
-            model, x, start=start, n_rays=self.n_rays,
+    def _candidates(self, chain: Sequential, x: Array, start: int,
+                    xp: ModuleType) -> tuple[Array, Array]:
+        res = interpolate(
+            chain, x, xp, start=start, n_rays=self.n_rays,
             n_refinement_steps=self.n_refinement_steps, max_radius=self.max_radius,
-            enforce_non_negative=self.enforce_non_negative, seed=self.rng,
-            progress=self.progress,
+            enforce_nonnegative=self.enforce_nonnegative, output=None, atol=0.0,
+            seed=self.rng, progress=self.progress,
         )
         return res.points, res.inside
 
@@ -650,16 +753,17 @@ class MetropolisHastingsRootFinder(_SegmentRootFinder):
     ----------
     n_chains, n_steps, n_warmup, step_size, target_acceptance, adaptation_rate, max_radius
         Passed to :func:`~relprop.dtd.local_linear.sample_metropolis_hastings`.
-    enforce_non_negative, root_steps, root_rtol, use_cache, seed, progress
+    enforce_nonnegative, root_steps, root_rtol, use_cache, seed, progress
         As for :class:`InterpolationRootFinder`.
 
     Examples
     --------
     >>> import relprop as rp
-    >>> model = rp.dtd.MLP(3, 10, 10, 2, seed=5, backend="numpy")
+    >>> model = rp.dtd.MLP(n_layers=3, input_size=10, hidden_size=10, output_size=2,
+    ...                    seed=5, backend="numpy")
     >>> x = rp.dtd.sample_inputs(model, 2, threshold=0.5, output=0)
     >>> finder = MetropolisHastingsRootFinder(n_chains=4, n_steps=20,
-    ...                                       enforce_non_negative=True)
+    ...                                       enforce_nonnegative=True)
     >>> res = finder.find(rp.dtd.output_fn(model, 0), x, model=model)
     >>> res.root.shape, bool(res.same_region.all())
     ((2, 1, 10), True)
@@ -675,15 +779,19 @@ class MetropolisHastingsRootFinder(_SegmentRootFinder):
         target_acceptance: float = 0.3,
         adaptation_rate: float = 0.5,
         max_radius: float | None = None,
-        enforce_non_negative: bool = False,
+        enforce_nonnegative: bool = False,
         root_steps: int = 5,
         root_rtol: float | None = None,
         use_cache: bool = True,
         seed: Seed = 0,
         progress: bool | None = False,
+        **deprecated: Any,
     ) -> None:
+        enforce_nonnegative = renamed_keyword(deprecated, "enforce_non_negative",
+                                              "enforce_nonnegative", enforce_nonnegative,
+                                              "MetropolisHastingsRootFinder")
         super().__init__(root_steps=root_steps, root_rtol=root_rtol,
-                         enforce_non_negative=enforce_non_negative, use_cache=use_cache,
+                         enforce_nonnegative=enforce_nonnegative, use_cache=use_cache,
                          seed=seed, progress=progress)
         self.n_chains = n_chains
         self.n_steps = n_steps
@@ -696,16 +804,16 @@ class MetropolisHastingsRootFinder(_SegmentRootFinder):
     def __repr__(self) -> str:
         return (f"MetropolisHastingsRootFinder(n_chains={self.n_chains}, "
                 f"n_steps={self.n_steps}, n_warmup={self.n_warmup}, "
-                f"enforce_non_negative={self.enforce_non_negative}, use_cache={self.use_cache})")
+                f"enforce_nonnegative={self.enforce_nonnegative}, use_cache={self.use_cache})")
 
-    def candidates(self, model: Sequential, x: Array, start: int) -> tuple[Array, Array]:
-        res = sample_metropolis_hastings(
-            model, x, start=start, n_chains=self.n_chains, n_steps=self.n_steps,
+    def _candidates(self, chain: Sequential, x: Array, start: int,
+                    xp: ModuleType) -> tuple[Array, Array]:
+        res = random_walk(
+            chain, x, xp, start=start, n_chains=self.n_chains, n_steps=self.n_steps,
             n_warmup=self.n_warmup, step_size=self.step_size,
             target_acceptance=self.target_acceptance, adaptation_rate=self.adaptation_rate,
-            max_radius=self.max_radius, enforce_non_negative=self.enforce_non_negative,
-            seed=self.rng, progress=self.progress,
+            max_radius=self.max_radius, enforce_nonnegative=self.enforce_nonnegative,
+            output=None, atol=0.0, seed=self.rng, progress=self.progress,
         )
-        xp = model.namespace(x=x)
         valid = xp.ones(res.samples.shape[:2], dtype=xp.bool, **placement(x, xp))
         return res.samples, valid

@@ -18,8 +18,12 @@ chains, on every array backend:
   region identities (used as cache keys by the root finders).
 
 Random numbers come from a :class:`numpy.random.Generator` (seeded by the caller; the
-global random state is never touched) and are moved to the input's library, so an
-experiment gives the same numbers on every backend.
+global random state is never touched) and are moved to the input's library and device
+once per draw, so an experiment gives the same numbers on every backend; the data never
+goes the other way. The one thing that crosses to the host is the activation pattern
+behind a region's cache key (:func:`region_keys`: a dict key must be a host object).
+The models are those of ``rp.lrp`` (an :class:`~relprop.Sequential`, or a torch module,
+converted once and cached), and the inputs pass ``rp.lrp``'s checks.
 """
 
 from __future__ import annotations
@@ -31,11 +35,14 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from array_api_compat import device
 
+from relprop._checks import check_input
+from relprop._placement import from_host, placement
 from relprop._progress import progress_bar
-from relprop._xp import Array, asarray, backend_name, to_numpy
-from relprop.dtd.network import activation_pattern, input_gradient
+from relprop._xp import Array, to_numpy
+from relprop.dtd._common import Seed, as_chain, check_points, generator, renamed_keyword
+from relprop.dtd.network import pattern_fn
+from relprop.lrp import gradient
 from relprop.model import Sequential
 
 __all__ = [
@@ -47,40 +54,10 @@ __all__ = [
     "sample_metropolis_hastings",
 ]
 
-Seed = int | np.random.Generator | None
 
-
-# --- helpers ------------------------------------------------------------------------------
-
-
-def _generator(seed: Seed) -> np.random.Generator:
-    """A NumPy generator: ``seed`` itself if it is one, else a new one seeded with it."""
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-
-
-def placement(like: Array, xp: ModuleType) -> dict[str, Any]:
-    """``device=`` keyword for new arrays beside ``like``. JAX arrays are left on the
-    default device without committing them to it: JAX compiles every operation separately
-    for committed and uncommitted arguments, so committing would double its compile work."""
-    return {} if backend_name(xp) == "jax" else {"device": device(like)}
-
-
-def _like(values: np.ndarray, like: Array, xp: ModuleType) -> Array:
-    """NumPy data as an array of ``like``'s library, dtype and device."""
-    return asarray(values, dtype=like.dtype, backend=backend_name(xp), **placement(like, xp))
-
-
-def _check_points(model: Sequential, x: Array, name: str = "x") -> ModuleType:
-    if not isinstance(model, Sequential):
-        raise TypeError(f"model must be an rp.Sequential; got {type(model).__name__}.")
-    xp = model.namespace(**{name: x})
-    if len(x.shape) != 2:
-        raise ValueError(f"{name} must have shape (batch, features); got {tuple(x.shape)}.")
-    if x.shape[0] == 0:
-        raise ValueError(f"{name} is an empty batch; pass at least one sample.")
-    if not xp.isdtype(x.dtype, "real floating"):
-        raise TypeError(f"{name} has dtype {x.dtype}; use a real floating dtype.")
-    return xp
+_NOISE_BLOCK = 1 << 22
+"""Most random numbers one host-to-device transfer of the random walk carries (32 MiB of
+float64)."""
 
 
 def _norm(v: Array, xp: ModuleType) -> Array:
@@ -91,7 +68,7 @@ def _norm(v: Array, xp: ModuleType) -> Array:
 # --- region identity ----------------------------------------------------------------------
 
 
-def region_keys(model: Sequential, x: Array, start: int = 0) -> list[bytes]:
+def region_keys(model: object, x: Array, start: int = 0) -> list[bytes]:
     """One hashable identity per sample: its activation pattern from layer ``start`` on.
 
     Two inputs get the same key exactly when :func:`same_region` says so.
@@ -100,62 +77,80 @@ def region_keys(model: Sequential, x: Array, start: int = 0) -> list[bytes]:
     --------
     >>> import numpy as np
     >>> from relprop.dtd import MLP
-    >>> model = MLP(3, 4, 6, 1, seed=0, backend="numpy")
+    >>> model = MLP(n_layers=3, input_size=4, hidden_size=6, output_size=1, seed=0,
+    ...             backend="numpy")
     >>> x = np.abs(np.random.default_rng(0).normal(size=(2, 4)))
     >>> keys = region_keys(model, np.concatenate([x, x]))
     >>> keys[0] == keys[2], len(keys)
     (True, 4)
     """
-    _check_points(model, x)
-    pattern = np.asarray(to_numpy(activation_pattern(model, x, start)), dtype=bool)
-    return [row.tobytes() for row in pattern]
+    chain = as_chain(model, x if start == 0 else None)
+    xp = check_points(chain, x)
+    return pattern_keys(pattern_fn(chain, start), x, xp)
 
 
-def _pattern_test(model: Sequential, x: Array, start: int) -> Callable[[Array], Array]:
+def pattern_keys(pattern: Callable[[Array, ModuleType], Array], x: Array,
+                 xp: ModuleType) -> list[bytes]:
+    """:func:`region_keys` with the pattern function of :func:`~relprop.dtd.network.pattern_fn`.
+
+    The keys index a Python dict (the root finders' region cache), so they have to be
+    hashable host objects: the activation pattern, booleans only, is the one thing that
+    crosses to the host here (one ``(batch, units)`` transfer per lookup, packed 8 units a
+    byte); no array library hashes rows on the device, and deciding whether a region needs
+    a search is host control flow anyway.
+    """
+    bits = np.packbits(np.asarray(to_numpy(pattern(x, xp)), dtype=bool), axis=1)
+    return [row.tobytes() for row in bits]
+
+
+def _pattern_test(chain: Sequential, x: Array, start: int,
+                  xp: ModuleType) -> Callable[[Array], Array]:
     """``inside(points)``: for points ``(batch, m, features)``, whether each has the
     activation pattern of its sample of ``x`` (``(batch, m)`` booleans)."""
-    xp = model.namespace(x=x)
-    reference = activation_pattern(model, x, start)  # (batch, units)
+    pattern = pattern_fn(chain, start)
+    reference = pattern(x, xp)  # (batch, units)
 
     def inside(points: Array) -> Array:
         batch, m, features = points.shape
         if reference.shape[1] == 0:  # no ReLU above: one region, everything is inside
             return xp.ones((batch, m), dtype=xp.bool, **placement(points, xp))
         flat = xp.reshape(points, (batch * m, features))
-        pattern = activation_pattern(model, flat, start)
-        pattern = xp.reshape(pattern, (batch, m, reference.shape[1]))
-        return xp.all(pattern == xp.expand_dims(reference, axis=1), axis=-1)
+        found = xp.reshape(pattern(flat, xp), (batch, m, reference.shape[1]))
+        return xp.all(found == xp.expand_dims(reference, axis=1), axis=-1)
 
     return inside
 
 
 def _gradient_test(
-    model: Sequential, x: Array, start: int, output: int, atol: float
+    chain: Sequential, x: Array, start: int, output: int, atol: float, xp: ModuleType
 ) -> Callable[[Array], Array]:
-    """Like :func:`_pattern_test`, comparing the input gradients of ``output`` within
-    ``atol`` instead (a region of the explained output's affine pieces)."""
-    xp = model.namespace(x=x)
-    reference = input_gradient(model, x, output, start)
+    """Like :func:`_pattern_test`, comparing the input gradients of ``output``
+    (``rp.gradient`` of ``chain[start:]``) within ``atol`` instead (a region of the
+    explained output's affine pieces)."""
+    part = chain[start:]
+    reference = gradient(part, x, output)
 
     def inside(points: Array) -> Array:
         batch, m, features = points.shape
         flat = xp.reshape(points, (batch * m, features))
-        grad = xp.reshape(input_gradient(model, flat, output, start), (batch, m, features))
+        grad = xp.reshape(gradient(part, flat, output), (batch, m, features))
         return xp.all(xp.abs(grad - xp.expand_dims(reference, axis=1)) <= atol, axis=-1)
 
     return inside
 
 
-def _region_test(
-    model: Sequential, x: Array, start: int, output: int | None, atol: float
+def region_test(
+    chain: Sequential, x: Array, start: int, output: int | None, atol: float, xp: ModuleType
 ) -> Callable[[Array], Array]:
+    """``inside(points (batch, m, features)) -> (batch, m)``: the criterion of
+    :func:`same_region`, for a checked chain and input (no checks)."""
     if output is None:
-        return _pattern_test(model, x, start)
-    return _gradient_test(model, x, start, output, atol)
+        return _pattern_test(chain, x, start, xp)
+    return _gradient_test(chain, x, start, output, atol, xp)
 
 
 def same_region(
-    model: Sequential,
+    model: object,
     a: Array,
     b: Array,
     start: int = 0,
@@ -168,7 +163,7 @@ def same_region(
     Parameters
     ----------
     model
-        A ReLU network (:class:`~relprop.Sequential`).
+        A ReLU network (an :class:`~relprop.Sequential`, or a torch module).
     a
         Inputs ``(batch, features)`` entering layer ``start``.
     b
@@ -193,13 +188,15 @@ def same_region(
     --------
     >>> import numpy as np
     >>> from relprop.dtd import MLP
-    >>> model = MLP(3, 4, 6, 1, seed=0, backend="numpy")
+    >>> model = MLP(n_layers=3, input_size=4, hidden_size=6, output_size=1, seed=0,
+    ...             backend="numpy")
     >>> a = np.abs(np.random.default_rng(0).normal(size=(3, 4)))
     >>> same_region(model, a, 1.000001 * a).tolist(), same_region(model, a, -a).tolist()
     ([True, True, True], [False, False, False])
     """
-    xp = _check_points(model, a, "a")
-    model.namespace(a=a, b=b)
+    chain = as_chain(model, a if start == 0 else None)
+    xp = check_points(chain, a, "a")
+    chain.namespace(a=a, b=b)
     single = len(b.shape) == 2
     points = xp.expand_dims(b, axis=1) if single else b
     if len(points.shape) != 3 or points.shape[0] != a.shape[0] or points.shape[2] != a.shape[1]:
@@ -207,7 +204,8 @@ def same_region(
             f"b must have shape {tuple(a.shape)} or ({a.shape[0]}, m, {a.shape[1]}); got "
             f"{tuple(b.shape)}."
         )
-    inside = _region_test(model, a, start, output, atol)(points)
+    check_input(b, xp, chain.named_params(), "b")
+    inside = region_test(chain, a, start, output, atol, xp)(points)
     return inside[:, 0] if single else inside
 
 
@@ -243,13 +241,17 @@ class InterpolationResult:
     inside: Array
 
 
-def _directions(rng: np.random.Generator, x_np: np.ndarray, rays: int,
-                non_negative: bool) -> np.ndarray:
-    u = rng.standard_normal((x_np.shape[0], rays, x_np.shape[1]))
-    if non_negative:
+def _directions(rng: np.random.Generator, x: Array, rays: int, nonnegative: bool,
+                xp: ModuleType) -> Array:
+    """Unit directions ``(batch, rays, features)``: normal draws of the NumPy generator
+    (the same numbers on every backend), moved to ``x``'s device once."""
+    batch, features = x.shape
+    u = from_host(rng.standard_normal((batch, rays, features)), x, xp)
+    if nonnegative:
         # on a face of the orthant (x_i = 0) a ray may only go inwards: reflect it
-        u = np.where(x_np[:, None, :] == 0, np.abs(u), u)
-    return u / np.maximum(np.linalg.norm(u, axis=-1, keepdims=True), 1e-300)
+        u = xp.where(xp.expand_dims(x, axis=1) == 0, xp.abs(u), u)
+    length = _norm(u, xp)
+    return u / xp.expand_dims(xp.where(length > 0, length, 1.0), axis=-1)
 
 
 def _radius(x: Array, max_radius: float | None, xp: ModuleType) -> Array:
@@ -271,32 +273,34 @@ def _orthant_cap(x: Array, u: Array, xp: ModuleType) -> Array:
     return xp.min(ratio, axis=-1)
 
 
-def _check_nonnegative(x: Array, xp: ModuleType) -> None:
+def check_nonnegative(x: Array, xp: ModuleType) -> None:
     if not bool(xp.all(x >= 0)):
         raise ValueError(
-            "enforce_non_negative=True needs non-negative inputs (the walk stays in the "
+            "enforce_nonnegative=True needs non-negative inputs (the walk stays in the "
             "non-negative orthant); x has negative entries."
         )
 
 
 def sample_interpolation(
-    model: Sequential,
+    model: object,
     x: Array,
     *,
     start: int = 0,
     n_rays: int = 50,
     n_refinement_steps: int = 40,
     max_radius: float | None = None,
-    enforce_non_negative: bool = False,
+    enforce_nonnegative: bool = False,
     output: int | None = None,
     atol: float = 1e-8,
     seed: Seed = 0,
     progress: bool | None = False,
+    **deprecated: Any,
 ) -> InterpolationResult:
     r"""Follow random rays from each input to the edge of its local linear region.
 
     For each input :math:`x` and unit direction :math:`u` (``n_rays`` per input, drawn
-    from a normal distribution by a NumPy generator), the points :math:`x + t u` inside
+    from a normal distribution by a NumPy generator and moved to the input's device once),
+    the points :math:`x + t u` inside
     the region form an interval :math:`0 \le t < t^*` (the region is convex). If the
     ray's end :math:`x + T u` (:math:`T` its length limit) is inside, the whole ray is;
     otherwise ``n_refinement_steps`` bisection steps narrow :math:`t^*` down to
@@ -306,20 +310,21 @@ def sample_interpolation(
     Parameters
     ----------
     model
-        A ReLU network (:class:`~relprop.Sequential`).
+        A ReLU network (an :class:`~relprop.Sequential`, or a torch module).
     x
         Inputs ``(batch, features)`` entering layer ``start``.
     start
-        The layer the inputs enter; the region is that of ``model.layers[start:]``.
+        The layer the inputs enter; the region is that of ``model[start:]``.
     n_rays
         Rays per input.
     n_refinement_steps
         Bisection steps (each halves the uncertainty of :math:`t^*`).
     max_radius
         Length limit :math:`T` of every ray; default :math:`10 \max(1, \|x\|)`.
-    enforce_non_negative
+    enforce_nonnegative
         Keep every point in the non-negative orthant: rays stop at its boundary, and on a
         face (:math:`x_i = 0`) they point inwards. Needs ``x >= 0``.
+        (``enforce_non_negative=`` is a deprecated spelling.)
     output, atol
         Region criterion, as in :func:`same_region` (default: activation pattern).
     seed
@@ -336,33 +341,60 @@ def sample_interpolation(
     --------
     >>> import numpy as np
     >>> from relprop.dtd import MLP
-    >>> model = MLP(3, 4, 6, 1, seed=0, backend="numpy")
+    >>> model = MLP(n_layers=3, input_size=4, hidden_size=6, output_size=1, seed=0,
+    ...             backend="numpy")
     >>> x = np.abs(np.random.default_rng(0).normal(size=(2, 4)))
-    >>> res = sample_interpolation(model, x, n_rays=5, enforce_non_negative=True)
+    >>> res = sample_interpolation(model, x, n_rays=5, enforce_nonnegative=True)
     >>> res.points.shape, bool(res.inside.all()), bool((res.points >= 0).all())
     ((2, 5, 4), True, True)
     >>> bool(same_region(model, x, res.points).all())
     True
     """
-    xp = _check_points(model, x)
+    enforce_nonnegative = renamed_keyword(deprecated, "enforce_non_negative",
+                                          "enforce_nonnegative", enforce_nonnegative,
+                                          "sample_interpolation")
+    chain = as_chain(model, x if start == 0 else None)
+    xp = check_points(chain, x)
     if n_rays < 1 or n_refinement_steps < 0:
         raise ValueError("n_rays must be >= 1 and n_refinement_steps >= 0.")
-    if enforce_non_negative:
-        _check_nonnegative(x, xp)
-    rng = _generator(seed)
-    inside_fn = _region_test(model, x, start, output, atol)
-    u = _like(_directions(rng, np.asarray(to_numpy(x)), n_rays, enforce_non_negative), x, xp)
+    if enforce_nonnegative:
+        check_nonnegative(x, xp)
+    return interpolate(chain, x, xp, start=start, n_rays=n_rays,
+                       n_refinement_steps=n_refinement_steps, max_radius=max_radius,
+                       enforce_nonnegative=enforce_nonnegative, output=output, atol=atol,
+                       seed=seed, progress=progress)
+
+
+def interpolate(
+    chain: Sequential,
+    x: Array,
+    xp: ModuleType,
+    *,
+    start: int,
+    n_rays: int,
+    n_refinement_steps: int,
+    max_radius: float | None,
+    enforce_nonnegative: bool,
+    output: int | None,
+    atol: float,
+    seed: Seed,
+    progress: bool | None,
+) -> InterpolationResult:
+    """:func:`sample_interpolation` of a checked chain and input (the root finders')."""
+    rng = generator(seed)
+    inside_fn = region_test(chain, x, start, output, atol, xp)
+    u = _directions(rng, x, n_rays, enforce_nonnegative, xp)
     x_e = xp.expand_dims(x, axis=1)  # (batch, 1, features)
     ones = xp.ones(u.shape[:2], dtype=x.dtype, **placement(x, xp))
     cap = xp.expand_dims(_radius(x, max_radius, xp), axis=1) * ones
-    if enforce_non_negative:
+    if enforce_nonnegative:
         cap = xp.minimum(cap, _orthant_cap(x, u, xp))
 
     def at(t: Array) -> Array:  # (batch, rays[, k]) -> points
         return x_e + xp.expand_dims(t, axis=-1) * u
 
     def clip(p: Array) -> Array:
-        return xp.maximum(p, xp.zeros_like(p)) if enforce_non_negative else p
+        return xp.maximum(p, xp.zeros_like(p)) if enforce_nonnegative else p
 
     bar = progress_bar(progress, n_refinement_steps + 1, "interpolation")
     # inside is monotone along a ray (the region is convex): bisection on [0, cap]
@@ -407,7 +439,7 @@ class MetropolisHastingsResult:
 
 
 def sample_metropolis_hastings(
-    model: Sequential,
+    model: object,
     x: Array,
     *,
     start: int = 0,
@@ -418,17 +450,18 @@ def sample_metropolis_hastings(
     target_acceptance: float = 0.3,
     adaptation_rate: float = 0.5,
     max_radius: float | None = None,
-    enforce_non_negative: bool = False,
+    enforce_nonnegative: bool = False,
     output: int | None = None,
     atol: float = 1e-8,
     seed: Seed = 0,
     progress: bool | None = False,
+    **deprecated: Any,
 ) -> MetropolisHastingsResult:
     r"""Random walks inside each input's local linear region (Metropolis-Hastings).
 
     The target density is uniform on the region (intersected with the ball of radius
     ``max_radius`` around the input, and with the non-negative orthant if
-    ``enforce_non_negative``). Every chain starts at its input; a step proposes
+    ``enforce_nonnegative``). Every chain starts at its input; a step proposes
     :math:`p' = p + \sigma \varepsilon`, :math:`\varepsilon \sim \mathcal N(0, I)`
     (reflected at the orthant's faces, :math:`p' \leftarrow |p'|`, which keeps the proposal
     symmetric), and accepts it exactly when :math:`p'` lies in the region: for a uniform
@@ -437,16 +470,18 @@ def sample_metropolis_hastings(
     \exp(\eta (a - a^*))` with :math:`a \in \{0, 1\}` the step's acceptance and
     :math:`a^*` = ``target_acceptance``, during warm-up and sampling alike (the samples are
     candidates for root search, not posterior draws; with ``adaptation_rate=0`` the walk
-    is a plain Metropolis chain). All chains of all inputs move in one batch per step.
+    is a plain Metropolis chain). All chains of all inputs move in one batch per step;
+    the noise of every step is drawn by the NumPy generator at once and moved to the
+    input's device in one transfer.
 
     Parameters
     ----------
     model
-        A ReLU network (:class:`~relprop.Sequential`).
+        A ReLU network (an :class:`~relprop.Sequential`, or a torch module).
     x
         Inputs ``(batch, features)`` entering layer ``start``.
     start
-        The layer the inputs enter; the region is that of ``model.layers[start:]``.
+        The layer the inputs enter; the region is that of ``model[start:]``.
     n_chains, n_steps, n_warmup
         Chains per input, recorded steps per chain, and discarded steps before them.
     step_size
@@ -457,8 +492,9 @@ def sample_metropolis_hastings(
     max_radius
         Radius of the ball around the input the walk stays in; default
         :math:`10 \max(1, \|x\|)`.
-    enforce_non_negative
-        Stay in the non-negative orthant (needs ``x >= 0``).
+    enforce_nonnegative
+        Stay in the non-negative orthant (needs ``x >= 0``; ``enforce_non_negative=`` is
+        a deprecated spelling).
     output, atol
         Region criterion, as in :func:`same_region` (default: activation pattern).
     seed
@@ -475,27 +511,65 @@ def sample_metropolis_hastings(
     --------
     >>> import numpy as np
     >>> from relprop.dtd import MLP
-    >>> model = MLP(3, 4, 6, 1, seed=0, backend="numpy")
+    >>> model = MLP(n_layers=3, input_size=4, hidden_size=6, output_size=1, seed=0,
+    ...             backend="numpy")
     >>> x = np.abs(np.random.default_rng(0).normal(size=(2, 4)))
     >>> res = sample_metropolis_hastings(model, x, n_chains=3, n_steps=10,
-    ...                                  enforce_non_negative=True)
+    ...                                  enforce_nonnegative=True)
     >>> res.samples.shape, bool((res.samples >= 0).all())
     ((2, 30, 4), True)
     >>> bool(same_region(model, x, res.samples).all())
     True
     """
-    xp = _check_points(model, x)
+    enforce_nonnegative = renamed_keyword(deprecated, "enforce_non_negative",
+                                          "enforce_nonnegative", enforce_nonnegative,
+                                          "sample_metropolis_hastings")
+    chain = as_chain(model, x if start == 0 else None)
+    xp = check_points(chain, x)
     if n_chains < 1 or n_steps < 1 or n_warmup < 0:
         raise ValueError("n_chains and n_steps must be >= 1 and n_warmup >= 0.")
     if not 0 < target_acceptance < 1:
         raise ValueError(f"target_acceptance must be in (0, 1); got {target_acceptance}.")
     if not step_size > 0 or adaptation_rate < 0:
         raise ValueError("step_size must be > 0 and adaptation_rate >= 0.")
-    if enforce_non_negative:
-        _check_nonnegative(x, xp)
-    rng = _generator(seed)
-    inside_fn = _region_test(model, x, start, output, atol)
+    if enforce_nonnegative:
+        check_nonnegative(x, xp)
+    return random_walk(chain, x, xp, start=start, n_chains=n_chains, n_steps=n_steps,
+                       n_warmup=n_warmup, step_size=step_size,
+                       target_acceptance=target_acceptance, adaptation_rate=adaptation_rate,
+                       max_radius=max_radius, enforce_nonnegative=enforce_nonnegative,
+                       output=output, atol=atol, seed=seed, progress=progress)
+
+
+def random_walk(
+    chain: Sequential,
+    x: Array,
+    xp: ModuleType,
+    *,
+    start: int,
+    n_chains: int,
+    n_steps: int,
+    n_warmup: int,
+    step_size: float,
+    target_acceptance: float,
+    adaptation_rate: float,
+    max_radius: float | None,
+    enforce_nonnegative: bool,
+    output: int | None,
+    atol: float,
+    seed: Seed,
+    progress: bool | None,
+) -> MetropolisHastingsResult:
+    """:func:`sample_metropolis_hastings` of a checked chain and input (the root finders')."""
+    rng = generator(seed)
+    inside_fn = region_test(chain, x, start, output, atol, xp)
     batch, features = x.shape
+    total = n_warmup + n_steps
+    # the steps' noise from the NumPy generator (the same numbers on every backend, as if
+    # drawn step by step), moved to the device in few transfers of at most _NOISE_BLOCK
+    # numbers each (all at once for small walks)
+    per_block = max(1, _NOISE_BLOCK // (batch * n_chains * features))
+    noise = None
     radius = xp.expand_dims(_radius(x, max_radius, xp), axis=1)  # (batch, 1)
     x_e = xp.expand_dims(x, axis=1)
     position = x_e * xp.ones((batch, n_chains, 1), dtype=x.dtype, **placement(x, xp))
@@ -505,11 +579,14 @@ def sample_metropolis_hastings(
                                                     **placement(x, xp))
     accepted = xp.zeros((batch, n_chains), dtype=x.dtype, **placement(x, xp))
     samples = []
-    bar = progress_bar(progress, n_warmup + n_steps, "metropolis-hastings")
-    for step in range(n_warmup + n_steps):
-        noise = _like(rng.standard_normal((batch, n_chains, features)), x, xp)
-        proposal = position + xp.expand_dims(sigma, axis=-1) * noise
-        if enforce_non_negative:
+    bar = progress_bar(progress, total, "metropolis-hastings")
+    for step in range(total):
+        if step % per_block == 0:
+            size = min(per_block, total - step)
+            noise = from_host(rng.standard_normal((size, batch, n_chains, features)), x, xp)
+        assert noise is not None
+        proposal = position + xp.expand_dims(sigma, axis=-1) * noise[step % per_block, ...]
+        if enforce_nonnegative:
             proposal = xp.abs(proposal)
         ok = inside_fn(proposal) & (_norm(proposal - x_e, xp) <= radius)
         position = xp.where(xp.expand_dims(ok, axis=-1), proposal, position)

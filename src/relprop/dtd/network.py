@@ -1,23 +1,30 @@
 r"""Networks for Deep Taylor Decomposition experiments, and utilities on any dense network.
 
 :func:`MLP` builds the ReLU networks DTD experiments use (seeded, negative biases by
-default); the other functions work on any :class:`~relprop.Sequential`: partial forward
-passes, slicing to one explained output, exact input gradients, ReLU activation patterns
-(which identify the local linear region of an input) and rejection sampling of inputs
-whose explained output exceeds a threshold. Everything is batched and written against the
-array API, so it runs on NumPy, PyTorch, JAX, CuPy and array-api-strict alike.
+default); the other functions work on any chain of layers (an :class:`~relprop.Sequential`,
+or a torch module, converted as ``rp.lrp`` converts it): slicing to one explained output,
+ReLU activation patterns (which identify the local linear region of an input) and
+rejection sampling of inputs whose explained output exceeds a threshold. Partial forward
+passes and input gradients are the core's: ``model[start:stop](x)`` and
+:func:`relprop.gradient` (``rp.gradient(model[start:], x, output)``); :func:`forward`,
+:func:`output_fn` and :func:`input_gradient` are thin wrappers over them, in the
+notation of the DTD research code. Everything is batched and written against the array
+API, so it runs on NumPy, PyTorch, JAX, CuPy and array-api-strict alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import numpy as np
-from array_api_compat import device as device_of
 
-from relprop._xp import Array, asarray, backend_name, to_numpy
+from relprop._placement import from_host, placement
+from relprop._xp import Array, asarray
+from relprop.dtd._common import as_chain, renamed_keyword
 from relprop.layers import Activation, Dense, LeakyReLU, ReLU
+from relprop.lrp import gradient
 from relprop.model import Sequential
 
 __all__ = [
@@ -79,7 +86,8 @@ def MLP(  # noqa: N802 - the name users know from the DTD research code
     Examples
     --------
     >>> from relprop.dtd import MLP
-    >>> model = MLP(3, 10, 10, 2, seed=1, backend="numpy")
+    >>> model = MLP(n_layers=3, input_size=10, hidden_size=10, output_size=2, seed=1,
+    ...             backend="numpy")
     >>> model.names
     ('linear0', 'relu0', 'linear1', 'relu1', 'linear2')
     >>> bool((model["linear1"].bias <= 0).all())
@@ -110,50 +118,58 @@ def MLP(  # noqa: N802 - the name users know from the DTD research code
     return Sequential(layers)
 
 
-def dense_indices(model: Sequential) -> list[int]:
+def dense_indices(model: object) -> list[int]:
     """Indices of the :class:`~relprop.Dense` layers in ``model.layers``.
 
     Examples
     --------
     >>> from relprop.dtd import MLP
-    >>> dense_indices(MLP(3, 4, 4, 1, backend="numpy"))
+    >>> dense_indices(MLP(n_layers=3, input_size=4, hidden_size=4, output_size=1,
+    ...                   backend="numpy"))
     [0, 2, 4]
     """
-    return [index for index, layer in enumerate(model.layers) if isinstance(layer, Dense)]
+    chain = as_chain(model)
+    return [index for index, layer in enumerate(chain.layers) if isinstance(layer, Dense)]
 
 
-def _check_model(model: object) -> Sequential:
-    if not isinstance(model, Sequential):
-        raise TypeError(f"model must be an rp.Sequential; got {type(model).__name__}.")
-    return model
+def _part(chain: Sequential, start: int, stop: int | None = None) -> Sequential | None:
+    """``chain[start:stop]`` (the core's slicing), or ``None`` for no layers."""
+    if not range(len(chain))[start:stop]:
+        return None
+    return chain[start:stop]
 
 
-def forward(model: Sequential, x: Array, start: int = 0, stop: int | None = None) -> Array:
-    """Apply ``model.layers[start:stop]`` to ``x`` (``x`` enters layer ``start``).
+def forward(model: object, x: Array, start: int = 0, stop: int | None = None) -> Array:
+    """``model[start:stop](x)``: the layers ``start`` to ``stop`` applied to ``x`` (``x``
+    enters layer ``start``; no layers: ``x`` itself). A thin wrapper over the core's model
+    slicing.
 
     Examples
     --------
     >>> import numpy as np
     >>> from relprop.dtd import MLP
-    >>> model = MLP(2, 3, 4, 1, backend="numpy")
+    >>> model = MLP(n_layers=2, input_size=3, hidden_size=4, output_size=1, backend="numpy")
     >>> hidden = forward(model, np.ones((5, 3)), stop=2)     # after linear0 and relu0
     >>> bool(np.allclose(forward(model, hidden, start=2), model(np.ones((5, 3)))))
     True
+    >>> bool(np.allclose(hidden, model[:2](np.ones((5, 3)))))   # the same
+    True
     """
-    _check_model(model)
-    xp = model.namespace(x=x)
-    for layer in model.layers[start:stop]:
-        x = layer.forward(x, xp)
-    return x
+    chain = as_chain(model, x if start == 0 else None)
+    part = _part(chain, start, stop)
+    if part is None:
+        chain.namespace(x=x)
+        return x
+    return part(x)
 
 
-def slice_output(model: Sequential, output: int | slice) -> Sequential:
+def slice_output(model: object, output: int | slice) -> Sequential:
     """The model restricted to some outputs: its last dense layer keeps only those rows.
 
     Parameters
     ----------
     model
-        A sequential model whose last dense layer is followed only by element-wise
+        A chain of layers whose last dense layer is followed only by element-wise
         activations (if anything).
     output
         One output index (the sliced model has one output) or a slice of outputs.
@@ -162,23 +178,23 @@ def slice_output(model: Sequential, output: int | slice) -> Sequential:
     --------
     >>> import numpy as np
     >>> from relprop.dtd import MLP
-    >>> model = MLP(2, 3, 4, 2, backend="numpy")
+    >>> model = MLP(n_layers=2, input_size=3, hidden_size=4, output_size=2, backend="numpy")
     >>> x = np.ones((1, 3))
     >>> bool(np.allclose(slice_output(model, 1)(x), model(x)[:, 1:2]))
     True
     """
-    _check_model(model)
-    indices = dense_indices(model)
+    chain = as_chain(model)
+    indices = dense_indices(chain)
     if not indices:
         raise ValueError("slice_output needs a model with a Dense layer.")
     last = indices[-1]
-    for index in range(last + 1, len(model)):
-        if not isinstance(model.layers[index], Activation):
+    for index in range(last + 1, len(chain)):
+        if not isinstance(chain.layers[index], Activation):
             raise ValueError(
                 f"slice_output needs the last Dense layer to be followed only by element-wise "
-                f"activations; layer {index} is {model.layers[index]!r}."
+                f"activations; layer {index} is {chain.layers[index]!r}."
             )
-    layer = model.layers[last]
+    layer = chain.layers[last]
     assert isinstance(layer, Dense)
     n_out = layer.out_features
     if isinstance(output, slice):
@@ -193,12 +209,12 @@ def slice_output(model: Sequential, output: int | slice) -> Sequential:
             raise IndexError(f"output={output} is out of range for {n_out} outputs.")
         rows = slice(index, index + 1)
     sliced = Dense(layer.weight[rows, :], None if layer.bias is None else layer.bias[rows])
-    layers = list(model.items())
-    layers[last] = (model.names[last], sliced)
+    layers = list(chain.items())
+    layers[last] = (chain.names[last], sliced)
     return Sequential(layers)
 
 
-def _check_output(model: Sequential, output: int, out: Array) -> int:
+def _check_output(output: int, out: Array) -> int:
     if len(out.shape) != 2:
         raise ValueError(
             f"the model output has shape {tuple(out.shape)}; expected (batch, outputs)."
@@ -209,58 +225,69 @@ def _check_output(model: Sequential, output: int, out: Array) -> int:
     return index
 
 
-def output_fn(model: Sequential, output: int, start: int = 0) -> Callable[[Array], Array]:
+def output_fn(model: object, output: int, start: int = 0) -> Callable[[Array], Array]:
     """The function ``x -> f_output(x)``, ``(batch, ...) -> (batch,)``, running
-    ``model.layers[start:]`` on ``x``. It treats samples independently, so it can be
+    ``model[start:]`` on ``x``. It treats samples independently, so it can be
     differentiated with :func:`relprop.grad` on every backend.
 
     Examples
     --------
     >>> import numpy as np
     >>> from relprop.dtd import MLP
-    >>> model = MLP(2, 3, 4, 2, backend="numpy")
+    >>> model = MLP(n_layers=2, input_size=3, hidden_size=4, output_size=2, backend="numpy")
     >>> output_fn(model, 1)(np.ones((5, 3))).shape
     (5,)
     """
-    _check_model(model)
+    chain = as_chain(model)
+    part = _part(chain, start)
 
     def fn(x: Array) -> Array:
-        out = forward(model, x, start)
-        return out[:, _check_output(model, output, out)]
+        out = x if part is None else part(x)
+        return out[:, _check_output(output, out)]
 
     return fn
 
 
-def input_gradient(model: Sequential, x: Array, output: int, start: int = 0) -> Array:
+def input_gradient(model: object, x: Array, output: int, start: int = 0) -> Array:
     r"""Exact gradient :math:`\partial f_\mathrm{output} / \partial x` of each sample, with
-    ``x`` entering layer ``start``: the chain of the layers' exact ``vjp``.
+    ``x`` entering layer ``start``: ``rp.gradient(model[start:], x, output)``, the chain of
+    the layers' exact ``vjp`` (a thin wrapper over the core).
 
     Examples
     --------
     >>> import numpy as np
     >>> import relprop as rp
     >>> from relprop.dtd import MLP
-    >>> model = MLP(2, 3, 4, 2, backend="numpy")
+    >>> model = MLP(n_layers=2, input_size=3, hidden_size=4, output_size=2, backend="numpy")
     >>> x = np.abs(np.random.default_rng(0).normal(size=(5, 3)))
     >>> bool(np.allclose(input_gradient(model, x, 1), rp.gradient(model, x, 1)))
     True
     """
-    _check_model(model)
-    xp = model.namespace(x=x)
-    layers = model.layers[start:]
-    activations = [x]
-    for layer in layers:
-        activations.append(layer.forward(activations[-1], xp))
-    out = activations[-1]
-    index = _check_output(model, output, out)
-    columns = xp.arange(out.shape[1], device=device_of(out))
-    cotangent = xp.broadcast_to(xp.astype(columns == index, out.dtype), out.shape)
-    for position in range(len(layers) - 1, -1, -1):
-        cotangent = layers[position].vjp(activations[position], cotangent, xp)
-    return cotangent
+    chain = as_chain(model, x if start == 0 else None)
+    part = _part(chain, start)
+    if part is None:
+        raise ValueError(f"input_gradient needs layers from start={start} on; the model has "
+                         f"{len(chain)}.")
+    return gradient(part, x, output)
 
 
-def activation_pattern(model: Sequential, x: Array, start: int = 0) -> Array:
+def pattern_fn(chain: Sequential, start: int = 0) -> Callable[[Array, ModuleType], Array]:
+    """``pattern(x, xp)``: :func:`activation_pattern` of ``chain`` from layer ``start`` on,
+    with the slicing done once (for the region tests that call it at every step)."""
+    layers = chain.layers[start:]
+    relus = [i for i, layer in enumerate(layers) if isinstance(layer, (ReLU, LeakyReLU))]
+    part = chain[start:start + relus[-1] + 1] if relus else None
+
+    def pattern(x: Array, xp: ModuleType) -> Array:
+        if part is None:
+            return xp.zeros((x.shape[0], 0), dtype=xp.bool, **placement(x, xp))
+        values = part.forward_record(x, xp)  # the input of every layer
+        return xp.concat([xp.reshape(values[i] > 0, (x.shape[0], -1)) for i in relus], axis=1)
+
+    return pattern
+
+
+def activation_pattern(model: object, x: Array, start: int = 0) -> Array:
     """Which ReLU units are on: ``(batch, units)`` booleans, every (leaky) ReLU from layer
     ``start`` on, concatenated in layer order (each unit on where its input is > 0).
 
@@ -271,44 +298,40 @@ def activation_pattern(model: Sequential, x: Array, start: int = 0) -> Array:
     --------
     >>> import numpy as np
     >>> from relprop.dtd import MLP
-    >>> model = MLP(3, 3, 4, 1, backend="numpy")
+    >>> model = MLP(n_layers=3, input_size=3, hidden_size=4, output_size=1, backend="numpy")
     >>> activation_pattern(model, np.ones((5, 3))).shape
     (5, 8)
     """
-    _check_model(model)
-    xp = model.namespace(x=x)
-    patterns = []
-    for layer in model.layers[start:]:
-        if isinstance(layer, (ReLU, LeakyReLU)):
-            patterns.append(xp.reshape(x > 0, (x.shape[0], -1)))
-        x = layer.forward(x, xp)
-    if not patterns:
-        return xp.zeros((x.shape[0], 0), dtype=xp.bool, device=device_of(x))
-    return xp.concat(patterns, axis=1)
+    chain = as_chain(model, x if start == 0 else None)
+    xp = chain.namespace(x=x)
+    return pattern_fn(chain, start)(x, xp)
 
 
 def sample_inputs(
-    model: Sequential,
+    model: object,
     n: int,
     threshold: float,
     output: int,
     *,
-    non_negative: bool = True,
+    nonnegative: bool = True,
     seed: int = 0,
     batch_size: int = 1024,
     max_batches: int = 1000,
+    **deprecated: Any,
 ) -> Array:
     r"""``n`` random inputs whose ``output`` exceeds ``threshold`` (rejection sampling).
 
     Candidates are drawn in batches of ``batch_size`` from :math:`\mathcal N(0, 1)` per
-    entry (with ``non_negative=True`` their absolute values) by
-    ``numpy.random.default_rng(seed)`` and kept, in the order drawn, where
-    :math:`f_\mathrm{output}(x) > \mathrm{threshold}`.
+    entry (with ``nonnegative=True`` their absolute values) by
+    ``numpy.random.default_rng(seed)``, moved to the parameters' device (one transfer
+    per batch), and kept there, in the order drawn, where
+    :math:`f_\mathrm{output}(x) > \mathrm{threshold}`. (``non_negative=`` is a deprecated
+    spelling of ``nonnegative=``.)
 
     Returns
     -------
     array
-        ``(n, input_size)``, the library and dtype of the model's parameters.
+        ``(n, input_size)``, the library, dtype and device of the model's parameters.
 
     Raises
     ------
@@ -318,40 +341,40 @@ def sample_inputs(
     Examples
     --------
     >>> from relprop.dtd import MLP
-    >>> model = MLP(3, 10, 10, 2, seed=1, backend="numpy")
+    >>> model = MLP(n_layers=3, input_size=10, hidden_size=10, output_size=2, seed=1,
+    ...             backend="numpy")
     >>> x = sample_inputs(model, 4, 0.1, output=0)
     >>> x.shape, bool((model(x)[:, 0] > 0.1).all()), bool((x >= 0).all())
     ((4, 10), True, True)
     """
-    _check_model(model)
-    indices = dense_indices(model)
+    nonnegative = renamed_keyword(deprecated, "non_negative", "nonnegative", nonnegative,
+                                  "sample_inputs")
+    chain = as_chain(model)
+    indices = dense_indices(chain)
     if not indices:
         raise ValueError("sample_inputs needs a model that starts with a Dense layer.")
-    first = model.layers[indices[0]]
+    first = chain.layers[indices[0]]
     assert isinstance(first, Dense)
     if n < 1 or batch_size < 1 or max_batches < 1:
         raise ValueError("sample_inputs needs n, batch_size and max_batches >= 1.")
-    xp = model.namespace()
-    backend = backend_name(xp)
-    dtype = first.weight.dtype
-    where = device_of(first.weight)
-    fn = output_fn(model, output)
+    xp = chain.namespace()
+    fn = output_fn(chain, output)
     rng = np.random.default_rng(seed)
-    kept: list[np.ndarray] = []
+    kept: list[Array] = []
     found = 0
     for _ in range(max_batches):
         candidates = rng.standard_normal((batch_size, first.in_features))
-        if non_negative:
+        if nonnegative:
             candidates = np.abs(candidates)
-        x = asarray(candidates, dtype=dtype, backend=backend, device=where)
-        accept = np.asarray(to_numpy(fn(x) > threshold))
-        kept.append(candidates[accept])
-        found += int(accept.sum())
+        x = from_host(candidates, first.weight, xp)
+        accept = fn(x) > threshold
+        count = int(xp.count_nonzero(accept))
+        if count:
+            kept.append(x[accept])
+        found += count
         if found >= n:
-            return asarray(np.concatenate(kept)[:n], dtype=dtype, backend=backend,
-                           device=where)
+            return xp.concat(kept, axis=0)[:n, ...]
     raise RuntimeError(
         f"sample_inputs found only {found} of {n} inputs with output {output} > {threshold} "
         f"in {max_batches} batches of {batch_size}; lower the threshold or raise max_batches."
     )
-

@@ -33,10 +33,10 @@ import operator
 from dataclasses import dataclass
 from types import ModuleType
 
-from array_api_compat import device as device_of
-
-from relprop._checks import bound_like
-from relprop._xp import Array, array_namespace, is_traced
+from relprop._bounds import input_bounds
+from relprop._checks import check_input
+from relprop._placement import placement
+from relprop._xp import Array, array_namespace
 from relprop.layers import Dense
 
 __all__ = ["RULES", "RootPoints", "root_point"]
@@ -71,12 +71,6 @@ class RootPoints:
     rule: str
 
 
-def _bound(value: float | Array | None, x: Array, xp: ModuleType, name: str) -> Array:
-    if value is None:
-        raise TypeError(f'rule "zB" needs the input bounds {name}= (a float or an array).')
-    return bound_like(value, x, xp, name, "x")
-
-
 def root_point(
     x: Array,
     layer: Dense,
@@ -109,9 +103,15 @@ def root_point(
         Optional relevance to remove instead of :math:`z_j`: ``(batch, out_features)``
         (for one neuron also ``(batch,)``). Ignored by rule ``"0"``.
     gamma
-        The gamma rule's weight of the positive part, >= 0.
+        The gamma rule's weight of the positive part, >= 0. The default ``1.0`` is DTD's
+        (positive weights count twice); the LRP rule :class:`relprop.rules.Gamma`
+        defaults to ``gamma=0.25`` (zennit's). Pass the same value to both to compare
+        them: on non-negative inputs train-free DTD with ``rule="gamma", gamma=g`` is
+        ``rp.rules.Gamma(g, zero_params="bias")``.
     low, high
-        The z^B rule's input bounds: floats or arrays broadcastable to ``x``.
+        The z^B rule's input bounds: floats or arrays broadcastable to ``x``, checked
+        as the LRP rule :class:`relprop.rules.ZBox` checks its bounds (one function:
+        ``low <= high`` everywhere, the library of ``x``).
     eps
         Directions with :math:`|v \cdot w_j| \le` ``eps`` are degenerate.
 
@@ -140,13 +140,12 @@ def root_point(
     if rule not in RULES:
         raise ValueError(f"unknown root-point rule {rule!r}; use one of {', '.join(RULES)}.")
     xp = array_namespace(x=x, weight=layer.weight, bias=layer.bias, relevance=relevance)
+    params = {"weight": layer.weight} if layer.bias is None else {
+        "weight": layer.weight, "bias": layer.bias}
+    check_input(x, xp, params)  # rp.lrp's input check
     if len(x.shape) != 2 or x.shape[1] != layer.in_features:
         raise ValueError(
             f"x must have shape (batch, {layer.in_features}) for {layer!r}; got {tuple(x.shape)}."
-        )
-    if not xp.isdtype(x.dtype, "real floating") or x.dtype != layer.weight.dtype:
-        raise TypeError(
-            f"x has dtype {x.dtype}; it must be the layer's floating dtype {layer.weight.dtype}."
         )
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or gamma < 0:
         raise ValueError(f"gamma must be a float >= 0; got {gamma!r}.")
@@ -168,7 +167,7 @@ def root_point(
 
     x_e = xp.expand_dims(x, axis=1)  # (batch, 1, in)
     w_e = xp.expand_dims(weight, axis=0)  # (1, out, in)
-    zero = xp.zeros(shape, dtype=x.dtype, device=device_of(x))
+    zero = xp.zeros(shape, dtype=x.dtype, **placement(x, xp))
     if rule == "w2":
         v = w_e + zero
     elif rule in ("x", "0"):
@@ -178,11 +177,7 @@ def root_point(
     elif rule == "gamma":
         v = x_e * (1.0 + float(gamma) * xp.astype(w_e >= 0, x.dtype))
     else:  # zB
-        lo = _bound(low, x, xp, "low")
-        hi = _bound(high, x, xp, "high")
-        inverted = xp.any(lo > hi)
-        if not is_traced(inverted) and bool(inverted):
-            raise ValueError('rule "zB" needs low <= high everywhere.')
+        lo, hi = input_bounds(low, high, x, xp, who='rule "zB"')
         v = (
             x_e
             - xp.expand_dims(lo, axis=1) * xp.astype(w_e > 0, x.dtype)
@@ -191,7 +186,7 @@ def root_point(
 
     if rule == "0":
         t = xp.ones_like(z)
-        degenerate = xp.zeros(z.shape, dtype=xp.bool, device=device_of(x))
+        degenerate = xp.zeros(z.shape, dtype=xp.bool, **placement(x, xp))
         root = zero
     else:
         denominator = xp.sum(v * w_e, axis=-1)  # v . w_j, (batch, out)

@@ -51,12 +51,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 
 from relprop._checks import check_input, target_relevance
-from relprop._xp import Array, is_traced, to_numpy
-from relprop.dtd.network import dense_indices
+from relprop._xp import Array, is_traced
+from relprop.dtd._common import check_dense_network
 from relprop.dtd.roots import RULES, RootPoints, root_point
-from relprop.layers import Dense, ReLU
+from relprop.layers import Dense, Dropout, Identity, ReLU
 from relprop.model import Sequential
 
 __all__ = ["ROOT_CONVENTIONS", "ConsistencyError", "TrainFreeResult", "train_free"]
@@ -134,6 +135,12 @@ def _rules_per_layer(rule: str | Sequence[str], n_dense: int) -> tuple[str, ...]
     return rules
 
 
+TRAIN_FREE_LAYERS: tuple[type, ...] = (ReLU, Identity, Dropout)
+r"""The element-wise layers train-free DTD allows between its dense layers: the
+pre-activation convention's relevance model :math:`c_j \max(0, z_j)` is a ReLU's (so
+LeakyReLU, which full-backward DTD allows, is not among them)."""
+
+
 def train_free(
     model: Sequential,
     x: Array,
@@ -158,7 +165,9 @@ def train_free(
     ----------
     model
         An :class:`~relprop.Sequential` of :class:`~relprop.Dense` and
-        :class:`~relprop.ReLU` layers, starting with a dense layer.
+        :class:`~relprop.ReLU` layers (and :class:`~relprop.Identity`,
+        :class:`~relprop.Dropout`), starting with a dense layer; or a torch module of
+        them (converted as ``rp.lrp`` converts it).
     x
         Input batch ``(batch, in_features)``.
     target
@@ -169,7 +178,10 @@ def train_free(
         e.g. ``["zB", "z+", "z+"]``.
     gamma, low, high, eps
         Passed to :func:`~relprop.dtd.root_point` (``low``/``high`` for the ``"zB"``
-        layers).
+        layers). The default ``gamma=1.0`` is DTD's; the LRP rule
+        :class:`relprop.rules.Gamma` defaults to ``gamma=0.25`` (zennit's). With the same
+        value and non-negative inputs, ``rule="gamma"`` equals
+        ``rp.rules.Gamma(gamma, zero_params="bias")``.
     check
         Verify, for every layer and sample: the input relevance plus the unresolved
         relevance equals the output relevance; every relevant neuron's root removes what
@@ -187,7 +199,8 @@ def train_free(
     Examples
     --------
     >>> import numpy as np, relprop as rp
-    >>> model = rp.dtd.MLP(3, 10, 10, 2, seed=1, backend="numpy")
+    >>> model = rp.dtd.MLP(n_layers=3, input_size=10, hidden_size=10, output_size=2,
+    ...                    seed=1, backend="numpy")
     >>> x = rp.dtd.sample_inputs(model, 4, threshold=0.1, output=0)
     >>> res = rp.dtd.train_free(model, x, target=0, rule="z+", check=True)
     >>> res.relevance.shape, [r.shape for r in res.roots]
@@ -198,16 +211,7 @@ def train_free(
     >>> bool(np.allclose(old.relevance, res.relevance))   # the same relevance, other roots
     True
     """
-    if not isinstance(model, Sequential):
-        raise TypeError(f"model must be an rp.Sequential; got {type(model).__name__}.")
-    for index, layer in enumerate(model.layers):
-        if not isinstance(layer, (Dense, ReLU)):
-            raise TypeError(
-                f"train_free explains networks of Dense and ReLU layers; layer {index} "
-                f"({model.names[index]!r}) is {layer!r}."
-            )
-    if not isinstance(model.layers[0], Dense):
-        raise TypeError("train_free needs a model whose first layer is Dense.")
+    model = check_dense_network(model, "train_free", between=TRAIN_FREE_LAYERS, x=x)
     if root_of not in ROOT_CONVENTIONS:
         raise ValueError(
             f"root_of must be one of {', '.join(map(repr, ROOT_CONVENTIONS))}; got {root_of!r}."
@@ -215,7 +219,7 @@ def train_free(
     xp = model.namespace(x=x)
     check_input(x, xp, model.named_params())
     activations = model.forward_record(x, xp)
-    dense = dense_indices(model)
+    dense = [index for index, layer in enumerate(model.layers) if isinstance(layer, Dense)]
     rules = _rules_per_layer(rule, len(dense))
     output = target_relevance(activations[-1], target, xp)
 
@@ -231,9 +235,9 @@ def train_free(
         layer = model.layers[index]
         assert isinstance(layer, Dense)
         a_in = activations[index]
-        # the neuron's activation: the ReLU's output if one follows, else the pre-activation
-        has_relu = index + 1 < len(model) and isinstance(model.layers[index + 1], ReLU)
-        a_out = activations[index + 2] if has_relu else activations[index + 1]
+        # the neuron's activation: the ReLU's output if one follows (before the next dense
+        # layer), else the pre-activation (the element-wise layers between pass it on)
+        a_out = activations[dense[position + 1] if position + 1 < len(dense) else -1]
         if root_of == "relevance":  # R_j(a) = R_j + w_j . (a - x): slope w_j, root removes R_j
             c = relevance
             points = root_point(a_in, layer, rule=rules[position], relevance=relevance,
@@ -277,47 +281,59 @@ def train_free(
     return result
 
 
-def _check(model: Sequential, dense: list[int], result: TrainFreeResult, xp: object) -> None:
-    import numpy as np
-
+def _check(model: Sequential, dense: list[int], result: TrainFreeResult,
+           xp: ModuleType) -> None:
+    """The consistency checks of ``check=True``, on the device: only the worst relative
+    errors (and a count) reach the host, for the message."""
     tol = 1e-8 if "64" in str(result.relevance.dtype) else 1e-4
     upper = [*result.layers[1:], result.output]
+
+    def relative(values: Array, scale: Array) -> Array:
+        return values / xp.where(scale > 0, scale, xp.ones_like(scale))
+
     problems = []
     for position, index in enumerate(dense):
         layer = model.layers[index]
         assert isinstance(layer, Dense)
         name = model.names[index]
-        r_out = to_numpy(upper[position])
-        r_in = to_numpy(result.layers[position])
-        lost = to_numpy(result.unresolved[position])
-        scale = np.maximum(np.abs(r_out).sum(axis=1), 1e-300)
-        gap = np.abs(r_in.sum(axis=1) + lost.sum(axis=1) - r_out.sum(axis=1)) / scale
-        if np.any(gap > tol):
+        r_out = upper[position]
+        lost = result.unresolved[position]
+        scale = xp.sum(xp.abs(r_out), axis=1)
+        gap = relative(xp.abs(xp.sum(result.layers[position], axis=1) + xp.sum(lost, axis=1)
+                              - xp.sum(r_out, axis=1)), scale)
+        worst = float(xp.max(gap))
+        if worst > tol:
             problems.append(f"{name}: input + unresolved relevance differs from the output "
-                            f"relevance by up to {gap.max():.3g} (relative)")
+                            f"relevance by up to {worst:.3g} (relative)")
         if result.rules[position] == "0":
             continue
-        weight = to_numpy(layer.weight)
-        roots = to_numpy(result.roots[position])
-        c = to_numpy(result.coefficients[position])
+        weight = xp.expand_dims(layer.weight, axis=0)
+        roots = result.roots[position]
+        c = result.coefficients[position]
         if result.root_of == "relevance":  # R_j(r) = R_j + w_j . (r - x)
-            x_in = to_numpy(result.inputs[position])
-            at_root = c + np.sum((roots - x_in[:, None, :]) * weight[None], axis=-1)
+            x_in = xp.expand_dims(result.inputs[position], axis=1)
+            at_root = c + xp.sum((roots - x_in) * weight, axis=-1)
             what = "R_j(root)"
         else:
-            bias = 0.0 if layer.bias is None else to_numpy(layer.bias)
-            at_root = c * (np.sum(roots * weight[None], axis=-1) + bias)
+            z_root = xp.sum(roots * weight, axis=-1)
+            if layer.bias is not None:
+                z_root = z_root + layer.bias
+            at_root = c * z_root
             what = "c_j z_j(root)"
-        relevant = (c != 0) & ~to_numpy(result.degenerate[position])
-        residual = np.where(relevant, np.abs(at_root), 0.0).sum(axis=1) / scale
-        if np.any(residual > tol):
-            problems.append(f"{name}: {what} is not 0 (up to {residual.max():.3g} "
+        relevant = (c != 0) & ~result.degenerate[position]
+        residual = relative(xp.sum(xp.where(relevant, xp.abs(at_root),
+                                            xp.zeros_like(at_root)), axis=1), scale)
+        worst = float(xp.max(residual))
+        if worst > tol:
+            problems.append(f"{name}: {what} is not 0 (up to {worst:.3g} "
                             "relative): a root is no root")
-        missing = np.abs(lost).sum(axis=1) / scale
-        if np.any(missing > tol):
+        missing = relative(xp.sum(xp.abs(lost), axis=1), scale)
+        worst = float(xp.max(missing))
+        if worst > tol:
+            count = int(xp.count_nonzero(missing > tol))
             problems.append(
-                f"{name}: {missing.max():.3g} (relative) of the relevance is unresolved in "
-                f"{int(np.sum(missing > tol))} sample(s): degenerate neurons or inactive "
+                f"{name}: {worst:.3g} (relative) of the relevance is unresolved in "
+                f"{count} sample(s): degenerate neurons or inactive "
                 f"neurons with relevance (rule {result.rules[position]!r})"
             )
     if problems:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from types import ModuleType
 
+from relprop._bounds import check_bound_order
 from relprop._xp import Array
 from relprop.layers import Layer, Linear
 from relprop.layers.merge import Merge
@@ -180,6 +181,11 @@ class Gamma(TermRule):
     :math:`R_p = R\,[z > 0] / s(z_p)`, :math:`R_n = R\,[z < 0] / s(z_n)`,
     :math:`R_{in} = x^+ (W_\uparrow^\top R_p + W_\downarrow^\top R_n)
     + x^- (W_\downarrow^\top R_p + W_\uparrow^\top R_n)`.
+
+    The default ``gamma=0.25`` is zennit's; DTD's gamma root rule
+    (:func:`relprop.dtd.root_point`, :func:`relprop.dtd.train_free`) defaults to
+    ``gamma=1.0``. With the same ``gamma`` and non-negative inputs,
+    ``Gamma(gamma, zero_params="bias")`` equals train-free DTD with ``rule="gamma"``.
     """
 
     def __init__(
@@ -228,9 +234,7 @@ class ZBox(TermRule):
                 "ZBox needs the input bounds: ZBox(low=..., high=...), e.g. ZBox(0.0, 1.0) for "
                 "pixels in [0, 1] or per-channel arrays for normalised images."
             )
-        both_scalar = isinstance(low, (int, float)) and isinstance(high, (int, float))
-        if both_scalar and low > high:
-            raise ValueError(f"ZBox needs low <= high; got low={low}, high={high}.")
+        check_bound_order(low, high, "ZBox")
         super().__init__(stabilizer=stabilizer, zero_params=zero_params)
         self.low = low
         self.high = high

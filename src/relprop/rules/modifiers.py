@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from relprop._checks import bound_like
-from relprop._xp import Array, is_traced
+from relprop._bounds import input_bounds
+from relprop._xp import Array
 
 __all__ = [
     "Bound",
@@ -121,11 +121,9 @@ class Bound(Modifier):
     which: str
 
     def __call__(self, a: Array, xp: ModuleType) -> Array:
-        low = bound_like(self.low, a, xp, "ZBox low", "the input of the layer it explains")
-        high = bound_like(self.high, a, xp, "ZBox high", "the input of the layer it explains")
-        inverted = xp.any(low > high)
-        if not is_traced(inverted) and bool(inverted):
-            raise ValueError("ZBox needs low <= high everywhere; some low bound exceeds its high.")
+        low, high = input_bounds(self.low, self.high, a, xp, who="ZBox", low_name="ZBox low",
+                                 high_name="ZBox high",
+                                 x_name="the input of the layer it explains")
         return low if self.which == "low" else high
 
 
