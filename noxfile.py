@@ -25,14 +25,14 @@ REPORTS = ROOT / ".ci-reports"
 
 # backend name -> (requirements files in backends/, modules that must import). The torch
 # session also holds onnx (models exported from torch are read back,
-# tests/test_from_onnx.py) and Quantus (tests/test_metrics.py); the jax session holds the JAX importers' frameworks (flax,
+# tests/test_from_onnx.py); the jax session holds the JAX importers' frameworks (flax,
 # equinox) and torch, whose imported twins the importers' relevance is compared with
-# (tests/test_from_jax.py).
+# (tests/test_from_jax.py), and Quantus (tests/test_metrics.py; not beside zennit).
 BACKENDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "numpy": (("numpy",), ("numpy",)),
-    "torch": (("torch", "onnx", "quantus"),
-              ("torch", "onnx", "onnxruntime", "onnxscript", "quantus")),
-    "jax": (("jax", "importers", "torch"), ("jax", "flax", "equinox", "keras", "torch")),
+    "torch": (("torch", "onnx"), ("torch", "onnx", "onnxruntime", "onnxscript")),
+    "jax": (("jax", "importers", "torch", "quantus"),
+            ("jax", "flax", "equinox", "keras", "torch", "quantus")),
     "array_api_strict": (("strict",), ("array_api_strict",)),
     # the whole suite with every array made from nothing on array-api-strict's second
     # device (RELPROP_DEVICE=device1), which refuses to mix devices as CUDA does: the

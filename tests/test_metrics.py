@@ -492,7 +492,7 @@ def test_quantus_explain_with_a_torch_module():
 
 
 def test_quantus_runs_its_metrics_with_quantus_explain():
-    """Where Quantus is installed (the torch session installs it): its PixelFlipping, driving
+    """Where Quantus is installed (the jax session installs it): its PixelFlipping, driving
     quantus_explain through its own calling contract, gives metrics.pixel_flipping's
     most-relevant-first curve (Quantus leaves out the unperturbed point)."""
     torch = pytest.importorskip("torch", reason="Quantus's metrics take torch modules")
