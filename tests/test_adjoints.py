@@ -508,3 +508,100 @@ def test_adaptive_max_pool_vjp_matches_autodiff(layer, shape, dtype) -> None:
     spread = rng.permutation(np.prod(shape)).reshape(shape) * 0.25 - 3.0  # no ties
     x = on_backend(spread, dtype)
     check_linear_vjp(layer, x, rng, dtype)
+
+
+# -- transformer layers ---------------------------------------------------------------------
+
+
+def _norm_layers(dtype: str) -> dict[str, rp.layers.Layer]:
+    rng = np.random.default_rng(12)
+
+    def a(*shape):
+        return on_backend(rng.normal(size=shape), dtype)
+
+    return {
+        "LayerNorm": rp.LayerNorm(5, a(5), a(5)),
+        "LayerNorm-plain": rp.LayerNorm(5, eps=1e-3),
+        "LayerNorm-2d": rp.LayerNorm((3, 5), a(3, 5), a(3, 5)),
+        "RMSNorm": rp.RMSNorm(5, a(5)),
+        "Softmax": rp.Softmax(),
+        "Softmax-axis1": rp.Softmax(axis=1),
+    }
+
+
+@pytest.mark.parametrize("name", list(_norm_layers("float64")))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_normalisation_vjp_matches_autodiff(name: str, dtype: str) -> None:
+    layer = _norm_layers(dtype)[name]
+    rng = np.random.default_rng(3)
+    x = on_backend(rng.normal(size=(2, 3, 5)), dtype)
+    v = on_backend(rng.normal(size=(2, 3, 5)), dtype)
+    xp = rp.array_namespace(x=x)
+    check(layer.vjp(x, v, xp), rp.to_numpy(autodiff_vjp(layer, x, v)), dtype, "smooth")
+
+
+def test_normalisation_forward_formulas() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 3, 5))
+    w, b = rng.normal(size=5), rng.normal(size=5)
+    centred = x - x.mean(-1, keepdims=True)
+    layer_norm = centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + 1e-5) * w + b
+    got = rp.LayerNorm(5, on_backend(w), on_backend(b))(on_backend(x))
+    assert_close(got, layer_norm)
+    rms = x / np.sqrt((x ** 2).mean(-1, keepdims=True) + 1e-6) * w
+    assert_close(rp.RMSNorm(5, on_backend(w))(on_backend(x)), rms)
+    softmax = np.exp(x) / np.exp(x).sum(-1, keepdims=True)
+    assert_close(rp.Softmax()(on_backend(x)), softmax)
+    huge = on_backend(np.array([[1000.0, 1000.0, -1000.0]]))  # no overflow
+    assert_close(rp.Softmax()(huge), [[0.5, 0.5, 0.0]])
+    with pytest.raises(ValueError, match="weight must have shape"):
+        rp.LayerNorm(4, on_backend(np.ones(5)))
+    with pytest.raises(ValueError, match="RMSNorm has no bias"):
+        rp.RMSNorm(5, on_backend(w), on_backend(b))
+    with pytest.raises(ValueError, match="Softmax axis must be an int other than 0"):
+        rp.Softmax(axis=0)
+
+
+@pytest.mark.parametrize("kind", ["multiply2", "multiply3", "matmul"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_product_vjps_match_autodiff(kind: str, dtype: str) -> None:
+    rng = np.random.default_rng(5)
+    if kind == "matmul":
+        layer: rp.layers.Merge = rp.MatMul()
+        shapes = [(2, 3, 4, 5), (2, 3, 5, 6)]
+        out_shape = (2, 3, 4, 6)
+    else:
+        layer = rp.Multiply()
+        count = 2 if kind == "multiply2" else 3
+        shapes, out_shape = [(2, 4, 5)] * count, (2, 4, 5)
+    xs = [on_backend(rng.normal(size=shape), dtype) for shape in shapes]
+    v = on_backend(rng.normal(size=out_shape), dtype)
+    xp = rp.array_namespace(x=xs[0])
+    assert layer.check_inputs([tuple(x.shape) for x in xs]) is None
+    got = layer.vjp_many(xs, v, xp)
+    for k in range(len(xs)):
+        def partial(a, k=k):
+            # finite differences stack copies of the batch: the other inputs follow suit
+            copies = a.shape[0] // xs[k].shape[0]
+            others = [x if copies == 1 else xp.concat([x] * copies, axis=0) for x in xs]
+            return layer.forward_many([a if j == k else x for j, x in enumerate(others)], xp)
+
+        check(got[k], rp.to_numpy(rp.vjp(partial, xs[k], v)), dtype, "smooth")
+    assert rp.MatMul().check_inputs([(2, 3, 4), (2, 5, 6)]) is not None
+    assert rp.Multiply().check_inputs([(2, 3)]) is not None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gradient_of_a_transformer_block_matches_autodiff(dtype: str) -> None:
+    """LayerNorm, attention (two MatMuls, a Softmax), residual sums, RMSNorm and a gated
+    MLP: rp.gradient chains the layers' vjps; the oracle differentiates the forward."""
+    from test_io import _attention_model
+
+    rng = np.random.default_rng(8)
+    model, shape = _attention_model(rng, dtype)
+    x = on_backend(rng.normal(size=shape), dtype)
+    xp = rp.array_namespace(x=x)
+    cotangent = np.zeros((shape[0], 2))
+    cotangent[:, 1] = 1.0
+    expected = rp.vjp(lambda a: model.forward(a, xp), x, on_backend(cotangent, dtype))
+    check(rp.gradient(model, x, 1), rp.to_numpy(expected), dtype, "smooth")

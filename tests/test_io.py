@@ -139,14 +139,43 @@ def _graph_model(rng, dtype):
     ]), (2, 2, 9)
 
 
+def _attention_model(rng, dtype):
+    """A pre-norm transformer block: self-attention and a gated MLP, each residual."""
+    def a(*shape):
+        return on_backend(_normal(rng, *shape), dtype)
+
+    return rp.Graph([
+        ("ln", rp.LayerNorm(4, a(4), a(4)), "input"),
+        ("q", rp.Dense(a(4, 4), a(4)), "ln"),
+        ("k", rp.Dense(a(4, 4)), "ln"),
+        ("v", rp.Dense(a(4, 4), a(4)), "ln"),
+        ("k.t", rp.Permute((0, 2, 1)), "k"),
+        ("scores", rp.MatMul(), ["q", "k.t"]),
+        ("scaled", rp.Affine(on_backend(np.asarray(0.5), dtype)), "scores"),
+        ("attention", rp.Softmax(), "scaled"),
+        ("mixed", rp.MatMul(), ["attention", "v"]),
+        ("residual", rp.Add(), ["mixed", "input"]),
+        ("rms", rp.RMSNorm(4, a(4), eps=1e-5), "residual"),
+        ("gate", rp.Dense(a(6, 4)), "rms"),
+        ("silu", rp.SiLU(), "gate"),
+        ("up", rp.Dense(a(6, 4)), "rms"),
+        ("gated", rp.Multiply(), ["silu", "up"]),
+        ("down", rp.Dense(a(4, 6)), "gated"),
+        ("out", rp.Add(), ["down", "residual"]),
+        ("flat", rp.Flatten(), "out"),
+        ("head", rp.Dense(a(2, 12), a(2)), "flat"),
+    ]), (2, 3, 4)
+
+
 MODELS = {"dense": _dense_model, "cnn": _cnn_model, "volume": _volume_model,
-          "tokens": _token_model, "graph": _graph_model}
+          "tokens": _token_model, "graph": _graph_model, "attention": _attention_model}
 COMPOSITES = {
     "dense": rp.composites.EpsilonPlus,
     "cnn": rp.composites.EpsilonPlusFlat,
     "volume": lambda: rp.composites.EpsilonGammaBox(low=-3.0, high=3.0),
     "tokens": rp.composites.EpsilonPlus,
     "graph": rp.composites.EpsilonAlpha2Beta1,
+    "attention": rp.composites.EpsilonPlus,
 }
 
 

@@ -31,7 +31,8 @@ from relprop.layers.conv import (
 from relprop.layers.dense import Dense
 from relprop.layers.elementwise import Affine
 from relprop.layers.embedding import Embedding
-from relprop.layers.merge import Add, Concat, Merge
+from relprop.layers.merge import Add, Concat, MatMul, Merge, Multiply
+from relprop.layers.normalization import LayerNorm, RMSNorm, Softmax
 from relprop.layers.pool import (
     AdaptiveAvgPool1d,
     AdaptiveAvgPool2d,
@@ -97,17 +98,22 @@ __all__ = [
     "Identity",
     "Lambda",
     "Layer",
+    "LayerNorm",
     "LeakyReLU",
     "Linear",
+    "MatMul",
     "MaxPool",
     "MaxPool1d",
     "MaxPool2d",
     "MaxPool3d",
     "Merge",
+    "Multiply",
     "Permute",
+    "RMSNorm",
     "ReLU",
     "Reshape",
     "SiLU",
+    "Softmax",
     "Sigmoid",
     "Softplus",
     "Tanh",

@@ -1,4 +1,6 @@
-"""Layers with several inputs: residual sums and concatenation (nodes of an rp.Graph)."""
+"""Layers with several inputs (nodes of an rp.Graph): residual sums, concatenation, and
+the products of transformers: the element-wise product of gated MLPs and the matrix
+products of attention."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from relprop._xp import Array
 from relprop.layers.base import Layer
 from relprop.layers.registry import register
 
-__all__ = ["Add", "Concat", "Merge"]
+__all__ = ["Add", "Concat", "MatMul", "Merge", "Multiply"]
 
 
 class Merge(Layer):
@@ -89,3 +91,68 @@ class Concat(Merge):
 
     def __repr__(self) -> str:
         return f"Concat(axis={self.axis})"
+
+
+@register
+class Multiply(Merge):
+    r"""Element-wise product of its inputs, :math:`y = \prod_k x_k` (gated MLPs:
+    ``silu(gate) * up``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> Multiply().forward_many([np.array([[2.0, 3.0]]), np.array([[4.0, 5.0]])], np).tolist()
+    [[8.0, 15.0]]
+    """
+
+    def forward_many(self, xs: Sequence[Array], xp: ModuleType) -> Array:
+        total = xs[0]
+        for x in xs[1:]:
+            total = total * x
+        return total
+
+    def vjp_many(self, xs: Sequence[Array], v: Array, xp: ModuleType) -> list[Array]:
+        grads = []
+        for k in range(len(xs)):
+            others = v
+            for j, x in enumerate(xs):
+                if j != k:
+                    others = others * x
+            grads.append(others)
+        return grads
+
+    def check_inputs(self, shapes: Sequence[tuple[int, ...]]) -> str | None:
+        if len(shapes) < 2 or len(set(shapes)) != 1:
+            return f"multiplies two or more inputs of one shape; got {list(shapes)}"
+        return None
+
+
+@register
+class MatMul(Merge):
+    r"""The matrix product of two inputs over their last two axes, :math:`Y = A B`
+    (attention's :math:`Q K^\top` and :math:`A V`, the key transposed by an
+    :class:`~relprop.Permute` before it); the leading axes (batch, heads) must agree.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a, b = np.array([[[1.0, 2.0]]]), np.array([[[3.0], [4.0]]])
+    >>> MatMul().forward_many([a, b], np).tolist()
+    [[[11.0]]]
+    """
+
+    def forward_many(self, xs: Sequence[Array], xp: ModuleType) -> Array:
+        return xp.matmul(xs[0], xs[1])
+
+    def vjp_many(self, xs: Sequence[Array], v: Array, xp: ModuleType) -> list[Array]:
+        a, b = xs
+        return [xp.matmul(v, xp.matrix_transpose(b)), xp.matmul(xp.matrix_transpose(a), v)]
+
+    def check_inputs(self, shapes: Sequence[tuple[int, ...]]) -> str | None:
+        if len(shapes) != 2:
+            return f"multiplies two matrices; got {len(shapes)} inputs"
+        a, b = shapes
+        if len(a) < 3 or len(a) != len(b) or a[:-2] != b[:-2] or a[-1] != b[-2]:
+            return (f"multiplies (batch, ..., n, k) by (batch, ..., k, m) matrices; got "
+                    f"{a} and {b}")
+        return None
