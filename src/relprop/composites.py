@@ -41,15 +41,22 @@ from relprop.layers import (
     Dense,
     Lambda,
     Layer,
+    LayerNorm,
     Linear,
+    MatMul,
     MaxPool,
+    Multiply,
     ReLU,
+    RMSNorm,
 )
+from relprop.layers import Softmax as SoftmaxLayer
 from relprop.model import Model
 from relprop.rules import (
     AlphaBeta,
+    Detach,
     Epsilon,
     Flat,
+    FrozenNorm,
     Gamma,
     Gradient,
     Norm,
@@ -58,13 +65,17 @@ from relprop.rules import (
     ReLUDeconvNet,
     ReLUGuidedBackprop,
     Rule,
+    Softmax,
     Stabilizer,
+    Uniform,
     ZBox,
     ZPlus,
 )
 
 __all__ = [
+    "AttnLRP",
     "BetaSmooth",
+    "CPLRP",
     "Composite",
     "DeconvNet",
     "EpsilonAlpha2Beta1",
@@ -522,6 +533,81 @@ class ExcitationBackprop(_GradientFamily):
             (Linear, ZPlus(stabilizer, zero_params=zero_params)),
         ]
         super().__init__(own, layer_map, name_map, canonizers)
+
+
+class _Transformer(Composite):
+    """A transformer composite: the user's maps first, then LRP-epsilon for linear layers,
+    sums and element-wise affine maps, the normalisations' scale frozen, activations Pass,
+    and the composite's rules for the softmax and the products."""
+
+    def __init__(
+        self,
+        attention: list[tuple[tuple[type, ...], Rule]],
+        epsilon: Stabilizer,
+        layer_map: LayerMap | None,
+        name_map: Mapping[str | int, Rule] | None,
+        canonizers: Sequence[Canonizer],
+    ) -> None:
+        own: list[tuple[tuple[type, ...], Rule]] = [
+            ((Linear,), Epsilon(epsilon)),
+            ((Add, Affine, AvgPool), Norm(epsilon)),
+            ((LayerNorm, RMSNorm), FrozenNorm(epsilon)),
+            ((Activation, BatchNorm), Pass()),
+            ((SoftmaxLayer,), Softmax()),
+            *attention,
+        ]
+        super().__init__(layer_map=_pairs(layer_map) + own, name_map=name_map,
+                         canonizers=canonizers)
+
+
+_TRANSFORMER_DOC = """
+    Parameters
+    ----------
+    epsilon
+        Stabiliser of every rule that divides (AttnLRP and LXT use 0; the default only
+        keeps exact zeros finite).
+    layer_map, name_map, canonizers
+        As for :class:`Composite`; the user's ``layer_map`` entries come first.
+"""
+
+
+class AttnLRP(_Transformer):
+    __doc__ = (
+        "AttnLRP (Achtibat et al. 2024), as LXT 2.1 computes it: LRP-epsilon for dense "
+        "layers, sums\nand constant scales or masks; the softmax rule (Softmax); the uniform "
+        "rule for the products\nof attention and gated MLPs (Uniform: half to each factor); "
+        "LayerNorm and RMSNorm with their\nscale frozen (FrozenNorm); activations Pass.\n"
+        + _TRANSFORMER_DOC
+    )
+
+    def __init__(
+        self,
+        epsilon: Stabilizer = 1e-12,
+        layer_map: LayerMap | None = None,
+        name_map: Mapping[str | int, Rule] | None = None,
+        canonizers: Sequence[Canonizer] = (),
+    ) -> None:
+        super().__init__([((Multiply, MatMul), Uniform(epsilon))], epsilon, layer_map,
+                         name_map, canonizers)
+
+
+class CPLRP(_Transformer):
+    __doc__ = (
+        "CP-LRP (Ali et al. 2022), as LXT 2.1 computes it: AttnLRP's rules, but the first "
+        "factor of\nevery product held constant (Detach(0)): attention weights in A V, the "
+        "gate in act(gate) * up,\nso attention passes relevance only to the values.\n"
+        + _TRANSFORMER_DOC
+    )
+
+    def __init__(
+        self,
+        epsilon: Stabilizer = 1e-12,
+        layer_map: LayerMap | None = None,
+        name_map: Mapping[str | int, Rule] | None = None,
+        canonizers: Sequence[Canonizer] = (),
+    ) -> None:
+        super().__init__([((Multiply, MatMul), Detach(0, epsilon=epsilon))], epsilon,
+                         layer_map, name_map, canonizers)
 
 
 class Mixed(Composite):

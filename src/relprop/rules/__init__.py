@@ -20,7 +20,9 @@ Gradient   J^T R (what an unhooked layer does in zennit: max pools, reshapes)
 =========  ===============================================================================
 
 and, for ReLUs only, the backward passes of DeconvNet, Guided Backpropagation and the
-beta-smooth surrogate gradient (:mod:`relprop.rules.relu`).
+beta-smooth surrogate gradient (:mod:`relprop.rules.relu`); for transformers
+(:mod:`relprop.rules.transformer`), AttnLRP's Softmax, Uniform (products) and FrozenNorm
+(LayerNorm, RMSNorm) rules and CP-LRP's Detach.
 
 with :math:`a^+ = \max(a, 0)`, :math:`a^- = \min(a, 0)` and the stabiliser
 :math:`s(z) = z + \epsilon\,\mathrm{sgn}(z)`, :math:`\mathrm{sgn}(0) = +1`.
@@ -33,11 +35,14 @@ from relprop.rules.base import Gradient, Pass, Rule, Stabilizer, stabilize
 from relprop.rules.linear import AlphaBeta, Epsilon, Flat, Gamma, Norm, WSquare, ZBox, ZPlus
 from relprop.rules.relu import ReLUBetaSmooth, ReLUDeconvNet, ReLUGuidedBackprop
 from relprop.rules.terms import Group, Term, TermRule
+from relprop.rules.transformer import Detach, FrozenNorm, Softmax, Uniform
 
 __all__ = [
     "AlphaBeta",
+    "Detach",
     "Epsilon",
     "Flat",
+    "FrozenNorm",
     "Gamma",
     "Gradient",
     "Group",
@@ -47,9 +52,11 @@ __all__ = [
     "ReLUDeconvNet",
     "ReLUGuidedBackprop",
     "Rule",
+    "Softmax",
     "Stabilizer",
     "Term",
     "TermRule",
+    "Uniform",
     "WSquare",
     "ZBox",
     "ZPlus",
