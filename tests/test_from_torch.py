@@ -289,8 +289,8 @@ class _Body(nn.Module):
     ("body", "error", "match"),
     [
         (lambda m, x: 1.0 / m.conv(x), TypeError, r"'truediv' .*divides a constant by a tensor"),
-        (lambda m, x: m.conv(x).view(x.size(0), 2, -1), ValueError,
-         r"'view' .*reshapes to \(<batch size>, 2, -1\)"),
+        (lambda m, x: m.conv(x).view(2, x.size(0), -1), ValueError,
+         r"'view' .*keep the batch first"),
         (lambda m, x: torch.flatten(m.conv(x)), ValueError, r"'flatten' .*start_dim >= 1"),
         (lambda m, x: torch.cat([m.conv(x), x]), ValueError, r"'cat' .*batch axis 0"),
         (lambda m, x: m.conv(x).mean(1), ValueError, r"'mean' .*averages over dim=1"),

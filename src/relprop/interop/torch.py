@@ -56,14 +56,21 @@ from relprop.layers import (
     Hardtanh,
     Identity,
     Layer,
+    LayerNorm,
     LeakyReLU,
+    MatMul,
     MaxPool,
     MaxPool1d,
     MaxPool2d,
     MaxPool3d,
+    Multiply,
+    Permute,
     ReLU,
+    Reshape,
+    RMSNorm,
     Sigmoid,
     SiLU,
+    Softmax,
     Softplus,
     Tanh,
     Upsample,
@@ -107,7 +114,13 @@ SUPPORTED_FUNCTIONS = (
     "F.elu / F.silu / F.gelu / F.hardtanh / F.relu6",
     "F.softplus",
     "torch.flatten / Tensor.flatten",
-    "Tensor.view / Tensor.reshape / torch.reshape to (batch, -1)",
+    "Tensor.view / Tensor.reshape / torch.reshape to (batch, -1) or (batch, ...)",
+    "x * y of two tensors (rp.Multiply)",
+    "torch.matmul / x @ y / torch.bmm / Tensor.matmul (rp.MatMul)",
+    "F.softmax / torch.softmax / Tensor.softmax along an axis other than 0",
+    "torch.transpose / Tensor.transpose / torch.permute / Tensor.permute (batch first)",
+    "F.layer_norm",
+    "F.scaled_dot_product_attention (is_causal or no mask; as its parts)",
     "torch.cat (dim >= 1)",
     "torch.mean / Tensor.mean over the spatial axes (global average pooling)",
     "F.max_pool1d/2d/3d",
@@ -133,14 +146,18 @@ def _module_kind(module: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def _softmax_output(name: str, kind: str) -> TypeError:
+    return TypeError(
+        f"from_torch: {name} is a {kind}; LRP explains the logits, before the softmax "
+        "(zennit and Captum do the same): convert the network without it (net[:-1] for an "
+        "nn.Sequential), and take the class with the largest logit, which the softmax does "
+        "not change. (A softmax inside the network, as in attention, is read as rp.Softmax.)"
+    )
+
+
 def _unsupported_module(module: Any, qualname: str) -> TypeError:
-    if type(module).__name__ in ("Softmax", "LogSoftmax", "Softmin"):
-        return TypeError(
-            f"from_torch: module {qualname or '(root)'!r} is a {type(module).__name__}; LRP "
-            "explains the logits, before the softmax (zennit and Captum do the same): "
-            "convert the network without it (net[:-1] for an nn.Sequential), and take the "
-            "class with the largest logit, which the softmax does not change."
-        )
+    if type(module).__name__ in ("LogSoftmax", "Softmin"):
+        return _softmax_output(f"module {qualname or '(root)'!r}", type(module).__name__)
     return TypeError(
         f"from_torch: module {qualname or '(root)'!r} of type {_module_kind(module)} is not "
         f"supported; {_WHERE_LISTED}. Build the network from supported modules (in "
@@ -371,6 +388,28 @@ def _softplus(module: Any, qualname: str) -> Layer:
 
 
 @lru_cache(maxsize=1)
+def _normalized(module: Any) -> tuple[int, ...]:
+    return tuple(int(d) for d in module.normalized_shape)
+
+
+def _layer_norm(module: Any, qualname: str) -> Layer:
+    return LayerNorm(_normalized(module), module.weight, module.bias, eps=float(module.eps))
+
+
+def _rms_norm(module: Any, qualname: str) -> Layer:
+    import torch
+
+    eps = module.eps if module.eps is not None else torch.finfo(
+        module.weight.dtype if module.weight is not None else torch.get_default_dtype()).eps
+    return RMSNorm(_normalized(module), module.weight, eps=float(eps))
+
+
+def _softmax_module(module: Any, qualname: str) -> Layer:
+    if module.dim is None:
+        raise _setting_error(module, qualname, "has dim=None; give the softmax's axis")
+    return Softmax(int(module.dim))
+
+
 def _builtin_modules() -> dict[type, Callable[[Any, str], Layer]]:
     from torch import nn
 
@@ -422,6 +461,9 @@ def _builtin_modules() -> dict[type, Callable[[Any, str], Layer]]:
         nn.BatchNorm1d: _batchnorm(BatchNorm1d),
         nn.BatchNorm2d: _batchnorm(BatchNorm2d),
         nn.BatchNorm3d: _batchnorm(BatchNorm3d),
+        nn.LayerNorm: _layer_norm,
+        nn.RMSNorm: _rms_norm,
+        nn.Softmax: _softmax_module,
     }
 
 
@@ -888,6 +930,15 @@ class _FxImporter:
             (F.pad, self.pad),
             (F.interpolate, self.interpolate),
             (F.dropout, self.dropout),
+            (torch.matmul, self.matmul),
+            (operator.matmul, self.matmul),
+            (torch.bmm, self.matmul),
+            (F.softmax, self.softmax),
+            (torch.softmax, self.softmax),
+            (torch.transpose, self.transpose),
+            (torch.permute, self.permute),
+            (F.layer_norm, self.layer_norm),
+            (F.scaled_dot_product_attention, self.attention),
             (F.dropout1d, self.dropout),
             (F.dropout2d, self.dropout),
             (F.dropout3d, self.dropout),
@@ -914,6 +965,10 @@ class _FxImporter:
             "reshape": self.reshape,
             "size": self.size,
             "contiguous": self.contiguous,
+            "matmul": self.matmul,
+            "softmax": self.softmax,
+            "transpose": self.transpose,
+            "permute": self.permute,
         }
 
     def unary(
@@ -957,8 +1012,11 @@ class _FxImporter:
             if all(traced):
                 if op == "add":
                     return self.emit(node, node.name, Add(), [a, b])
+                if op == "mul":
+                    return self.emit(node, node.name, Multiply(), [a, b])
                 raise self.fail(node, f"computes {op} of two tensors of the network; only "
-                                "their sum (x + y) is supported", TypeError)
+                                "their sum (x + y) and product (x * y) are supported",
+                                TypeError)
             if not (any(traced) and constant[traced.index(False)]):
                 raise self.fail(node, f"computes {op} of {list(args)}", TypeError)
             first = traced[0]
@@ -1066,6 +1124,10 @@ class _FxImporter:
         flat = None
         if x.shape is not None:
             flat = math.prod(x.shape[1:])
+        rest = shape[1:]
+        fixed = all(isinstance(d, int) and not isinstance(d, bool) for d in rest)
+        if shape and shape[0] is _BATCH and fixed and len(rest) > 1:  # heads: (batch, t, h, d)
+            return self.emit(node, node.name, Reshape(tuple(int(d) for d in rest)), [x])
         ok = len(shape) == 2 and (
             (shape[0] is _BATCH and (shape[1] == -1 or isinstance(shape[1], int)))
             or (shape[0] == -1 and isinstance(shape[1], int) and shape[1] == flat)
@@ -1079,10 +1141,106 @@ class _FxImporter:
                 )
             raise self.fail(
                 node,
-                f"reshapes to {shape}; only (batch, -1) reshapes, x.view(x.size(0), -1), "
-                f"are supported{hint}",
+                f"reshapes to {shape}; only reshapes that keep the batch first, "
+                f"x.view(x.size(0), ...), are supported{hint}",
             )
         return self.emit(node, node.name, Flatten(1), [x])
+
+    def matmul(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
+        bound = self.bind(node, args, kwargs, [("input", _REQUIRED), ("other", _REQUIRED)])
+        a, b = (self.tensor(node, bound[k]) for k in ("input", "other"))
+        return self.emit(node, node.name, MatMul(), [a, b])
+
+    def axis(self, node: Any, x: _Tensor, axis: Any) -> int:
+        """An axis of ``x`` other than the batch, as a negative index where it can be."""
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise self.fail(node, f"takes axis {axis!r}", TypeError)
+        ndim = None if x.shape is None else len(x.shape)
+        if axis == 0 or (ndim is not None and axis == -ndim):
+            raise self.fail(node, "works along the batch axis 0; relprop explains each sample "
+                            "on its own")
+        return axis - ndim if ndim is not None and axis > 0 else axis
+
+    def softmax(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
+        bound = self.bind(node, args, kwargs, [("input", _REQUIRED), ("dim", None),
+                                               ("_stacklevel", 3), ("dtype", None)])
+        x = self.tensor(node, bound["input"])
+        if bound["dim"] is None or bound["dtype"] is not None:
+            raise self.fail(node, "takes a softmax without dim= (or with a dtype=); give the "
+                            "axis, in the model's dtype", TypeError)
+        return self.emit(node, node.name, Softmax(self.axis(node, x, bound["dim"])), [x])
+
+    def permutation(self, node: Any, x: _Tensor, dims: tuple[int, ...]) -> _Tensor:
+        if x.shape is None:
+            raise self.fail(node, "moves axes of a tensor whose rank is only known from an "
+                            "example: pass example_input to from_torch")
+        ndim = len(x.shape)
+        order = tuple(d % ndim for d in dims)
+        if sorted(order) != list(range(ndim)) or order[0] != 0:
+            raise self.fail(node, f"permutes the axes to {dims}; the batch axis must stay first")
+        return self.emit(node, node.name, Permute(order), [x])
+
+    def transpose(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
+        bound = self.bind(node, args, kwargs, [("input", _REQUIRED), ("dim0", _REQUIRED),
+                                               ("dim1", _REQUIRED)])
+        x = self.tensor(node, bound["input"])
+        if x.shape is None:
+            raise self.fail(node, "transposes a tensor whose rank is only known from an "
+                            "example: pass example_input to from_torch")
+        order = list(range(len(x.shape)))
+        i, j = (int(bound[k]) % len(order) for k in ("dim0", "dim1"))
+        order[i], order[j] = order[j], order[i]
+        return self.permutation(node, x, tuple(order))
+
+    def permute(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
+        if not args:
+            raise self.fail(node, "has no input", TypeError)
+        x = self.tensor(node, args[0])
+        dims: Any = args[1:] if len(args) > 1 else kwargs.get("dims", ())
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = dims[0]
+        return self.permutation(node, x, tuple(int(d) for d in dims))
+
+    def layer_norm(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
+        bound = self.bind(node, args, kwargs, [("input", _REQUIRED),
+                                               ("normalized_shape", _REQUIRED),
+                                               ("weight", None), ("bias", None), ("eps", 1e-5)])
+        x = self.tensor(node, bound["input"])
+        weight, bias = (None if bound[k] is None else self.constant(bound[k])
+                        for k in ("weight", "bias"))
+        shape = tuple(int(d) for d in bound["normalized_shape"])
+        return self.emit(node, node.name, LayerNorm(shape, weight, bias, float(bound["eps"])),
+                         [x])
+
+    def attention(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
+        """``F.scaled_dot_product_attention`` as its parts: ``softmax(q k^T * scale + mask)
+        v``, the causal mask a constant shift of ``-inf`` above the diagonal."""
+        import torch
+
+        bound = self.bind(node, args, kwargs, [
+            ("query", _REQUIRED), ("key", _REQUIRED), ("value", _REQUIRED),
+            ("attn_mask", None), ("dropout_p", 0.0), ("is_causal", False), ("scale", None),
+            ("enable_gqa", False)])
+        q, k, v = (self.tensor(node, bound[name]) for name in ("query", "key", "value"))
+        if bound["attn_mask"] is not None or bound["enable_gqa"]:
+            raise self.fail(node, "passes attn_mask= or enable_gqa=; relprop reads the causal "
+                            "mask (is_causal=True) only", TypeError)
+        if q.shape is None or k.shape is None:
+            raise self.fail(node, "needs the shapes of its query and key: pass example_input")
+        order = (*range(len(k.shape) - 2), len(k.shape) - 1, len(k.shape) - 2)
+        keys = self.emit(node, f"{node.name}.key_t", Permute(order), [k])
+        scores = self.emit(node, f"{node.name}.scores", MatMul(), [q, keys])
+        scale = bound["scale"] if bound["scale"] is not None else q.shape[-1] ** -0.5
+        dtype = self.constant(1.0).dtype
+        shift = None
+        if bound["is_causal"]:
+            n, m = q.shape[-2], k.shape[-2]
+            above = torch.ones(n, m, dtype=torch.bool).triu(1)
+            shift = torch.zeros(n, m, dtype=dtype).masked_fill(above, float("-inf"))
+        scaled = self.emit(node, f"{node.name}.scaled",
+                           Affine(torch.tensor(float(scale), dtype=dtype), shift), [scores])
+        weights = self.emit(node, f"{node.name}.weights", Softmax(-1), [scaled])
+        return self.emit(node, node.name, MatMul(), [weights, v])
 
     def mean(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
         """Global average pooling written as a mean over the spatial axes."""
@@ -1317,4 +1475,7 @@ def from_torch(module: Any, example_input: Any = None) -> Sequential | Graph:
         model = _from_fx(module, example)
     if example is not None:
         _self_check(module, model, example)
+    last = model.nodes()[-1]
+    if isinstance(last.layer, Softmax):
+        raise _softmax_output(f"its output {last.name!r}", "softmax")
     return model
