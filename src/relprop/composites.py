@@ -542,11 +542,10 @@ class _Transformer(Composite):
 
     def __init__(
         self,
-        attention: list[tuple[tuple[type, ...], Rule]],
-        epsilon: Stabilizer,
-        layer_map: LayerMap | None,
-        name_map: Mapping[str | int, Rule] | None,
-        canonizers: Sequence[Canonizer],
+        epsilon: Stabilizer = 1e-12,
+        layer_map: LayerMap | None = None,
+        name_map: Mapping[str | int, Rule] | None = None,
+        canonizers: Sequence[Canonizer] = (),
     ) -> None:
         own: list[tuple[tuple[type, ...], Rule]] = [
             ((Linear,), Epsilon(epsilon)),
@@ -554,10 +553,15 @@ class _Transformer(Composite):
             ((LayerNorm, RMSNorm), FrozenNorm(epsilon)),
             ((Activation, BatchNorm), Pass()),
             ((SoftmaxLayer,), Softmax()),
-            *attention,
+            ((Multiply, MatMul), self.products(epsilon)),
         ]
         super().__init__(layer_map=_pairs(layer_map) + own, name_map=name_map,
                          canonizers=canonizers)
+
+    @staticmethod
+    def products(epsilon: Stabilizer) -> Rule:
+        """The rule of the products of attention and gated MLPs."""
+        raise NotImplementedError
 
 
 _TRANSFORMER_DOC = """
@@ -580,15 +584,9 @@ class AttnLRP(_Transformer):
         + _TRANSFORMER_DOC
     )
 
-    def __init__(
-        self,
-        epsilon: Stabilizer = 1e-12,
-        layer_map: LayerMap | None = None,
-        name_map: Mapping[str | int, Rule] | None = None,
-        canonizers: Sequence[Canonizer] = (),
-    ) -> None:
-        super().__init__([((Multiply, MatMul), Uniform(epsilon))], epsilon, layer_map,
-                         name_map, canonizers)
+    @staticmethod
+    def products(epsilon: Stabilizer) -> Rule:
+        return Uniform(epsilon)
 
 
 class CPLRP(_Transformer):
@@ -599,15 +597,9 @@ class CPLRP(_Transformer):
         + _TRANSFORMER_DOC
     )
 
-    def __init__(
-        self,
-        epsilon: Stabilizer = 1e-12,
-        layer_map: LayerMap | None = None,
-        name_map: Mapping[str | int, Rule] | None = None,
-        canonizers: Sequence[Canonizer] = (),
-    ) -> None:
-        super().__init__([((Multiply, MatMul), Detach(0, epsilon=epsilon))], epsilon,
-                         layer_map, name_map, canonizers)
+    @staticmethod
+    def products(epsilon: Stabilizer) -> Rule:
+        return Detach(0, epsilon=epsilon)
 
 
 class Mixed(Composite):
