@@ -35,9 +35,20 @@ def placement(like: Array, xp: ModuleType) -> dict[str, Any]:
     return {} if backend_name(xp) == "jax" else {"device": device(like)}
 
 
+def _host_dtype(dtype: Any) -> Any:
+    """NumPy's dtype of the same name (``None`` where NumPy has none, e.g. bfloat16)."""
+    import numpy as np
+
+    try:
+        return np.dtype(str(dtype).rsplit(".", 1)[-1])
+    except TypeError:
+        return None
+
+
 def from_host(values: Any, like: Array, xp: ModuleType) -> Array:
     """Host data (a NumPy array) as an array of ``like``'s library, dtype and device:
-    one transfer.
+    one transfer. The cast to the dtype happens on the host where NumPy has it, so every
+    library rounds the values alike (the same draws on every backend).
 
     Examples
     --------
@@ -45,4 +56,9 @@ def from_host(values: Any, like: Array, xp: ModuleType) -> Array:
     >>> from_host(np.arange(3), np.ones(2, dtype=np.float32), np).dtype
     dtype('float32')
     """
+    import numpy as np
+
+    host = _host_dtype(like.dtype)
+    if host is not None:
+        values = np.asarray(values).astype(host, copy=False)
     return asarray(values, dtype=like.dtype, backend=backend_name(xp), **placement(like, xp))

@@ -26,7 +26,8 @@ import numpy as np
 from array_api_compat import device
 
 from relprop._checks import target_relevance
-from relprop._xp import Array, asarray, backend_name, detached, library_of
+from relprop._placement import from_host
+from relprop._xp import Array, backend_name, detached, library_of
 from relprop.composites import Composite
 from relprop.interop._cache import ModelLike, as_model
 from relprop.lrp import _each_target, gradient, lrp
@@ -128,11 +129,6 @@ def _explain_stacked(
     return xp.reshape(relevance, (times, batch, *relevance.shape[1:]))
 
 
-def _like(values: Any, x: Array, xp: ModuleType) -> Array:
-    """NumPy ``values`` as an array of ``x``'s library, dtype and device."""
-    return asarray(values, dtype=x.dtype, backend=backend_name(xp), device=device(x))
-
-
 def _prepared(model: ModelLike, x: Array, target: object) -> tuple[Model, ModuleType, Array,
                                                                    object]:
     """The model, namespace, detached input, and the target with ``None`` read once, as
@@ -219,7 +215,7 @@ def _noise(x: Array, noise: Array | None, n_samples: int, seed: int, xp: ModuleT
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive int; got {n_samples!r}.")
         draws = np.random.default_rng(seed).standard_normal((n_samples, *x.shape))
-        return _like(draws, x, xp)
+        return from_host(draws, x, xp)
     if tuple(noise.shape[1:]) != tuple(x.shape):
         raise ValueError(
             f"noise has shape {tuple(noise.shape)}; it needs (n_samples, *x.shape) = "
@@ -320,11 +316,11 @@ def integrated_gradients(
     alphas, weights = path_weights(method, n_steps)
     checked, xp, x, target = _prepared(model, x, target)
     base = _baseline(baseline, x, xp)
-    steps = xp.reshape(_like(alphas, x, xp), (len(alphas),) + (1,) * x.ndim)
+    steps = xp.reshape(from_host(alphas, x, xp), (len(alphas),) + (1,) * x.ndim)
     path = xp.expand_dims(base, axis=0) + steps * xp.expand_dims(x - base, axis=0)
     relevance = _explain_stacked(explainer, checked, path, target, batch_size, xp)
     shape = (len(weights),) + (1,) * (relevance.ndim - 1)
-    summed = xp.sum(xp.reshape(_like(weights, x, xp), shape) * relevance, axis=0)
+    summed = xp.sum(xp.reshape(from_host(weights, x, xp), shape) * relevance, axis=0)
     difference = x - base
     if summed.ndim > x.ndim:  # several targets per sample: (batch, k, ...)
         difference = xp.expand_dims(difference, axis=1)
@@ -461,7 +457,7 @@ def occlusion(
         _check_batch_size(batch_size)
         per_chunk = len(masks) if batch_size is None else max(1, batch_size // max(batch, 1))
         for begin in range(0, len(masks), per_chunk):
-            chunk = _like(masks[begin:begin + per_chunk], a, xp)  # 1 inside, 0 outside
+            chunk = from_host(masks[begin:begin + per_chunk], a, xp)  # 1 inside, 0 outside
             inside = xp.expand_dims(chunk > 0, axis=1)
             kept = xp.where(inside, filled, a) if occlude == "window" else xp.where(
                 inside, a, filled)
@@ -473,7 +469,7 @@ def occlusion(
             flat = xp.reshape(chunk, (chunk.shape[0], size))
             result = result + xp.matmul(xp.permute_dims(scores, (1, 0)), flat)
         if occlude == "window":
-            counts = _like(masks.reshape(len(masks), -1).sum(axis=0), a, xp)
+            counts = from_host(masks.reshape(len(masks), -1).sum(axis=0), a, xp)
             result = result / counts
         return xp.reshape(result, a.shape)
 

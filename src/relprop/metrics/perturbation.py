@@ -24,6 +24,7 @@ import numpy as np
 from array_api_compat import device
 
 from relprop._checks import target_relevance
+from relprop._placement import from_host
 from relprop._xp import Array, array_namespace, detached, library_of, to_numpy
 from relprop.metrics._common import (
     as_function,
@@ -492,23 +493,6 @@ def _rankings(
     return out
 
 
-def _host_dtype(dtype: object) -> Any:
-    """The NumPy dtype of the same name (``torch.float32`` -> ``float32``), or ``None``."""
-    try:
-        return np.dtype(str(dtype).rsplit(".", 1)[-1])
-    except TypeError:
-        return None
-
-
-def _from_host(a: np.ndarray, like: Array, xp: ModuleType) -> Array:
-    """A NumPy float64 array in ``like``'s library, dtype and device (cast on the host
-    where NumPy has the dtype, so every library rounds alike)."""
-    host = _host_dtype(like.dtype)
-    if host is not None:
-        return xp.asarray(a.astype(host), device=device(like))
-    return xp.asarray(a, dtype=like.dtype, device=device(like))
-
-
 def _fill(fill: object, x: Array, rng: np.random.Generator, xp: ModuleType) -> tuple[Array, str]:
     """What replaces perturbed entries (a 0-d array or ``x``'s shape), and its name."""
     batch = x.shape[0]
@@ -526,7 +510,7 @@ def _fill(fill: object, x: Array, rng: np.random.Generator, xp: ModuleType) -> t
         if fill == "uniform":
             low = xp.reshape(xp.min(flat, axis=1), per_sample)
             high = xp.reshape(xp.max(flat, axis=1), per_sample)
-            noise = _from_host(rng.random(tuple(x.shape)), x, xp)
+            noise = from_host(rng.random(tuple(x.shape)), x, xp)
             return low + noise * (high - low), "uniform noise in each sample's range"
         raise ValueError(
             f"fill={fill!r} is not supported; use a number, 'mean', 'uniform', an array "

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from array_api_compat import device
 
+from relprop._placement import from_host
 from relprop._xp import Array, array_namespace, detached, library_of, to_numpy
 from relprop.interop._cache import as_model
 from relprop.metrics._common import check_relevance, one_target_per_sample
@@ -86,18 +86,6 @@ def _check_init(init: object) -> None:
             f"init={init!r} is not supported; use one of {', '.join(map(repr, INITS))} or a "
             "function init(name, values, rng) -> values."
         )
-
-
-def _to_like(values: np.ndarray, like: Array) -> Array:
-    """NumPy values as an array of ``like``'s library, dtype and device."""
-    xp = array_namespace(parameter=like)
-    try:
-        host = np.dtype(str(like.dtype).rsplit(".", 1)[-1])
-    except TypeError:
-        host = None
-    if host is not None:
-        return xp.asarray(values.astype(host), device=device(like))
-    return xp.asarray(values, dtype=like.dtype, device=device(like))
 
 
 def randomise_layers(
@@ -169,7 +157,8 @@ def randomise_layers(
             if value is None or key in STATISTICS:
                 continue
             values = np.asarray(to_numpy(value), dtype=np.float64)
-            replaced[id(value)] = _to_like(_new_values(key, values, rng, init), value)
+            replaced[id(value)] = from_host(_new_values(key, values, rng, init), value,
+                                            array_namespace(parameter=value))
         new_layers.append(layer.map_params(_lookup(replaced)))
     return given.rebuild(new_layers)
 
