@@ -60,8 +60,10 @@ class Block(nn.Module):
     (matmul and softmax written out, or F.scaled_dot_product_attention) and a gated MLP."""
 
     def __init__(self, *, rms: bool = False, sdpa: bool = False, causal: bool = False,
-                 bias: bool = True) -> None:
+                 bias: bool = True, position: bool = False) -> None:
         super().__init__()
+        # a learned position embedding added to the input embeddings: it takes its share
+        self.position = nn.Parameter(torch.randn(TOKENS, DIM) * 0.3) if position else None
         norm = (lambda: nn.RMSNorm(DIM, eps=1e-6)) if rms else (lambda: nn.LayerNorm(DIM))
         self.norm1, self.norm2 = norm(), norm()
         self.q, self.k, self.v, self.o = (nn.Linear(DIM, DIM, bias=bias) for _ in range(4))
@@ -69,6 +71,7 @@ class Block(nn.Module):
         self.down = nn.Linear(HIDDEN, DIM, bias=bias)
         self.head = nn.Linear(TOKENS * DIM, CLASSES)
         self.sdpa, self.causal = sdpa, causal
+        self.register_buffer("above", torch.ones(TOKENS, TOKENS, dtype=torch.bool).triu(1))
         self.mode = "plain"  # "attnlrp" / "cplrp": the LXT-style reference backward
 
     def _norm(self, norm, x):
@@ -95,8 +98,7 @@ class Block(nn.Module):
             scores = _Halve.apply(scores)
         scores = scores / math.sqrt(DIM // HEADS)
         if self.causal:
-            above = torch.ones(TOKENS, TOKENS, dtype=torch.bool).triu(1)
-            scores = scores.masked_fill(above, float("-inf"))
+            scores = scores.masked_fill(self.above, float("-inf"))
         mixed = F.softmax(scores, dim=-1) @ v
         return _Halve.apply(mixed) if self.mode == "attnlrp" else mixed
 
@@ -109,6 +111,8 @@ class Block(nn.Module):
         return self.down(_Halve.apply(_Identity.apply(gate, F.silu) * self.up(g)))
 
     def forward(self, x):
+        if self.position is not None:
+            x = x + self.position
         a = self._attention(self._norm(self.norm1, x))
         x = x + self.o(a.transpose(1, 2).reshape(x.size(0), TOKENS, DIM))
         x = x + self._mlp(self._norm(self.norm2, x))
@@ -120,6 +124,7 @@ CASES = {
     "rmsnorm-sdpa-causal": {"rms": True, "sdpa": True, "causal": True},
     "sdpa": {"sdpa": True},
     "no-bias": {"bias": False},
+    "position-causal": {"position": True, "causal": True},
 }
 
 

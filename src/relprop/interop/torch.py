@@ -121,6 +121,7 @@ SUPPORTED_FUNCTIONS = (
     "torch.transpose / Tensor.transpose / torch.permute / Tensor.permute (batch first)",
     "F.layer_norm",
     "F.scaled_dot_product_attention (is_causal or no mask; as its parts)",
+    "torch.where(mask, x, number) / x.masked_fill(mask, number) with a boolean buffer mask",
     "torch.cat (dim >= 1)",
     "torch.mean / Tensor.mean over the spatial axes (global average pooling)",
     "F.max_pool1d/2d/3d",
@@ -939,6 +940,8 @@ class _FxImporter:
             (torch.permute, self.permute),
             (F.layer_norm, self.layer_norm),
             (F.scaled_dot_product_attention, self.attention),
+            (torch.where, self.where),
+            (torch.masked_fill, self.masked_fill),
             (F.dropout1d, self.dropout),
             (F.dropout2d, self.dropout),
             (F.dropout3d, self.dropout),
@@ -969,6 +972,7 @@ class _FxImporter:
             "softmax": self.softmax,
             "transpose": self.transpose,
             "permute": self.permute,
+            "masked_fill": self.masked_fill,
         }
 
     def unary(
@@ -1211,6 +1215,41 @@ class _FxImporter:
         shape = tuple(int(d) for d in bound["normalized_shape"])
         return self.emit(node, node.name, LayerNorm(shape, weight, bias, float(bound["eps"])),
                          [x])
+
+    def select(self, node: Any, x: _Tensor, keep: Any, value: Any) -> _Tensor:
+        """``x`` where the constant mask ``keep`` holds, else the number ``value``: an
+        :class:`Affine` with scale ``keep`` and shift ``value`` elsewhere (a causal mask)."""
+        import torch
+
+        if not (isinstance(keep, _Constant) and keep.tensor.dtype == torch.bool
+                and _is_number(value)):
+            raise self.fail(node, "masks with something other than a boolean tensor of the "
+                            "module (a registered buffer) and a number", TypeError)
+        dtype = self.constant(1.0).dtype
+        mask = keep.tensor
+        shift = torch.zeros(mask.shape, dtype=dtype).masked_fill(~mask, float(value))
+        layer = Affine(mask.to(dtype), shift)
+        if x.shape is not None:
+            problem = layer.check_input(x.shape)
+            if problem is not None:
+                raise self.fail(node, problem)
+        return self.emit(node, node.name, layer, [x])
+
+    def where(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
+        bound = self.bind(node, args, kwargs, [("condition", _REQUIRED), ("input", _REQUIRED),
+                                               ("other", _REQUIRED)])
+        return self.select(node, self.tensor(node, bound["input"]), bound["condition"],
+                           bound["other"])
+
+    def masked_fill(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
+        bound = self.bind(node, args, kwargs, [("input", _REQUIRED), ("mask", _REQUIRED),
+                                               ("value", _REQUIRED)])
+        mask = bound["mask"]
+        if not isinstance(mask, _Constant):
+            raise self.fail(node, "masks with a tensor computed in the forward; register the "
+                            "mask as a buffer of the module", TypeError)
+        keep = _Constant(~mask.tensor, mask.source)
+        return self.select(node, self.tensor(node, bound["input"]), keep, bound["value"])
 
     def attention(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
         """``F.scaled_dot_product_attention`` as its parts: ``softmax(q k^T * scale + mask)
