@@ -6,6 +6,9 @@
 then ``docs`` (every page's code and example script, the figures, the
 site built with ``--strict``), ``lint`` and ``types``. ``nox -s "tests(torch)"`` runs one.
 Arguments after ``--`` are passed to pytest, e.g. ``nox -s "tests(jax)" -- -x -k dense``.
+``nox -s bench`` (not a default session, never part of the tests) runs the benchmark
+suite, ``benchmarks/suite.py``, with the arguments after ``--``, e.g.
+``nox -s bench -- --quick`` or ``nox -s bench -- --markdown bench.md``.
 
 Each test session writes a JUnit report to ``.ci-reports/<backend>.xml``; ``.ci/run``
 reads those reports to make sure tests really ran.
@@ -226,6 +229,17 @@ def docs(session: nox.Session) -> None:
     # link or anchor, or a missing figure fails the build.
     session.run("mkdocs", "build", "--strict", "--clean", "--site-dir", str(ROOT / "site"),
                 env={"NO_MKDOCS_2_WARNING": "1"})
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmark suite (benchmarks/suite.py, docs/benchmarks.md): relprop on torch,
+    NumPy and JAX against torch autograd, zennit and Captum. Not a default session."""
+    session.install("-r", "backends/bench.txt")
+    session.install("-e", ".")
+    session.install("--no-deps", ZENNIT)  # imported through tests/_zennit_standin.py
+    session.run("python", "benchmarks/suite.py", *session.posargs,
+                env={"JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")})
 
 
 @nox.session
