@@ -27,6 +27,7 @@ from relprop._xp import Array, to_numpy
 from relprop.layers import BatchNorm, Layer
 from relprop.model import Model, Node
 from relprop.rules import Rule
+from relprop.rules.terms import per_sample
 
 __all__ = [
     "ConservationReport", "LayerBalance", "Recorder", "batch_norm_warning", "warn_batch_norms",
@@ -115,8 +116,7 @@ class ConservationReport:
 
 
 def _per_sample(a: Array, xp: ModuleType) -> np.ndarray:
-    summed = xp.sum(xp.reshape(a, (a.shape[0], -1)), axis=1)
-    return np.asarray(to_numpy(summed), dtype=np.float64)
+    return np.asarray(to_numpy(per_sample(a, xp)), dtype=np.float64)
 
 
 class Recorder:

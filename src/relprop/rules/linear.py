@@ -38,7 +38,7 @@ from relprop.rules.modifiers import (
     PositiveOutput,
     Square,
 )
-from relprop.rules.terms import Group, Term, TermRule
+from relprop.rules.terms import Group, Term, TermRule, per_sample
 
 __all__ = ["AlphaBeta", "Epsilon", "Flat", "Gamma", "Norm", "WSquare", "ZBox", "ZPlus"]
 
@@ -98,8 +98,7 @@ class Epsilon(TermRule):
             return super().absorbed(layer, xs, out, R, xp, nonnegative=nonnegative)
         # a parameter-free linear map: the inputs' relevance sums to sum R out / s(out)
         denominator = stabilize(out, self.stabilizer, xp)
-        kept = R * (denominator - out) / denominator
-        stabilizer = xp.sum(xp.reshape(kept, (kept.shape[0], -1)), axis=1)
+        stabilizer = per_sample(R * (denominator - out) / denominator, xp)
         return xp.zeros_like(stabilizer), stabilizer
 
     def __repr__(self) -> str:

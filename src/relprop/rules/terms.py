@@ -41,7 +41,7 @@ from relprop.layers import Layer, Linear
 from relprop.rules.base import Rule, Stabilizer, check_stabilizer, stabilize
 from relprop.rules.modifiers import Identity, Modifier, Zero
 
-__all__ = ["Group", "Term", "TermRule", "cached_parameters"]
+__all__ = ["Group", "Term", "TermRule", "cached_parameters", "per_sample"]
 
 _PARAM_NAMES = frozenset({"weight", "bias"})
 
@@ -263,9 +263,9 @@ class TermRule(Rule):
             scaled = group.coefficient * relevance / stabilize(z, self.stabilizer, xp)
             biases = [_on_channels(params.bias(t), z, axis, xp) for t in terms]
             b = _group_sum(terms, biases)
-            stabilizer = stabilizer + _per_sample(scaled * (stabilize(z, self.stabilizer, xp)
+            stabilizer = stabilizer + per_sample(scaled * (stabilize(z, self.stabilizer, xp)
                                                             - z), xp)
-            bias = bias + _per_sample(scaled * b, xp)
+            bias = bias + per_sample(scaled * b, xp)
         return bias, stabilizer
 
     fuse: bool = False
@@ -381,7 +381,7 @@ def _on_channels(bias: Array | None, z: Array, axis: int, xp: ModuleType) -> Arr
     return xp.broadcast_to(xp.reshape(bias, tuple(shape)), tuple(z.shape))
 
 
-def _per_sample(a: Array, xp: ModuleType) -> Array:
+def per_sample(a: Array, xp: ModuleType) -> Array:
     """The sum of each sample's entries, ``(batch,)``."""
     return xp.sum(xp.reshape(a, (a.shape[0], -1)), axis=1)
 
