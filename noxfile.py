@@ -30,12 +30,13 @@ REPORTS = ROOT / ".ci-reports"
 # session also holds onnx (models exported from torch are read back,
 # tests/test_from_onnx.py); the jax session holds the JAX importers' frameworks (flax,
 # equinox) and torch, whose imported twins the importers' relevance is compared with
-# (tests/test_from_jax.py), and Quantus (tests/test_metrics.py; not beside zennit).
+# (tests/test_from_jax.py), Quantus (tests/test_metrics.py; not beside zennit), and
+# HuggingFace transformers with LXT 2.1 (tests/test_huggingface.py; LXT would import zennit).
 BACKENDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "numpy": (("numpy",), ("numpy",)),
     "torch": (("torch", "onnx"), ("torch", "onnx", "onnxruntime", "onnxscript")),
-    "jax": (("jax", "importers", "torch", "quantus"),
-            ("jax", "flax", "equinox", "keras", "torch", "quantus")),
+    "jax": (("jax", "importers", "torch", "quantus", "transformers"),
+            ("jax", "flax", "equinox", "keras", "torch", "quantus", "transformers")),
     "array_api_strict": (("strict",), ("array_api_strict",)),
     # the whole suite with every array made from nothing on array-api-strict's second
     # device (RELPROP_DEVICE=device1), which refuses to mix devices as CUDA does: the
@@ -45,6 +46,7 @@ BACKENDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 ZENNIT = "zennit==0.5.1"
+LXT = "lxt==2.1"  # the AttnLRP reference; --no-deps: see backends/transformers.txt
 # modules whose docstring examples need the frameworks the importers read: run in the
 # session that installs them
 SESSION_DOCTESTS: dict[str, list[str]] = {
@@ -91,6 +93,10 @@ def tests(session: nox.Session, backend: str) -> None:
         # zennit's torchvision dependency does not import beside torch 2.13;
         # the tests provide a stand-in, so install zennit alone.
         session.install("--no-deps", ZENNIT)
+    if backend == "jax":
+        session.install("--no-deps", LXT)
+        show_lxt = "import importlib.metadata as m; print('lxt', m.version('lxt'))"
+        session.run("python", "-c", show_lxt)
 
     # A backend that does not import fails the session here, not as skipped tests.
     for module in modules:
@@ -150,6 +156,7 @@ def _install_docs(session: nox.Session) -> None:
         "-r", "backends/importers.txt",
         "-r", "backends/onnx.txt",
         "-r", "backends/strict.txt",
+        "-r", "backends/transformers.txt",
         "-r", "backends/docs.txt",
     )
     session.install("-e", ".[cli]")

@@ -513,6 +513,29 @@ def test_adaptive_max_pool_vjp_matches_autodiff(layer, shape, dtype) -> None:
 # -- transformer layers ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    ("layer", "shape"),
+    [(rp.Slice(2, 1, 4), (2, 3, 5)), (rp.Slice(-1, 0, 5, 2), (2, 3, 5)),
+     (rp.Slice(1, 0, 1), (2, 3, 5)), (rp.Broadcast((3, 2, 5)), (2, 3, 1, 5)),
+     (rp.Broadcast((4, 3)), (2, 1, 1))],
+    ids=["slice", "slice-step", "class-token", "broadcast", "broadcast-two-axes"],
+)
+def test_slice_and_broadcast_vjp_match_autodiff(layer, shape, dtype) -> None:
+    rng = np.random.default_rng(13)
+    check_linear_vjp(layer, on_backend(rng.normal(size=shape), dtype), rng, dtype)
+
+
+def test_slice_and_broadcast_refuse_what_they_cannot_do() -> None:
+    with pytest.raises(ValueError, match="axis 0"):
+        rp.Slice(0, 1)
+    with pytest.raises(ValueError, match="step"):
+        rp.Slice(1, 0, 2, 0)
+    assert rp.Broadcast((3, 4)).check_input((2, 2, 4)) is not None
+    assert rp.Broadcast((3, 4)).check_input((2, 1, 4)) is None
+    assert rp.Slice(3, 0, 1).check_input((2, 3)) is not None
+
+
 def _norm_layers(dtype: str) -> dict[str, rp.layers.Layer]:
     rng = np.random.default_rng(12)
 

@@ -584,10 +584,13 @@ def test_trailing_softmax_is_refused_with_the_logits_hint() -> None:
         rp.from_jax(lambda x: jax.nn.softmax(x @ w), jnp.ones((2, 3)))
 
 
-def test_products_of_two_inputs_are_refused() -> None:
+def test_product_of_two_inputs_is_a_gate() -> None:
+    """A product of two values of one shape is a gate (rp.Multiply)."""
     (w,) = _params(23, (3, 3))
-    with pytest.raises(TypeError, match="multiplies two values that depend on the input"):
-        rp.from_jax(lambda x: (x @ w) * x, jnp.ones((2, 3)))
+    x = jnp.asarray(_rng(26).normal(size=(2, 3)))
+    model = rp.from_jax(lambda a: (a @ w) * a, x)
+    assert [type(layer).__name__ for layer in model.layers] == ["Dense", "Multiply"]
+    np.testing.assert_allclose(rp.to_numpy(model(x)), np.asarray((x @ w) * x), rtol=1e-6)
 
 
 @pytest.mark.parametrize(

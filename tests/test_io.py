@@ -162,7 +162,9 @@ def _attention_model(rng, dtype):
         ("gated", rp.Multiply(), ["silu", "up"]),
         ("down", rp.Dense(a(4, 6)), "gated"),
         ("out", rp.Add(), ["down", "residual"]),
-        ("flat", rp.Flatten(), "out"),
+        ("first", rp.Slice(1, 0, 1), "out"),  # the first token, repeated
+        ("repeated", rp.Broadcast((3, 4)), "first"),
+        ("flat", rp.Flatten(), "repeated"),
         ("head", rp.Dense(a(2, 12), a(2)), "flat"),
     ]), (2, 3, 4)
 

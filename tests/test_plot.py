@@ -629,3 +629,168 @@ def test_import_needs_only_numpy():
 def test_public_names():
     assert plot.heatmap is heatmap and callable(plot.colormap)
     assert set(plot.__all__) >= {"heatmap", "colormap", "COLORMAPS", "overlay", "grid"}
+
+
+# --- token heatmaps: text_html, text_heatmap ----------------------------------------------
+
+
+def _backgrounds(page: str) -> list[str]:
+    """The background colours of the token spans of ``text_html``'s output, in order."""
+    import re
+
+    return re.findall(r'<span title="relevance [^"]*" style="background-color:(#[0-9a-f]{6})',
+                      page)
+
+
+def test_text_html_escapes_tokens_labels_and_title():
+    tokens = ["<script>", "a&b", '"q"', "'"]
+    page = plot.text_html(tokens, np.ones(4), labels=["<i>x</i>"], title="1 < 2 & 3")
+    assert "<script>" not in page and "<i>" not in page
+    for escaped in ("&lt;script&gt;", "a&amp;b", "&quot;q&quot;", "&#x27;",
+                    "&lt;i&gt;x&lt;/i&gt;", "1 &lt; 2 &amp; 3"):
+        assert escaped in page, escaped
+    assert page.startswith('<div class="relprop-text"') and page.endswith("</div>")
+
+
+def test_text_html_colours_by_sign_symmetrically():
+    # max|r| = 2: 2 -> red, -2 -> blue, 0 -> white, 1 -> u = 3/4 -> (1, .5, .5), -1 -> (.5, .5, 1)
+    page = plot.text_html(list("abcde"), np.array([2.0, -2.0, 0.0, 1.0, -1.0]))
+    assert _backgrounds(page) == ["#ff0000", "#0000ff", "#ffffff", "#ff8080", "#8080ff"]
+    # the same pixels as heatmap of the values as a signal
+    expected = heatmap(np.array([2.0, -2.0, 0.0, 1.0, -1.0]), spatial_dims=1, reduce=None)
+    assert [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in expected[0]] == _backgrounds(page)
+    # light text on the saturated ends, black in between; the legend is ±max|r|
+    assert 'color:#fff;padding' in page and "\u22122" in page and ">2<" in page
+    assert _backgrounds(plot.text_html(["a"], [-3.0], cmap="bwr_r")) == ["#ff0000"]
+
+
+def test_text_html_zero_relevance_is_white_without_warnings():
+    with np.errstate(all="raise"):
+        page = plot.text_html(["a", "b"], np.zeros(2))
+        rows = plot.text_html(["a", "b"], [np.zeros(2), np.array([0.0, 1.0])])
+    assert _backgrounds(page) == ["#ffffff", "#ffffff"]
+    assert _backgrounds(rows) == ["#ffffff", "#ffffff", "#ffffff", "#ff0000"]
+
+
+def test_text_length_mismatch_names_the_arguments():
+    with pytest.raises(ValueError, match=r"tokens has 3 entries but relevance has 2 values"):
+        plot.text_html(["a", "b", "c"], np.ones(2))
+    with pytest.raises(ValueError, match=r"tokens has 2 entries but relevance\[1\] has 3"):
+        plot.text_html(["a", "b"], [np.ones(2), np.ones(3)])
+    pytest.importorskip("matplotlib", reason="text_heatmap draws with matplotlib")
+    with pytest.raises(ValueError, match=r"tokens has 3 entries but relevance has 4 values"):
+        plot.text_heatmap("abc", np.ones((2, 4)))
+
+
+def test_text_inputs_are_checked():
+    with pytest.raises(ValueError, match=r"shape \(1, 2, 8\).*sum the hidden axis"):
+        plot.text_html(["a", "b"], np.ones((1, 2, 8)))
+    with pytest.raises(TypeError, match=r"tokens\[1\] is 7 \(int\)"):
+        plot.text_html(["a", 7], np.ones(2))  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="tokens is empty"):
+        plot.text_html([], np.ones(0))
+    with pytest.raises(ValueError, match="labels must be a list of 2 strings"):
+        plot.text_html(["a"], np.ones((2, 1)), labels=["only one"])
+    with pytest.raises(ValueError, match="scale="):
+        plot.text_html(["a"], np.ones(1), scale="shared")
+    with pytest.raises(ValueError, match="NaN"):
+        plot.text_html(["a"], np.array([np.nan]))
+    with pytest.raises(ValueError, match="level"):
+        plot.text_html(["a"], np.ones(1), level=0)
+
+
+def test_text_html_rows_scales_and_labels():
+    r = np.array([[1.0, 0.5], [4.0, -2.0]])
+    sample = plot.text_html(["a", "b"], r, labels=["first", "second"])
+    assert _backgrounds(sample) == ["#ff0000", "#ff8080", "#ff0000", "#8080ff"]
+    assert "first \u00b7 max |relevance| 1<" in sample
+    assert "second \u00b7 max |relevance| 4<" in sample
+    assert "of each row" in sample and "\u2212max" in sample
+    batch = plot.text_html(["a", "b"], [r[0], r[1]], scale="batch")  # one scale: max 4
+    assert _backgrounds(batch) == ["#ffbfbf", "#ffdfdf", "#ff0000", "#8080ff"]
+    assert "of each row" not in batch and "\u22124" in batch
+    one = plot.text_html("ab", [1.0, -1.0])  # a string is its characters, a list of numbers
+    assert _backgrounds(one) == ["#ff0000", "#0000ff"]
+
+
+def test_text_html_shows_whitespace_and_breaks_lines(tmp_path):
+    page = plot.text_html(["a", " ", "b\tc", "\n", " d"], np.ones(5))
+    assert ">\u2423<" in page and "b\u21e5c" in page and ">\u23ce</span><br>" in page
+    assert ">\u2423d<" in page and page.count("<br>") == 1
+    plain = plot.text_html(["a", " ", "\n", " d"], np.ones(4), show_whitespace=False)
+    assert "> <" in plain and "></span><br>" in plain and "> d<" in plain
+    assert "\u2423" not in plain and "\u23ce" not in plain
+    path = tmp_path / "deep" / "tokens.html"
+    returned = plot.text_html(["x<"], np.ones(1), path, title="T & U")
+    written = path.read_text(encoding="utf-8")
+    assert written.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in written
+    assert returned in written and "<title>T &amp; U</title>" in written
+
+
+def test_text_html_takes_torch_tensors_that_require_grad():
+    torch = pytest.importorskip("torch")
+    r = torch.tensor([1.0, -1.0], requires_grad=True) * 2
+    assert _backgrounds(plot.text_html(["a", "b"], r)) == ["#ff0000", "#0000ff"]
+    assert _backgrounds(plot.text_html(["a", "b"], [r, r[None]])) == [
+        "#ff0000", "#0000ff", "#ff0000", "#0000ff"]
+
+
+@pytest.fixture
+def text_figures():
+    pytest.importorskip("matplotlib", reason="text_heatmap draws with matplotlib")
+    from matplotlib.patches import FancyBboxPatch
+
+    def boxes(fig):
+        return [a for a in fig.artists if isinstance(a, FancyBboxPatch)]
+
+    return boxes
+
+
+def test_text_heatmap_colours_match_text_html(text_figures):
+    r = np.array([2.0, -2.0, 0.0, 1.0, -1.0])
+    fig = plot.text_heatmap(list("abcde"), r, title="<b>$x$</b>")
+    colours = [np.rint(np.array(b.get_facecolor()[:3]) * 255).astype(int).tolist()
+               for b in text_figures(fig)]
+    assert colours == [RED, BLUE, WHITE, [255, 128, 128], [128, 128, 255]]
+    texts = [t.get_text() for t in fig.texts]
+    assert texts[0] == "<b>$x$</b>" and texts[1:6] == list("abcde")  # no mathtext
+    assert len(fig.axes) == 1  # the colour bar
+    assert len(plot.text_heatmap("ab", np.zeros(2), colorbar=False).axes) == 0
+
+
+def test_text_heatmap_wraps_and_breaks_lines(text_figures):
+    tokens = [" word"] * 30
+    wide = plot.text_heatmap(tokens, np.ones(30), width=20.0, colorbar=False)
+    narrow = plot.text_heatmap(tokens, np.ones(30), width=3.0, colorbar=False)
+
+    def lines(fig):
+        return len({round(b.get_y(), 3) for b in text_figures(fig)})
+
+    assert lines(wide) == 1 and lines(narrow) > 3
+    assert narrow.get_size_inches()[1] > wide.get_size_inches()[1]
+    broken = plot.text_heatmap(["a", "\n", "b", "c"], np.ones(4), colorbar=False)
+    ys = [round(b.get_y(), 3) for b in text_figures(broken)]
+    assert ys[0] == ys[1] < ys[2] == ys[3]  # after the line break token, a new line
+    assert [t.get_text() for t in broken.texts] == ["a", "\u23ce", "b", "c"]
+    with pytest.raises(ValueError, match="width"):
+        plot.text_heatmap(["a"], np.ones(1), width=0)
+
+
+def test_text_heatmap_writes_png(text_figures, tmp_path):
+    image_module = pytest.importorskip("PIL.Image", reason="reads the PNG back")
+    path = tmp_path / "deep" / "tokens.png"
+    fig = plot.text_heatmap(["the", " cat", "\n", "sat"], [np.ones(4), -np.ones(4)], path,
+                            labels=["A", "B"], title="T", width=4.0, dpi=50)
+    with image_module.open(path) as opened:
+        width, height = opened.size
+        assert width == 200 and abs(height - fig.get_size_inches()[1] * 50) <= 1
+        pixels = np.asarray(opened.convert("RGB")).reshape(-1, 3).tolist()
+    assert RED in pixels and BLUE in pixels
+
+
+def test_text_html_without_matplotlib(monkeypatch):
+    _hide(monkeypatch, "matplotlib", "PIL")
+    assert _backgrounds(plot.text_html(["a"], [1.0])) == ["#ff0000"]
+    with pytest.raises(ImportError, match=r"text_heatmap needs matplotlib: .*relprop\[viz\]"):
+        plot.text_heatmap(["a"], [1.0])
+    assert {"text_html", "text_heatmap"} <= set(plot.__all__)

@@ -54,7 +54,12 @@ def from_torch(module: Any, example_input: Any = None) -> Sequential | Graph:
     inference form).
 
     A ``torch.export.ExportedProgram`` (``torch.export.export(module, (x,))``) is read from
-    its ATen graph instead (:mod:`relprop.interop.torch_export`).
+    its ATen graph instead (:mod:`relprop.interop.torch_export`), and so is a module given
+    ``example_input`` as a mapping of keyword arguments: a HuggingFace model,
+    ``from_torch(gpt2, example_input={"inputs_embeds": emb})``, becomes a model of the
+    embeddings ``(batch, tokens, hidden)`` giving the ``logits`` (GPT-2, LLaMA, BERT:
+    LayerNorm, RMSNorm written out, attention eager or SDPA, rotary embeddings,
+    grouped-query attention; the number of tokens fixed by the example).
 
     Parameters
     ----------
@@ -63,8 +68,10 @@ def from_torch(module: Any, example_input: Any = None) -> Sequential | Graph:
     example_input
         Optional input batch. If given, both the torch module and the relprop model are
         run on it and a ``ValueError`` is raised when their outputs differ (relative
-        tolerance 1e-9 in float64, 1e-4 otherwise); tracing also uses its shapes (needed
-        for ``x.view(-1, n)``).
+        tolerance 1e-9 in float64, 1e-4 otherwise or where the module computes parts in
+        float32); tracing also uses its shapes (needed for ``x.view(-1, n)``). A mapping
+        of keyword arguments: its one floating-point tensor is the input, the other
+        entries are held fixed, and the module is exported with ``torch.export``.
 
     Returns
     -------

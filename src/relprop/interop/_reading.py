@@ -34,11 +34,15 @@ from relprop.layers import (
     Dense,
     Flatten,
     Layer,
+    LayerNorm,
     LeakyReLU,
     MaxPool,
+    Multiply,
     Permute,
     ReLU,
     Reshape,
+    RMSNorm,
+    Softmax,
 )
 from relprop.layers.conv import _ConvNd, _ConvTransposeNd
 from relprop.layers.pool import _AdaptiveAvgPool
@@ -47,8 +51,8 @@ from relprop.layers.shape import _ZeroPadNd
 from relprop.ops._args import SPATIAL_DIMS
 
 __all__ = [
-    "PROBE", "SYMBOLIC_BATCH", "Const", "Handlers", "LayoutReader", "Pointwise", "Tensor",
-    "UnsupportedError", "Value", "same_pads",
+    "PROBE", "SYMBOLIC_BATCH", "Const", "Handlers", "LayoutReader", "Pointwise", "Rowwise",
+    "Tensor", "UnsupportedError", "Value", "same_pads",
 ]
 
 SYMBOLIC_BATCH = 7919
@@ -124,7 +128,37 @@ class Pointwise:
         return self.root.dtype
 
 
-Value = Const | Tensor | Pointwise
+@dataclass(frozen=True)
+class Rowwise:
+    """A function of one tensor that mixes the entries of each row along one source axis,
+    ``axis``, and nothing else: a normalisation or a softmax written out of primitives
+    (``x * rsqrt(mean(x ** 2, -1) + eps)``, ``exp(x - max x) / sum(exp(x - max x))``).
+    ``statistic``: a row's statistic, of size 1 along ``axis`` (a mean, a variance);
+    else the root's shape. Where a step needs a tensor, it becomes the relprop layer
+    that computes the same function (:meth:`LayoutReader.settle`): RMSNorm, LayerNorm or
+    Softmax."""
+
+    root: Tensor
+    fn: Callable[[Any], Any]
+    axis: int
+    statistic: bool
+    steps: tuple[str, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        if not self.statistic:
+            return self.root.shape
+        return tuple(1 if i == self.axis else s for i, s in enumerate(self.root.shape))
+
+    @property
+    def dtype(self) -> Any:
+        return self.root.dtype
+
+
+Value = Const | Tensor | Pointwise | Rowwise
+
+Lazy = (Pointwise, Rowwise)
+"""The values that are functions of a tensor not yet made layers."""
 
 PROBE = np.array([-1.0, -4.0, -2.5, -0.5, -0.1, 0.0, 0.1, 0.5, 1.0, 2.5, 4.0, 7.0, -3.0])
 """Where element-wise functions are compared: both signs, the kinks at 0, the tails."""
@@ -142,6 +176,27 @@ def _activation_candidates(f_minus_one: float) -> list[Layer]:
                 found.append(kind.cls())
             except TypeError:
                 continue
+    return found
+
+
+def _row_candidates(x: np.ndarray, y: np.ndarray, size: int) -> list[Layer]:
+    """The layers a written-out function ``y`` of rows ``x`` (the last axis) may be: the
+    softmax, and RMSNorm and LayerNorm with the ``eps`` that ``y`` implies (rounded to
+    six digits where that still fits)."""
+    found: list[Layer] = [Softmax()]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_square = np.mean(x * x, axis=-1)
+        centred = x - np.mean(x, axis=-1, keepdims=True)
+        variance = np.mean(centred * centred, axis=-1)
+        implied = {
+            RMSNorm: np.mean(x * x / (y * y), axis=-1) - mean_square,
+            LayerNorm: np.mean(centred * centred / (y * y), axis=-1) - variance,
+        }
+    for cls, eps in implied.items():
+        value = float(np.median(eps))
+        if np.isfinite(value) and value >= -1e-12:
+            value = max(value, 0.0)
+            found += [cls(size, eps=float(f"{value:.6g}")), cls(size, eps=value)]
     return found
 
 
@@ -283,15 +338,15 @@ class LayoutReader:
 
     # -- element-wise functions written out -----------------------------------------
 
-    def root_of(self, v: Tensor | Pointwise) -> Tensor:
-        """The tensor ``v`` is an element-wise function of (``v`` itself if none)."""
-        if isinstance(v, Pointwise):
+    def root_of(self, v: Tensor | Pointwise | Rowwise) -> Tensor:
+        """The tensor ``v`` is a function of (``v`` itself if none)."""
+        if isinstance(v, Lazy):
             return v.root
         return v if v.formula is None else v.formula.root
 
-    def at(self, v: Tensor | Pointwise, probe: Any) -> Any:
+    def at(self, v: Tensor | Pointwise | Rowwise, probe: Any) -> Any:
         """``v``'s function of its root, evaluated where the root is ``probe``."""
-        if isinstance(v, Pointwise):
+        if isinstance(v, Lazy):
             return v.fn(probe)
         return probe if v.formula is None else v.formula.fn(probe)
 
@@ -299,12 +354,14 @@ class LayoutReader:
         self, inputs: Sequence[Value | None], out_shape: Sequence[int],
         evaluate: Callable[[list[Any]], Any], *, unhandled: bool, product: bool,
         step: str = "",
-    ) -> Pointwise | None:
+    ) -> Pointwise | Rowwise | None:
         """An element-wise step read as part of a written-out function, when it is one:
         it reads a :class:`Pointwise`, has no handler of its own (``unhandled``: ``erf``),
         or multiplies two functions of one tensor (``product``). Its values must all be
         functions of one root tensor (and scalar constants), and the output the root's
         shape. ``evaluate`` runs the step on arrays, in the inputs' order."""
+        if any(isinstance(v, Rowwise) for v in inputs):
+            return self.rowwise(inputs, out_shape, evaluate, step=step)
         dependent = [v for v in inputs if isinstance(v, (Tensor, Pointwise))]
         lazy = any(isinstance(v, Pointwise) for v in dependent)
         if not dependent or not (lazy or unhandled or (product and len(dependent) > 1)):
@@ -325,13 +382,93 @@ class LayoutReader:
         steps = [name for v in dependent if isinstance(v, Pointwise) for name in v.steps]
         return Pointwise(root, fn, tuple(dict.fromkeys([*steps, step])))
 
+    # -- normalisations and softmax written out --------------------------------------
+
+    def row_statistic(
+        self, v: Value, axes: Sequence[int], keepdims: bool,
+        evaluate: Callable[[Any], Any], step: str = "",
+    ) -> Rowwise | None:
+        """A reduction (``mean``, ``max``, ``sum``) over one non-batch axis of a tensor,
+        keeping it, read as a row statistic (of a normalisation or softmax written
+        out); ``None`` where it is not one. ``evaluate`` reduces an array."""
+        if not isinstance(v, (Tensor, Pointwise, Rowwise)) or not keepdims or len(axes) != 1:
+            return None
+        root = self.root_of(v)
+        axis = int(axes[0]) % len(root.shape)
+        if axis == root.batch_axis or (isinstance(v, Rowwise) and v.axis != axis):
+            return None
+        steps = (*(v.steps if isinstance(v, Lazy) else ()), step)
+        return Rowwise(root, lambda probe: evaluate(self.at(v, probe)), axis, True, steps)
+
+    def rowwise(
+        self, inputs: Sequence[Value | None], out_shape: Sequence[int],
+        evaluate: Callable[[list[Any]], Any], *, step: str = "",
+    ) -> Rowwise | None:
+        """An element-wise step on row statistics and functions of one tensor, read as
+        part of a written-out normalisation or softmax; ``None`` where it is not one
+        (two tensors, a constant that is not a number)."""
+        dependent = [v for v in inputs if isinstance(v, (Tensor, Pointwise, Rowwise))]
+        rows = [v for v in dependent if isinstance(v, Rowwise)]
+        roots = {self.root_of(v).node for v in dependent}
+        scalars = all(not isinstance(v, Const) or math.prod(np.shape(v.value)) == 1
+                      for v in inputs)
+        if not rows or len(roots) != 1 or len({r.axis for r in rows}) != 1 or not scalars:
+            return None
+        root, axis = rows[0].root, rows[0].axis
+        out = tuple(int(n) for n in out_shape)
+        statistic = all(isinstance(v, Rowwise) and v.statistic for v in dependent)
+        if out != Rowwise(root, evaluate, axis, statistic).shape:
+            return None
+        xp = self.xp
+
+        def fn(probe: Any) -> Any:
+            args = [xp.reshape(xp.asarray(v.value, dtype=root.dtype), ()) if isinstance(v, Const)
+                    else None if v is None else self.at(v, probe) for v in inputs]
+            return evaluate(args)
+
+        steps = [name for v in dependent if isinstance(v, Lazy) for name in v.steps]
+        return Rowwise(root, fn, axis, statistic, tuple(dict.fromkeys([*steps, step])))
+
+    def settle_rows(self, v: Rowwise) -> Tensor:
+        """A :class:`Rowwise` as the relprop layer computing the same function on random
+        rows: Softmax, RMSNorm or LayerNorm (their ``eps`` solved from the rows)."""
+        steps = ", ".join(repr(name) for name in v.steps if name)
+        if v.statistic:
+            raise self.fail(
+                f"uses a statistic of the input's rows ({steps}) other than to normalise "
+                "them; relprop reads written-out RMSNorm, LayerNorm and softmax"
+            )
+        root = v.root
+        probe_shape = tuple(2 if i == root.batch_axis else s for i, s in enumerate(root.shape))
+        rows = np.random.default_rng(0).normal(size=probe_shape)
+        probe = self.xp.asarray(rows, dtype=root.dtype)
+        expected = np.moveaxis(to_numpy(v.fn(probe)).astype(np.float64), v.axis, -1)
+        x = np.moveaxis(rows, v.axis, -1)
+        tolerance = 1e-9 if np.dtype(str(root.dtype).rsplit(".", 1)[-1]) == np.float64 else 1e-5
+        size = x.shape[-1]
+        for layer in _row_candidates(x, expected, size):
+            got = to_numpy(layer(self.xp.asarray(x, dtype=root.dtype))).astype(np.float64)
+            if np.allclose(got, expected, rtol=tolerance, atol=tolerance):
+                perm = tuple(p for p in root.perm if p != v.axis) + (v.axis,)
+                t = self.relayout(root, perm)
+                return self.emit(type(layer).__name__.lower(), layer, [t], t.perm, t.shape,
+                                 t.dtype)
+        raise self.fail(
+            f"reads a function of the rows of the input's values, made of {steps}, that "
+            "is none of RMSNorm, LayerNorm (over one axis) and softmax; build that part "
+            "with rp.Lambda by hand"
+        )
+
     def settle_all(self, values: Sequence[Value]) -> list[Value]:
         """:meth:`settle` of each value."""
         return [self.settle(v) for v in values]  # type: ignore[misc]
 
     def settle(self, v: Value | None) -> Value | None:
         """A :class:`Pointwise` as the relprop activation computing the same function
-        (compared on :data:`PROBE`); other values as they are."""
+        (compared on :data:`PROBE`), a :class:`Rowwise` as the normalisation or softmax
+        (:meth:`settle_rows`); other values as they are."""
+        if isinstance(v, Rowwise):
+            return self.settle_rows(v)
         if not isinstance(v, Pointwise):
             return v
         probe = self.xp.asarray(PROBE, dtype=v.dtype)
@@ -387,8 +524,14 @@ class LayoutReader:
         return self.affine(b, a, scale=minus, shift=self.constant(a, b, out_shape))
 
     def mul(self, a: Value, b: Value, out_shape: Sequence[int]) -> Tensor:
+        """``a * b``: a constant scale (rp.Affine), or the element-wise product of two
+        tensors of one shape (rp.Multiply: a gate)."""
         if isinstance(a, Tensor) and isinstance(b, Tensor):
-            raise self.fail("multiplies two values that depend on the input")
+            if a.shape != b.shape:
+                raise self.fail(f"multiplies values of shapes {a.shape} and {b.shape} "
+                                "(broadcasting)")
+            b = self.relayout(b, a.perm)
+            return self.emit("multiply", Multiply(), [a, b], a.perm, a.shape, a.dtype)
         t, c = (a, b) if isinstance(a, Tensor) else (b, a)
         assert isinstance(t, Tensor) and isinstance(c, Const)
         return self.affine(t, c, scale=self.constant(c, t, out_shape))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 import math
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -1449,7 +1449,12 @@ def _from_fx(module: Any, example: Any) -> Graph:
 # ---------------------------------------------------------------------------------------
 
 
-def _self_check(module: Any, model: Sequential | Graph, example: Any) -> None:
+def _self_check(module: Any, model: Sequential | Graph, example: Any,
+                computed_in: Any = None) -> None:
+    """Raise unless ``model`` and ``module`` agree on ``example``, to the precision of
+    the output's dtype, or of ``computed_in`` where the module computes parts in a
+    narrower one (LLaMA's float32 RMSNorm and softmax in a float64 model; relprop
+    computes every layer in the input's dtype)."""
     import torch
 
     with torch.no_grad():
@@ -1466,7 +1471,8 @@ def _self_check(module: Any, model: Sequential | Graph, example: Any) -> None:
         )
     if expected.numel() == 0:
         return
-    rtol = 1e-9 if expected.dtype == torch.float64 else 1e-4
+    exact = expected.dtype == torch.float64 and computed_in in (None, torch.float64)
+    rtol = 1e-9 if exact else 1e-4
     scale = float(expected.abs().max())
     atol = rtol * scale + 100 * float(torch.finfo(expected.dtype).eps)
     if not torch.allclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True):
@@ -1496,6 +1502,17 @@ def from_torch(module: Any, example_input: Any = None) -> Sequential | Graph:
             f"{type(module).__name__}."
         )
     _check_eval(module)
+    if isinstance(example_input, Mapping):  # keywords (HuggingFace): through torch.export
+        from relprop.interop.torch_export import (
+            export_with_keywords,
+            from_exported_program,
+            narrowest_float,
+        )
+
+        program, inputs = export_with_keywords(module, example_input)
+        exported = from_exported_program(program)
+        _self_check(program.module(), exported, inputs, narrowest_float(program))
+        return exported
     example = None
     if example_input is not None:
         example = torch.as_tensor(example_input).detach()

@@ -9,7 +9,10 @@ functions only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from relprop.interop._draft import Draft
@@ -18,7 +21,9 @@ from relprop.interop._reading import (
     Const,
     Handlers,
     LayoutReader,
+    Lazy,
     Pointwise,
+    Rowwise,
     Tensor,
     UnsupportedError,
     Value,
@@ -26,12 +31,17 @@ from relprop.interop._reading import (
 from relprop.layers import (
     ELU,
     GELU,
+    Broadcast,
     Embedding,
     Hardtanh,
+    LayerNorm,
     LeakyReLU,
+    MatMul,
     ReLU,
     Sigmoid,
     SiLU,
+    Slice,
+    Softmax,
     Softplus,
     Tanh,
     Upsample,
@@ -39,7 +49,9 @@ from relprop.layers import (
 from relprop.layers.batchnorm import batch_norm_for
 from relprop.model import INPUT, Graph, Sequential
 
-__all__ = ["from_exported_program", "supported_aten_ops"]
+__all__ = [
+    "export_with_keywords", "from_exported_program", "narrowest_float", "supported_aten_ops",
+]
 
 _OPS = Handlers()
 _op = _OPS.register
@@ -47,7 +59,27 @@ _op = _OPS.register
 
 def supported_aten_ops() -> tuple[str, ...]:
     """The ATen operators (by name, without overload) read from an exported program."""
-    return tuple(sorted({*_OPS.names(), *_ELEMENTWISE}))
+    return tuple(sorted({*_OPS.names(), *_ELEMENTWISE, *_SAME_VALUES, *_ROW_REDUCTIONS}))
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """``tensor.view(-1, features)``: the tensor with its leading axes, the batch among
+    them, flattened into rows, as ``nn.Linear`` on 3-d inputs and HF's ``Conv1D`` write a
+    matrix product (``addmm``, ``mm``) over the last axis. Read as the tensor itself: the
+    product becomes a dense layer on it, and the view back restores it."""
+
+    tensor: Tensor
+
+
+@dataclass(frozen=True)
+class _Split:
+    """``torch.split`` of a tensor along source axis ``axis`` at ``bounds``; each part
+    becomes a :class:`~relprop.Slice` where it is taken (``getitem``)."""
+
+    tensor: Tensor
+    axis: int
+    bounds: tuple[tuple[int, int], ...]
 
 
 def _shape(node: Any) -> tuple[int, ...]:
@@ -91,17 +123,29 @@ class _Reader(LayoutReader):
             f"rp.interop.torch_export.supported_aten_ops() ({', '.join(supported_aten_ops())})."
         )
 
-    def read(self, node: Any, args: list[Any], kwargs: dict[str, Any]) -> Value:
+    def read(self, node: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
         self.node = node
         if not _any_tensor([args, kwargs]):  # constants only (buffers' bookkeeping): evaluate
             values = _unwrap([args, kwargs])
             return Const(node.target(*values[0], **values[1]))
         name = node.target.__name__.split(".")[0] if hasattr(node.target, "__name__") else ""
+        if name in _SAME_VALUES:  # dtype casts and aliases: relprop computes in one dtype
+            return args[0]
+        if name in _ROW_REDUCTIONS and isinstance(args[0], (Tensor, *Lazy)):
+            lazy_rows = self._row_reduction(node, name, *args, **kwargs)
+            if lazy_rows is not None:
+                return lazy_rows
         handler = _OPS.get(name)
         if name in _ELEMENTWISE and not kwargs:
-            values = [a if isinstance(a, (Const, Tensor, Pointwise)) else Const(a) for a in args]
+            values = [a if isinstance(a, (Const, Tensor, *Lazy)) else Const(a) for a in args]
+            numbers = [not isinstance(a, (Const, Tensor, *Lazy)) for a in args]
+
+            def evaluate(arrays: list[Any]) -> Any:  # numbers stay numbers (pow's exponent)
+                return node.target(*(a if number else array for a, array, number
+                                     in zip(args, arrays, numbers, strict=True)))
+
             lazy = self.pointwise(
-                values, _shape(node), lambda arrays: node.target(*arrays),
+                values, _shape(node), evaluate,
                 unhandled=handler is None, product=name in ("mul", "div"), step=name,
             )
             if lazy is not None:
@@ -112,7 +156,7 @@ class _Reader(LayoutReader):
 
     def _settled(self, value: Any) -> Any:
         """``value`` with every written-out function in it made a layer."""
-        if isinstance(value, Pointwise):
+        if isinstance(value, Lazy):
             return self.settle(value)
         if isinstance(value, dict):
             return {k: self._settled(v) for k, v in value.items()}
@@ -121,9 +165,22 @@ class _Reader(LayoutReader):
         return value
 
     def tensor(self, value: Any) -> Tensor:
+        if isinstance(value, (_Rows, _Split)):
+            raise self.fail(
+                "reads a split of the input's values, or its rows with the batch flattened "
+                "into them (x.view(-1, n)), other than for a matrix product or an indexing"
+            )
         if not isinstance(value, Tensor):
             raise self.fail("needs an input that depends on the program's input")
         return value
+
+    def _row_reduction(self, node: Any, name: str, x: Any, dims: Any = None,
+                       keepdim: bool = False, **options: Any) -> Rowwise | None:
+        if dims is None:
+            return None
+        axes = [dims] if isinstance(dims, int) else list(dims)
+        return self.row_statistic(x, axes, bool(keepdim),
+                                  lambda a: node.target(a, dims, keepdim, **options), name)
 
     def weight(self, value: Any) -> Any:
         if not isinstance(value, Const):
@@ -179,6 +236,107 @@ class _Reader(LayoutReader):
         out = self.dense(t, w, len(t.shape) - 1, self.weight(w), True, _shape(node))
         return out if b is None else self.add(out, b, _shape(node))
 
+    @_op("addmm", "mm")
+    def _addmm(self, node: Any, *args: Any, beta: float = 1, alpha: float = 1) -> Any:
+        bias, rows, weight = (None, *args) if len(args) == 2 else args[:3]
+        if beta != 1 or alpha != 1:
+            raise self.fail("scales its terms (beta, alpha != 1)")
+        flat = isinstance(rows, _Rows)
+        t = rows.tensor if flat else self.tensor(rows)
+        matrix = self.weight(weight)
+        out_shape = (*t.shape[:-1], int(matrix.shape[-1]))
+        out = self.dense(t, weight, len(t.shape) - 1, matrix.T, True, out_shape)
+        if bias is not None:
+            out = self.add(out, bias, out_shape)
+        return _Rows(out) if flat else out
+
+    @_op("matmul", "bmm")
+    def _matmul(self, node: Any, a: Any, b: Any) -> Value:
+        if isinstance(b, Const):
+            t = self.tensor(a)
+            matrix = self.weight(b)
+            if matrix.ndim != 2:
+                raise self.fail(f"multiplies by a constant of shape {tuple(matrix.shape)}")
+            return self.dense(t, b, len(t.shape) - 1, matrix.T, True, _shape(node))
+        left, right = self.natural(self.tensor(a)), self.natural(self.tensor(b))
+        if len(left.shape) != len(right.shape):
+            raise self.fail(f"multiplies matrices of shapes {left.shape} and {right.shape} "
+                            "(broadcasting)")
+        shape = _shape(node)
+        return self.emit("matmul", MatMul(), [left, right], range(len(shape)), shape,
+                         left.dtype)
+
+    @_op("layer_norm")
+    def _layer_norm(self, node: Any, x: Any, normalized_shape: Any, weight: Any = None,
+                    bias: Any = None, eps: float = 1e-5, cudnn_enable: bool = True) -> Value:
+        t = self.tensor(x)
+        sizes = tuple(int(n) for n in normalized_shape)
+        last = tuple(range(len(t.shape) - len(sizes), len(t.shape)))
+        t = self.relayout(t, tuple(p for p in t.perm if p not in last) + last)
+        arrays = [None if v is None else self.weight(v) for v in (weight, bias)]
+        layer = LayerNorm(sizes, arrays[0], arrays[1], eps=float(eps))
+        origin = weight.origin if isinstance(weight, Const) else None
+        return self.emit(origin or "layer_norm", layer, [t], t.perm, t.shape, t.dtype)
+
+    @_op("softmax", "_softmax")
+    def _softmax(self, node: Any, x: Any, dim: int, *options: Any) -> Value:
+        t = self.tensor(x)
+        axis = t.perm.index(int(dim) % len(t.shape))
+        if axis == 0:
+            raise self.fail("takes the softmax over the batch axis")
+        return self.emit("softmax", Softmax(axis), [t], t.perm, t.shape, t.dtype)
+
+    @_op("scaled_dot_product_attention")
+    def _attention(self, node: Any, q: Any, k: Any, v: Any, attn_mask: Any = None,
+                   dropout_p: float = 0.0, is_causal: bool = False, scale: Any = None,
+                   enable_gqa: bool = False) -> Value:
+        """Attention as its parts: ``softmax(q k^T * scale + mask) v``."""
+        import torch
+
+        if enable_gqa:
+            raise self.fail("shares keys between query heads (enable_gqa=True)")
+        query, key, value = (self.natural(self.tensor(a)) for a in (q, k, v))
+        n = len(query.shape)
+        order = [*range(n - 2), n - 1, n - 2]
+        key_t = self.natural(self.transpose(key, order))
+        shape = (*query.shape[:-1], key.shape[-2])
+        scores = self.emit("matmul", MatMul(), [query, key_t], range(n), shape, query.dtype)
+        factor = 1 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
+        scores = self.affine(scores, None, scale=self.scalar(factor, query.dtype))
+        if is_causal:
+            attn_mask = Const(torch.ones(shape[-2:], dtype=torch.bool).tril())
+        if attn_mask is not None:
+            mask = self.weight(attn_mask)
+            if mask.dtype == torch.bool:
+                scores = self._masked(scores, mask, torch.finfo(query.dtype).min)
+            else:
+                scores = self.add(scores, attn_mask, shape)
+        weights = self.emit("softmax", Softmax(-1), [scores], scores.perm, shape, query.dtype)
+        out_shape = (*shape[:-1], value.shape[-1])
+        return self.emit("matmul", MatMul(), [weights, value], range(n), out_shape,
+                         query.dtype)
+
+    def _masked(self, t: Tensor, keep: Any, fill: Any) -> Tensor:
+        """``where(keep, t, fill)`` with a constant mask: an element-wise affine map."""
+        import torch
+
+        keep = torch.as_tensor(keep).to(torch.bool)
+        scale = keep.to(t.dtype)
+        shift = torch.where(keep, torch.zeros((), dtype=t.dtype),
+                            torch.as_tensor(fill, dtype=t.dtype))
+        return self.affine(t, None, scale=self.constant(Const(scale), t, t.shape),
+                           shift=self.constant(Const(shift), t, t.shape))
+
+    @_op("where")
+    def _where(self, node: Any, condition: Any, a: Any, b: Any) -> Value:
+        if not isinstance(condition, Const):
+            raise self.fail("selects by a condition that depends on the input")
+        if isinstance(a, Tensor) and not isinstance(b, Tensor):
+            return self._masked(a, condition.value, _unwrap(b))
+        if isinstance(b, Tensor) and not isinstance(a, Tensor):
+            return self._masked(b, ~condition.value.to(bool), _unwrap(a))
+        raise self.fail("selects between two values that depend on the input")
+
     @_op("batch_norm")
     def _batch_norm(self, node: Any, x: Any, weight: Any, bias: Any, mean: Any, var: Any,
                     training: bool = False, momentum: float = 0.1, eps: float = 1e-5,
@@ -224,7 +382,7 @@ class _Reader(LayoutReader):
 
         if isinstance(a, (Tensor, Const)):
             return a
-        return Const(torch.tensor(float(a)))
+        return Const(torch.tensor(float(a), dtype=torch.float64))  # cast where it is used
 
     def _unary(self, layer: Any, name: str, x: Any) -> Value:
         return self.same_place(layer, name, self.tensor(x))
@@ -275,7 +433,7 @@ class _Reader(LayoutReader):
         return self._unary(Softplus(float(beta)), "softplus", x)
 
     @_op("dropout", "dropout_", "feature_dropout", "alpha_dropout", "clone", "contiguous",
-         "detach", "lift_fresh_copy")
+         "detach")
     def _same(self, node: Any, x: Any, *rest: Any, **options: Any) -> Value:
         if rest and rest[-1] is True and "dropout" in str(node.target):
             raise self.fail("drops values at random (train=True); export in eval mode")
@@ -328,8 +486,71 @@ class _Reader(LayoutReader):
     # -- moves -----------------------------------------------------------------------
 
     @_op("view", "reshape", "_unsafe_view")
-    def _reshape(self, node: Any, x: Any, shape: Any) -> Value:
-        return self.reshape(self.tensor(x), _shape(node))
+    def _reshape(self, node: Any, x: Any, shape: Any) -> Any:
+        new = _shape(node)
+        if isinstance(x, _Rows):
+            if new != x.tensor.shape:
+                raise self.fail(f"reshapes rows of {x.tensor.shape} to {new}")
+            return x.tensor
+        t = self.tensor(x)
+        rows = (math.prod(t.shape[:-1]), t.shape[-1])
+        if len(t.shape) > 2 and new == rows and t.batch_axis != len(t.shape) - 1:
+            return _Rows(t)
+        return self.reshape(t, new)
+
+    @_op("split", "split_with_sizes")
+    def _split(self, node: Any, x: Any, sizes: Any, dim: int = 0) -> _Split:
+        t = self.tensor(x)
+        axis = int(dim) % len(t.shape)
+        total = t.shape[axis]
+        parts = ([int(sizes)] * math.ceil(total / int(sizes)) if isinstance(sizes, int)
+                 else [int(n) for n in sizes])
+        starts = [sum(parts[:i]) for i in range(len(parts))]
+        bounds = tuple((a, min(a + n, total)) for a, n in zip(starts, parts, strict=True))
+        return _Split(t, axis, bounds)
+
+    @_op("getitem")
+    def _getitem(self, node: Any, values: Any, index: int) -> Any:
+        if isinstance(values, _Split):
+            start, stop = values.bounds[index]
+            return self._slice(node, values.tensor, values.axis, start, stop)
+        return values[index]
+
+    @_op("slice")
+    def _slice(self, node: Any, x: Any, dim: int = 0, start: Any = None, end: Any = None,
+               step: int = 1) -> Value:
+        t = self.tensor(x)
+        axis = int(dim) % len(t.shape)
+        first, last, step = slice(start, end, int(step)).indices(t.shape[axis])
+        if (first, last, step) == (0, t.shape[axis], 1):
+            return t
+        if axis == t.batch_axis:
+            raise self.fail("slices the batch axis")
+        shape = tuple(len(range(first, last, step)) if i == axis else s
+                      for i, s in enumerate(t.shape))
+        layer = Slice(t.perm.index(axis), first, last, step)
+        return self.emit("slice", layer, [t], t.perm, shape, t.dtype)
+
+    @_op("select")
+    def _select(self, node: Any, x: Any, dim: int, index: int) -> Value:
+        t = self.tensor(x)
+        axis = int(dim) % len(t.shape)
+        first = int(index) % t.shape[axis]
+        return self.drop_axes(self._slice(node, t, axis, first, first + 1), [axis])
+
+    @_op("expand")
+    def _expand(self, node: Any, x: Any, sizes: Any, implicit: bool = False) -> Value:
+        t, shape = self.tensor(x), _shape(node)
+        if shape == t.shape:
+            return t
+        if len(shape) != len(t.shape) or shape[t.batch_axis] != t.shape[t.batch_axis]:
+            raise self.fail(f"broadcasts the input's values of shape {t.shape} to {shape}")
+        out = Tensor("", t.perm, shape, t.dtype)
+        return self.emit("broadcast", Broadcast(out.stored), [t], t.perm, shape, t.dtype)
+
+    @_op("neg")
+    def _neg(self, node: Any, x: Any) -> Value:
+        return self.neg(self.tensor(x))
 
     @_op("flatten")
     def _flatten(self, node: Any, x: Any, start: int = 0, end: int = -1) -> Value:
@@ -406,8 +627,17 @@ _ELEMENTWISE = frozenset({
 """ATen ops that may be steps of an activation written out (``x * torch.sigmoid(x)``)."""
 
 
+_SAME_VALUES = frozenset({
+    "to", "_to_copy", "alias", "type_as", "_assert_tensor_metadata", "lift_fresh_copy",
+})
+"""ATen ops that leave the values as they are (dtype casts: relprop computes in one)."""
+
+_ROW_REDUCTIONS = frozenset({"mean", "sum", "amax"})
+"""Reductions that may be a row statistic of a written-out normalisation or softmax."""
+
+
 def _any_tensor(value: Any) -> bool:
-    if isinstance(value, (Tensor, Pointwise)):
+    if isinstance(value, (Tensor, Pointwise, Rowwise, _Rows, _Split)):
         return True
     if isinstance(value, dict):
         return any(_any_tensor(v) for v in value.values())
@@ -429,6 +659,75 @@ def _unwrap(value: Any) -> Any:
 def _origin(target: str) -> str:
     """``"features.0.weight"`` -> ``"features.0"``: a layer named after its module."""
     return target.rsplit(".", 1)[0] if "." in target else target
+
+
+def _live_nodes(graph: Any) -> set[Any]:
+    """The nodes the output depends on (a model's other outputs, its key-value cache and
+    shape assertions are not read)."""
+    output = next(n for n in graph.nodes if n.op == "output")
+    live, stack = {output}, [output]
+    while stack:
+        for used in stack.pop().all_input_nodes:
+            if used not in live:
+                live.add(used)
+                stack.append(used)
+    return live
+
+
+def narrowest_float(program: Any) -> Any:
+    """The floating dtype of least precision among the program's values that depend on
+    its input (``None``: none)."""
+    import torch
+    from torch.export.graph_signature import InputKind
+
+    name = next(s.arg.name for s in program.graph_signature.input_specs
+                if s.kind == InputKind.USER_INPUT)
+    first = next(n for n in program.graph.nodes if n.name == name)
+    dtypes = {getattr(node.meta.get("val"), "dtype", None) for node in _dependent_nodes(first)}
+    floats = [d for d in dtypes if isinstance(d, torch.dtype) and d.is_floating_point]
+    return min(floats, key=lambda d: torch.finfo(d).bits, default=None)
+
+
+def _dependent_nodes(source: Any) -> set[Any]:
+    """The nodes whose values depend on ``source``'s."""
+    found, stack = {source}, [source]
+    while stack:
+        for user in stack.pop().users:
+            if user not in found:
+                found.add(user)
+                stack.append(user)
+    return found
+
+
+def _folded(program: Any, state: dict[str, Any], first: Any, dependent: set[Any]) -> dict:
+    """The values of the nodes that feed the input-dependent ones without depending on
+    the input themselves (masks, position ids, rotary tables: whatever the program builds
+    them with, vmaps and submodules included), from one run of the program's graph with
+    zeros as its input."""
+    import torch
+    from torch.export.graph_signature import InputKind
+
+    boundary = {used for node in dependent for used in node.all_input_nodes
+                if used not in dependent and used.op != "placeholder"}
+    if not boundary:
+        return {}
+    value = first.meta["val"]
+    zeros = torch.zeros([int(s) if isinstance(s, int) else 1 for s in value.shape],
+                        dtype=value.dtype)
+    args = [zeros if spec.kind == InputKind.USER_INPUT else state[spec.target]
+            for spec in program.graph_signature.input_specs]
+    found: dict[Any, Any] = {}
+
+    class Folding(torch.fx.Interpreter):
+        def run_node(self, node: Any) -> Any:
+            result = super().run_node(node)
+            if node in boundary:
+                found[node] = result
+            return result
+
+    with torch.no_grad():
+        Folding(program.graph_module).run(*args)
+    return found
 
 
 def from_exported_program(program: Any) -> Sequential | Graph:
@@ -457,8 +756,15 @@ def from_exported_program(program: Any) -> Sequential | Graph:
         if spec.kind != InputKind.USER_INPUT:
             env[spec.arg.name] = Const(state[spec.target].detach(), _origin(spec.target))
     output: Any = None
+    live = _live_nodes(graph)
+    dependent = _dependent_nodes(first)
+    folded = _folded(program, state, first, dependent & live)
     for node in graph.nodes:
-        if node.op == "placeholder":
+        if node.op == "placeholder" or node not in live:
+            continue
+        if node not in dependent and node.op != "output":  # folded where it is used
+            if node in folded:
+                env[node.name] = Const(folded[node])
             continue
         if node.op == "output":
             outputs = node.args[0]
@@ -484,3 +790,58 @@ def from_exported_program(program: Any) -> Sequential | Graph:
     reader.output(output)
     return draft.model()
 
+
+
+def _logits(output: Any) -> Any:
+    """The tensor a model's output holds: itself, or a HuggingFace output's ``logits``."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
+        return output["logits"]
+    keys = list(output) if isinstance(output, Mapping) else type(output).__name__
+    raise ValueError(
+        f"from_torch: the module returns {keys}, with no tensor 'logits'; wrap it in a "
+        "module whose forward returns the tensor to explain."
+    )
+
+
+def export_with_keywords(module: Any, example: Mapping[str, Any]) -> tuple[Any, Any]:
+    """``torch.export`` of ``module(**example)`` as a program of one input, the one
+    floating-point tensor of ``example`` (HuggingFace's ``inputs_embeds``); its other
+    entries are held fixed, and the program returns the module's output, or its
+    ``logits``. Returns the program and that input.
+    """
+    import torch
+
+    floats = [k for k, v in example.items()
+              if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    if len(floats) != 1:
+        raise ValueError(
+            f"from_torch: example_input as keywords needs exactly one floating-point tensor "
+            f"(the input to explain, e.g. inputs_embeds); got {floats or 'none'} among "
+            f"{list(example)}."
+        )
+    key = floats[0]
+    fixed = {k: v for k, v in example.items() if k != key}
+    if "use_cache" in inspect.signature(module.forward).parameters:
+        fixed.setdefault("use_cache", False)  # a key-value cache is no part of the output
+
+    class Explained(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module
+
+        def forward(self, x: Any) -> Any:
+            return _logits(self.inner(**{key: x}, **fixed))
+
+    x = example[key].detach()
+    try:
+        program = torch.export.export(Explained(), (x,), strict=False)
+    except Exception as error:  # torch.export's many error types
+        raise ValueError(
+            f"from_torch: torch.export could not trace {type(module).__name__}(**"
+            f"example_input): {type(error).__name__}: {str(error).splitlines()[0]}"
+        ) from error
+    return program, x

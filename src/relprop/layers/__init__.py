@@ -51,12 +51,14 @@ from relprop.layers.pool import (
 )
 from relprop.layers.resample import Upsample
 from relprop.layers.shape import (
+    Broadcast,
     Dropout,
     Flatten,
     Identity,
     Lambda,
     Permute,
     Reshape,
+    Slice,
     ZeroPad1d,
     ZeroPad2d,
     ZeroPad3d,
@@ -73,6 +75,7 @@ __all__ = [
     "AdaptiveMaxPool3d",
     "Add",
     "AvgPool",
+    "Broadcast",
     "AvgPool1d",
     "AvgPool2d",
     "AvgPool3d",
@@ -113,6 +116,7 @@ __all__ = [
     "ReLU",
     "Reshape",
     "SiLU",
+    "Slice",
     "Softmax",
     "Sigmoid",
     "Softplus",

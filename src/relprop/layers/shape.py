@@ -1,5 +1,6 @@
 """Layers that only move values: identity, inference-time dropout, flatten, reshape,
-permute; and user functions (:class:`Lambda`), whose vjp comes from the autodiff adapter.
+permute, slice, broadcast; and user functions (:class:`Lambda`), whose vjp comes from the
+autodiff adapter.
 
 The moving layers get the Gradient rule from the composites: relevance moves back with
 the values (their vjp is the inverse move)."""
@@ -11,6 +12,8 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+import array_api_extra as xpx
+
 from relprop._xp import Array
 from relprop.layers.base import Layer
 from relprop.layers.registry import register
@@ -18,8 +21,8 @@ from relprop.ops._args import normalize_pads
 from relprop.ops.padding import pad, pad_transpose
 
 __all__ = [
-    "Dropout", "Flatten", "Identity", "Lambda", "Permute", "Reshape", "ZeroPad1d", "ZeroPad2d",
-    "ZeroPad3d",
+    "Broadcast", "Dropout", "Flatten", "Identity", "Lambda", "Permute", "Reshape", "Slice",
+    "ZeroPad1d", "ZeroPad2d", "ZeroPad3d",
 ]
 
 
@@ -170,6 +173,104 @@ class Permute(Layer):
     def __repr__(self) -> str:
         return f"Permute({self.dims})"
 
+
+
+@register
+class Slice(Layer):
+    """Entries ``start:stop:step`` along ``axis`` of each sample (``x[:, ..., start:stop]``):
+    one part of a split (the query, key and value of a fused projection), the class token
+    (``Slice(1, 0, 1)``), the halves of a rotary embedding.
+
+    Its vjp puts the values back where they came from and zeros elsewhere, so relevance
+    moves back with them (the Gradient rule).
+
+    Parameters
+    ----------
+    axis
+        The axis of the batched input (``>= 1``; negative counts from the end).
+    start, stop, step
+        As in Python's slices of that axis (``stop=None``: to the end).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> Slice(1, 1, 3)(np.arange(8.0).reshape(2, 4)).tolist()
+    [[1.0, 2.0], [5.0, 6.0]]
+    """
+
+    preserves_sign = True
+
+    def __init__(self, axis: int, start: int = 0, stop: int | None = None, step: int = 1) -> None:
+        if axis == 0:
+            raise ValueError("Slice along axis 0 would pick samples of the batch; use axis >= 1.")
+        if int(step) < 1:
+            raise ValueError(f"Slice step must be >= 1; got {step}.")
+        self.axis, self.start, self.step = int(axis), int(start), int(step)
+        self.stop = None if stop is None else int(stop)
+
+    def _index(self, ndim: int) -> tuple[Any, ...]:
+        axis = self.axis % ndim
+        return (slice(None),) * axis + (slice(self.start, self.stop, self.step), Ellipsis)
+
+    def forward(self, x: Array, xp: ModuleType) -> Array:
+        return x[self._index(x.ndim)]
+
+    def vjp(self, x: Array, v: Array, xp: ModuleType) -> Array:
+        return xpx.at(xp.zeros_like(x, dtype=v.dtype), self._index(x.ndim)).set(v)
+
+    def check_input(self, shape: tuple[int, ...]) -> str | None:
+        if not -len(shape) < self.axis < len(shape) or self.axis % len(shape) == 0:
+            return f"slices axis {self.axis} of an input of shape {shape}"
+        return None
+
+    def config(self) -> dict[str, Any]:
+        return {"axis": self.axis, "start": self.start, "stop": self.stop, "step": self.step}
+
+    def __repr__(self) -> str:
+        stop = "" if self.stop is None else self.stop
+        step = "" if self.step == 1 else f":{self.step}"
+        return f"Slice(axis={self.axis}, {self.start}:{stop}{step})"
+
+
+@register
+class Broadcast(Layer):
+    """Each sample's size-1 axes repeated to ``shape`` (``x.expand(batch, *shape)``): the
+    keys and values a group of query heads shares (grouped-query attention).
+
+    Its vjp sums the copies, so a repeated entry gets the relevance of all its copies.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> Broadcast((2, 3))(np.array([[[1.0], [2.0]]])).tolist()
+    [[[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]]]
+    """
+
+    preserves_sign = True
+
+    def __init__(self, shape: tuple[int, ...] | list[int]) -> None:
+        self.shape = tuple(int(s) for s in shape)
+
+    def forward(self, x: Array, xp: ModuleType) -> Array:
+        return xp.broadcast_to(x, (x.shape[0], *self.shape))
+
+    def vjp(self, x: Array, v: Array, xp: ModuleType) -> Array:
+        axes = tuple(i for i in range(1, x.ndim) if x.shape[i] != v.shape[i])
+        return xp.sum(v, axis=axes, keepdims=True) if axes else v
+
+    def check_input(self, shape: tuple[int, ...]) -> str | None:
+        sample = shape[1:]
+        if len(sample) != len(self.shape) or any(
+            s not in (1, n) for s, n in zip(sample, self.shape, strict=True)
+        ):
+            return f"cannot broadcast samples of shape {sample} to {self.shape}"
+        return None
+
+    def config(self) -> dict[str, Any]:
+        return {"shape": list(self.shape)}
+
+    def __repr__(self) -> str:
+        return f"Broadcast({self.shape})"
 
 
 class _ZeroPadNd(Layer):
