@@ -26,14 +26,16 @@ import nox
 ROOT = Path(__file__).resolve().parent
 REPORTS = ROOT / ".ci-reports"
 
-# backend name -> (requirements files in backends/, modules that must import). The torch
+# backend name -> (requirements files in backends/, modules that must import). The numpy
+# session also holds dask, distributed and zarr (dask arrays in the entry points and the
+# Zarr writer of relprop.dask, on a LocalCluster: tests/test_dask.py). The torch
 # session also holds onnx (models exported from torch are read back,
 # tests/test_from_onnx.py); the jax session holds the JAX importers' frameworks (flax,
 # equinox) and torch, whose imported twins the importers' relevance is compared with
 # (tests/test_from_jax.py), Quantus (tests/test_metrics.py; not beside zennit), and
 # HuggingFace transformers with LXT 2.1 (tests/test_huggingface.py; LXT would import zennit).
 BACKENDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "numpy": (("numpy",), ("numpy",)),
+    "numpy": (("numpy", "dask"), ("numpy", "dask", "distributed", "zarr")),
     "torch": (("torch", "onnx"), ("torch", "onnx", "onnxruntime", "onnxscript")),
     "jax": (("jax", "importers", "torch", "quantus", "transformers"),
             ("jax", "flax", "equinox", "keras", "torch", "quantus", "transformers")),
@@ -156,6 +158,7 @@ def _install_docs(session: nox.Session) -> None:
         "-r", "backends/importers.txt",
         "-r", "backends/onnx.txt",
         "-r", "backends/strict.txt",
+        "-r", "backends/dask.txt",
         "-r", "backends/transformers.txt",
         "-r", "backends/docs.txt",
     )

@@ -26,6 +26,7 @@ import numpy as np
 from array_api_compat import device
 
 from relprop._checks import target_relevance
+from relprop._dask import is_dask_array, on_dask
 from relprop._placement import from_host
 from relprop._xp import Array, backend_name, detached, library_of
 from relprop.composites import Composite
@@ -200,6 +201,8 @@ def smoothgrad(
     >>> rp.smoothgrad(model, np.array([[1.0, 3.0]]), target=0, n_samples=4).tolist()
     [[2.0, -1.0]]
     """
+    if is_dask_array(x):  # one rp.smoothgrad per chunk (seeded per chunk), lazily
+        return on_dask(smoothgrad, locals())
     explainer = _explainer(explain)
     checked, xp, x, target = _prepared(model, x, target)
     draws = _noise(x, noise, n_samples, seed, xp)
@@ -312,6 +315,8 @@ def integrated_gradients(
     >>> ig.tolist(), float(ig.sum()), float(model(x)[0, 0])
     ([[1.0, 2.0]], 3.0, 3.0)
     """
+    if is_dask_array(x):  # one rp.integrated_gradients per chunk, lazily (relprop._dask)
+        return on_dask(integrated_gradients, locals())
     explainer = _explainer(explain)
     alphas, weights = path_weights(method, n_steps)
     checked, xp, x, target = _prepared(model, x, target)
@@ -442,6 +447,8 @@ def occlusion(
     >>> rp.occlusion(model, np.ones((1, 4)), target=0, window=2).tolist()
     [[3.0, 3.0, 7.0, 7.0]]
     """
+    if is_dask_array(x):  # one rp.occlusion per chunk, lazily (relprop._dask)
+        return on_dask(occlusion, locals())
     if occlude not in ("window", "outside"):
         raise ValueError(f'occlude must be "window" or "outside"; got {occlude!r}.')
     checked, xp, x, target = _prepared(model, x, target)

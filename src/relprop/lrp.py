@@ -7,6 +7,7 @@ from types import ModuleType
 from typing import Any, Literal, overload
 
 from relprop._checks import check_input, target_relevance
+from relprop._dask import is_dask_array, on_dask
 from relprop._xp import Array, array_namespace, detached, is_traced, library_of, to_numpy
 from relprop.canonizers import canonize
 from relprop.composites import Composite, uniform
@@ -348,6 +349,8 @@ def lrp(
     >>> {name: r.tolist() for name, r in layers.items()}
     {'input': [[2.0, 2.0]], '0': [[0.0, 4.0]], '1': [[0.0, 4.0]], '2': [[4.0]]}
     """
+    if is_dask_array(x):  # one rp.lrp per chunk, lazily (relprop._dask)
+        return on_dask(lrp, locals())
     return _each_target(
         lambda a, t: _lrp(model, a, t, composite, rule, return_layers, detach, start, report),
         x, target,
@@ -445,6 +448,8 @@ def gradient(model: ModelLike, x: Array, target: object = None, *, detach: bool 
     >>> rp.gradient(model, np.array([[1.0, 1.0]]), target=0).tolist()
     [[3.0, -1.0]]
     """
+    if is_dask_array(x):  # one rp.gradient per chunk, lazily (relprop._dask)
+        return on_dask(gradient, locals())
     return _each_target(lambda a, t: _gradient(model, a, t, detach)[1], x, target)
 
 
@@ -461,6 +466,9 @@ def gradient_x_input(
     >>> rp.gradient_x_input(model, np.array([[2.0, 1.0]]), target=0).tolist()
     [[6.0, -1.0]]
     """
+    if is_dask_array(x):  # one rp.gradient_x_input per chunk, lazily (relprop._dask)
+        return on_dask(gradient_x_input, locals())
+
     def explain(a: Array, t: object) -> Array:
         inputs, grad = _gradient(model, a, t, detach)
         return inputs * grad

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 
 from relprop._checks import check_input, target_relevance
+from relprop._dask import is_dask_array, on_dask
 from relprop._xp import Array, is_traced
 from relprop.dtd._common import check_dense_network
 from relprop.dtd.roots import RULES, RootPoints, root_point
@@ -211,6 +212,8 @@ def train_free(
     >>> bool(np.allclose(old.relevance, res.relevance))   # the same relevance, other roots
     True
     """
+    if is_dask_array(x):  # one train_free per chunk, lazily (relprop._dask)
+        return on_dask(train_free, locals())
     model = check_dense_network(model, "train_free", between=TRAIN_FREE_LAYERS, x=x)
     if root_of not in ROOT_CONVENTIONS:
         raise ValueError(

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from relprop._checks import target_relevance
+from relprop._dask import is_dask_array, on_dask
 from relprop._xp import Array, detached, library_of, to_numpy
 from relprop.metrics._common import (
     as_function,
@@ -93,6 +94,8 @@ def completeness(
     >>> check.relevance_sum.tolist(), check.output.tolist(), check.relative_error.tolist()
     ([4.0], [4.0], [0.0])
     """
+    if is_dask_array(x, relevance):  # one completeness per chunk, lazily (relprop._dask)
+        return on_dask(completeness, locals())
     forward, xp = as_function(model, x)
     x = detached(x)
     relevance = check_relevance(relevance, x)

@@ -24,6 +24,7 @@ import numpy as np
 from array_api_compat import device
 
 from relprop._checks import target_relevance
+from relprop._dask import is_dask_array, on_dask
 from relprop._placement import from_host
 from relprop._xp import Array, array_namespace, detached, library_of, to_numpy
 from relprop.metrics._common import (
@@ -320,6 +321,8 @@ def pixel_flipping(
     >>> round(float(result["morf"].auc[0]), 4), float(result["morf"].aopc[0])  # 7 / 3, 14 / 4
     (2.3333, 3.5)
     """
+    if is_dask_array(x, relevance):  # one pixel_flipping per chunk, lazily (relprop._dask)
+        return on_dask(pixel_flipping, locals())
     return _perturbation(model, x, relevance, target, orders, steps, per_step, region_size,
                          fill, seed, batch_size)
 
@@ -356,6 +359,8 @@ def region_perturbation(
     >>> metrics.region_perturbation(model, x, R, 0, region_size=2)["morf"].scores.tolist()
     [[120.0, 70.0, 28.0, 10.0, 0.0]]
     """
+    if is_dask_array(x, relevance):  # one region_perturbation per chunk, lazily
+        return on_dask(region_perturbation, locals())
     return _perturbation(model, x, relevance, target, orders, steps, per_step, region_size,
                          fill, seed, batch_size)
 
