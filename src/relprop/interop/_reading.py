@@ -52,7 +52,7 @@ from relprop.ops._args import SPATIAL_DIMS
 
 __all__ = [
     "PROBE", "SYMBOLIC_BATCH", "Const", "Handlers", "LayoutReader", "Pointwise", "Rowwise",
-    "Tensor", "UnsupportedError", "Value", "same_pads",
+    "Scaled", "Tensor", "UnsupportedError", "Value", "same_pads",
 ]
 
 SYMBOLIC_BATCH = 7919
@@ -153,6 +153,33 @@ class Rowwise:
     @property
     def dtype(self) -> Any:
         return self.root.dtype
+
+
+@dataclass(frozen=True)
+class Scaled:
+    """A written-out normalisation or softmax, ``rows``, times a constant and plus one:
+    ``rows * scale + shift`` (``None``: 1 and 0), the constants in the source's layout,
+    broadcasting to its shape. Read where the source multiplies a row statistic by a
+    constant that is not one number before it meets the rows (flax's LayerNorm writes
+    ``(x - mean) * (rsqrt(var + eps) * scale) + bias``); settled as the normalisation with
+    that weight and bias where they vary along the rows only (:meth:`LayoutReader.settle`),
+    else the layer and an :class:`~relprop.Affine` after it. ``origin`` names the
+    constants' parameter."""
+
+    rows: Rowwise
+    scale: Any = None
+    shift: Any = None
+    origin: str | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        shapes = [self.rows.shape, *(tuple(np.shape(c)) for c in (self.scale, self.shift)
+                                     if c is not None)]
+        return tuple(int(n) for n in np.broadcast_shapes(*shapes))
+
+    @property
+    def dtype(self) -> Any:
+        return self.rows.dtype
 
 
 Value = Const | Tensor | Pointwise | Rowwise
@@ -459,16 +486,112 @@ class LayoutReader:
             "with rp.Lambda by hand"
         )
 
+    def scaled_step(
+        self, inputs: Sequence[Any], out_shape: Sequence[int],
+        evaluate: Callable[[list[Any]], Any], *, step: str,
+    ) -> Scaled | None:
+        """A step ``mul``, ``div``, ``add`` or ``sub`` (``step``) on a written-out
+        normalisation or softmax and a constant that is not one number, or on a
+        :class:`Scaled` value, read as :class:`Scaled`; ``None`` where it is not one (the
+        reader then settles the :class:`Scaled` values and reads the step as usual).
+        ``evaluate`` runs the step on arrays, in the inputs' order."""
+        if len(inputs) != 2 or step not in ("mul", "div", "add", "add_any", "sub"):
+            return None
+        xp = self.xp
+        consts = [v for v in inputs if isinstance(v, Const)]
+        lazy = [v for v in inputs if isinstance(v, (Rowwise, Scaled))]
+        if not any(isinstance(v, Scaled) for v in inputs) and not (
+            lazy and consts and math.prod(np.shape(consts[0].value)) != 1
+        ):
+            return None
+        if len(consts) == 1 and len(lazy) == 1:
+            v, c = lazy[0], consts[0]
+            scaled = v if isinstance(v, Scaled) else Scaled(v)
+            value = xp.asarray(c.value, dtype=v.dtype)
+            scale, shift = scaled.scale, scaled.shift
+            first = inputs[0] is v
+            if step == "mul" or (step == "div" and first):
+                factor = value if step == "mul" else 1 / value
+                scale = factor if scale is None else scale * factor
+                shift = None if shift is None else shift * factor
+            elif step in ("add", "add_any") or (step == "sub" and first):
+                term = value if step != "sub" else -value
+                if scaled.rows.statistic and scale is None and shift is None:
+                    return None  # a statistic plus a constant of the full shape
+                shift = term if shift is None else shift + term
+            elif step == "sub":  # c - v
+                scale = -xp.ones((), dtype=v.dtype) if scale is None else -scale
+                shift = value if shift is None else value - shift
+            else:
+                return None
+            out = Scaled(scaled.rows, scale, shift, scaled.origin or c.origin)
+            return out if out.shape == tuple(int(n) for n in out_shape) else None
+        if step != "mul" or consts:
+            return None
+        factors = [v.rows if isinstance(v, Scaled) else v for v in inputs]
+        scaled_ones = [v for v in inputs if isinstance(v, Scaled)]
+        if len(scaled_ones) != 1 or scaled_ones[0].shift is not None:
+            return None  # both scaled, or a shift: not one normalisation times a constant
+        core_shape = np.broadcast_shapes(*(tuple(f.shape) for f in factors))
+        core = self.rowwise(factors, core_shape, evaluate, step=step)
+        if core is None:
+            return None
+        scaled = scaled_ones[0]
+        out = Scaled(core, scaled.scale, None, scaled.origin)
+        return out if out.shape == tuple(int(n) for n in out_shape) else None
+
+    def settle_scaled(self, v: Scaled) -> Tensor:
+        """A :class:`Scaled` value as the normalisation or softmax (:meth:`settle_rows`)
+        with its weight and bias taken into the layer where they vary along the rows only,
+        and an :class:`~relprop.Affine` after it for what is left."""
+        t = self.settle_rows(v.rows)
+        shape, axis = v.rows.root.shape, v.rows.axis
+        if v.shape != shape:
+            raise self.fail(f"broadcasts a normalisation of shape {shape} to {v.shape}")
+        node = next(n for n in reversed(self.draft.nodes) if n.name == t.node)
+        layer = node.layer
+        scale, shift = v.scale, v.shift
+        if isinstance(layer, (LayerNorm, RMSNorm)) and layer.weight is None:
+            weight = None if scale is None else self._along(scale, shape, axis)
+            bias = None
+            if isinstance(layer, LayerNorm) and shift is not None:
+                bias = self._along(shift, shape, axis)
+            if weight is not None or scale is None:
+                scale = None
+                if bias is not None:
+                    shift = None
+                node.layer = type(layer)(layer.normalized_shape, weight, bias, eps=layer.eps)
+                node.base = v.origin or node.base
+        if scale is None and shift is None:
+            return t
+        return self.affine(
+            t, None if v.origin is None else Const(None, v.origin),
+            scale=None if scale is None else self.constant(Const(scale), t, shape),
+            shift=None if shift is None else self.constant(Const(shift), t, shape),
+            bias=scale is None,
+        )
+
+    def _along(self, value: Any, shape: Sequence[int], axis: int) -> Any:
+        """``value`` broadcast to ``shape`` as a vector along ``axis``, if it varies along
+        no other axis (else ``None``)."""
+        xp = self.xp
+        full = xp.broadcast_to(xp.asarray(value), tuple(shape))
+        vector = full[tuple(slice(None) if i == axis else 0 for i in range(len(shape)))]
+        again = xp.reshape(vector, tuple(n if i == axis else 1 for i, n in enumerate(shape)))
+        return vector if bool(xp.all(full == again)) else None
+
     def settle_all(self, values: Sequence[Value]) -> list[Value]:
         """:meth:`settle` of each value."""
         return [self.settle(v) for v in values]  # type: ignore[misc]
 
-    def settle(self, v: Value | None) -> Value | None:
+    def settle(self, v: Value | Scaled | None) -> Value | None:
         """A :class:`Pointwise` as the relprop activation computing the same function
         (compared on :data:`PROBE`), a :class:`Rowwise` as the normalisation or softmax
         (:meth:`settle_rows`); other values as they are."""
         if isinstance(v, Rowwise):
             return self.settle_rows(v)
+        if isinstance(v, Scaled):
+            return self.settle_scaled(v)
         if not isinstance(v, Pointwise):
             return v
         probe = self.xp.asarray(PROBE, dtype=v.dtype)

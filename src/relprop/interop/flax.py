@@ -20,6 +20,15 @@ def from_flax(
 ) -> Sequential | Graph:
     """A relprop model computing what the flax ``module`` computes on a batch.
 
+    What :func:`relprop.from_jax` reads, convolutional networks and transformers alike:
+    linen's ``MultiHeadDotProductAttention`` (masks from ``nn.make_causal_mask``),
+    ``DenseGeneral``, ``LayerNorm`` and ``RMSNorm`` (linen's and nnx's) become
+    :class:`~relprop.MatMul`, :class:`~relprop.Softmax`, :class:`~relprop.Dense`,
+    :class:`~relprop.LayerNorm` and :class:`~relprop.RMSNorm`, for
+    :class:`~relprop.composites.AttnLRP` and :class:`~relprop.composites.CPLRP`.
+    (``nnx.MultiHeadAttention`` calls ``jax.nn.dot_product_attention``, which is not
+    read: write the attention with ``jnp.einsum`` and ``jax.nn.softmax``.)
+
     Parameters
     ----------
     module
