@@ -24,9 +24,10 @@ import json
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 CLASSES = {
     "gpt2": ("gpt2", "GPT2Config", "GPT2LMHeadModel"),
@@ -46,6 +47,7 @@ def build(arch: str, config: dict[str, Any], seed: int) -> Any:
     """The model of ``arch`` from ``config``, float64, eval mode, with random weights:
     normalisation scales ``1 + 0.2 N(0, 1)``, every other parameter ``0.3 N(0, 1)`` (so
     that biases, shifts and position embeddings are not zero)."""
+    import torch
     import transformers
 
     _, config_name, model_name = CLASSES[arch]
@@ -63,6 +65,8 @@ def build(arch: str, config: dict[str, Any], seed: int) -> Any:
 
 
 def embeddings(config: dict[str, Any], tokens: int, seed: int) -> torch.Tensor:
+    import torch
+
     hidden = config.get("n_embd", config.get("hidden_size"))
     generator = torch.Generator().manual_seed(seed + 1)
     return torch.randn(1, tokens, hidden, dtype=torch.float64, generator=generator)
@@ -80,6 +84,7 @@ def _import_lxt() -> ModuleType:
     import importlib.machinery
     import warnings
 
+    import torch
     import transformers  # noqa: F401 - before the stand-in: it looks for torchvision once
 
     vision_transformer = ModuleType("torchvision.models.vision_transformer")
