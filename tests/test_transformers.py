@@ -208,3 +208,152 @@ def test_unsupported_attention_settings_say_so() -> None:
 
     with pytest.raises(ValueError, match="batch axis 0"):
         rp.from_torch(BatchSoftmax().eval(), torch.ones(2, 3, dtype=torch.float64))
+
+
+# -- torch's own transformer modules, expanded into their parts ------------------------------
+
+
+class _Encoder(nn.Module):
+    """A classifier over nn.TransformerEncoder (or one nn.TransformerEncoderLayer, or a
+    bare nn.MultiheadAttention), batch first."""
+
+    def __init__(self, kind: str, norm_first: bool = True, activation: str = "gelu",
+                 causal: bool = False) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(DIM, HEADS, HIDDEN, dropout=0.0, batch_first=True,
+                                           norm_first=norm_first, activation=activation)
+        self.kind, self.causal = kind, causal
+        if kind == "encoder":
+            self.body = nn.TransformerEncoder(layer, 2, norm=nn.LayerNorm(DIM),
+                                              enable_nested_tensor=False)
+        elif kind == "layer":
+            self.body = layer
+        else:
+            self.body = nn.MultiheadAttention(DIM, HEADS, batch_first=True)
+        self.head = nn.Linear(TOKENS * DIM, CLASSES)
+        # torch's causal attention takes the mask and is_causal=True as a hint
+        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(TOKENS))
+
+    def forward(self, x):
+        mask = self.mask if self.causal else None
+        if self.kind == "attention":
+            y = self.body(x, x, x, need_weights=False, is_causal=self.causal,
+                          attn_mask=mask)[0]
+        elif self.kind == "encoder":
+            y = self.body(x, mask=mask, is_causal=self.causal)
+        else:
+            y = self.body(x, is_causal=self.causal, src_mask=mask)
+        return self.head(y.flatten(1))
+
+
+def _twin_attention(attention: nn.MultiheadAttention, h, mode: str, causal: bool):
+    """``attention(h, h, h)`` written out, with LXT's modified backward for ``mode``."""
+    q, k, v = F.linear(h, attention.in_proj_weight, attention.in_proj_bias).chunk(3, -1)
+    q, k, v = (t.view(h.size(0), TOKENS, HEADS, DIM // HEADS).transpose(1, 2)
+               for t in (q, k, v))
+    if mode == "cplrp":
+        q, k = q.detach(), k.detach()
+    scores = q @ k.transpose(-2, -1)
+    if mode == "attnlrp":
+        scores = _Halve.apply(scores)
+    scores = scores / math.sqrt(DIM // HEADS)
+    if causal:
+        scores = scores.masked_fill(torch.ones(TOKENS, TOKENS, dtype=torch.bool).triu(1),
+                                    float("-inf"))
+    mixed = F.softmax(scores, dim=-1) @ v
+    if mode == "attnlrp":
+        mixed = _Halve.apply(mixed)
+    return attention.out_proj(mixed.transpose(1, 2).reshape(h.size(0), TOKENS, DIM))
+
+
+def _twin_norm(norm: nn.LayerNorm, x):
+    mean = x.mean(-1, keepdim=True)
+    std = ((x - mean) ** 2).mean(-1, keepdim=True).add(norm.eps).sqrt()
+    return (x - mean) / std.detach() * norm.weight + norm.bias
+
+
+def _twin_layer(layer: nn.TransformerEncoderLayer, x, mode: str, causal: bool):
+    def mlp(h):
+        act = F.gelu if layer.activation_relu_or_gelu == 2 else F.relu
+        return layer.linear2(_Identity.apply(layer.linear1(h), act))
+
+    def attend(h):
+        return _twin_attention(layer.self_attn, h, mode, causal)
+
+    if layer.norm_first:
+        x = x + attend(_twin_norm(layer.norm1, x))
+        return x + mlp(_twin_norm(layer.norm2, x))
+    x = _twin_norm(layer.norm1, x + attend(x))
+    return _twin_norm(layer.norm2, x + mlp(x))
+
+
+def _twin(net: _Encoder, x, mode: str):
+    if net.kind == "attention":
+        y = _twin_attention(net.body, x, mode, net.causal)
+    elif net.kind == "encoder":
+        y = x
+        for layer in net.body.layers:
+            y = _twin_layer(layer, y, mode, net.causal)
+        y = _twin_norm(net.body.norm, y)
+    else:
+        y = _twin_layer(net.body, x, mode, net.causal)
+    return net.head(y.flatten(1))
+
+
+ENCODERS = {
+    "attention": {"kind": "attention"},
+    "attention-causal": {"kind": "attention", "causal": True},
+    "layer-norm-first-gelu": {"kind": "layer"},
+    "layer-post-norm-relu-causal": {"kind": "layer", "norm_first": False,
+                                    "activation": "relu", "causal": True},
+    "encoder": {"kind": "encoder"},
+    "encoder-causal": {"kind": "encoder", "norm_first": False, "causal": True},
+}
+
+
+@pytest.mark.parametrize("case", list(ENCODERS))
+@pytest.mark.parametrize("mode", ["attnlrp", "cplrp"])
+def test_torch_transformer_modules_equal_their_written_out_twin(case: str, mode: str) -> None:
+    """nn.MultiheadAttention, nn.TransformerEncoderLayer and nn.TransformerEncoder are
+    read as their parts: the forward is torch's, the relevance LXT's (a written-out twin
+    with LXT's modified backward)."""
+    torch.manual_seed(3)
+    net = _Encoder(**ENCODERS[case]).double().eval()
+    x = torch.as_tensor(np.random.default_rng(4).normal(size=(2, TOKENS, DIM)))
+    model = rp.from_torch(net, x)  # checks the forward against torch's
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert {"Slice", "MatMul", "Softmax"} <= kinds
+    target = [1, 2]
+    composite = rp.composites.AttnLRP(0.0) if mode == "attnlrp" else rp.composites.CPLRP(0.0)
+    relevance = rp.lrp(net, x, target, composite=composite).numpy()
+    leaf = x.clone().requires_grad_(True)
+    _twin(net, leaf, mode)[torch.arange(2), torch.as_tensor(target)].sum().backward()
+    expected = (leaf * leaf.grad).detach().numpy()
+    np.testing.assert_allclose(relevance, expected, rtol=1e-9,
+                               atol=1e-12 * np.abs(expected).max())
+
+
+def test_unsupported_attention_modules_say_so() -> None:
+    class Cross(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attention = nn.MultiheadAttention(DIM, HEADS, batch_first=True)
+
+        def forward(self, x):
+            return self.attention(x, x * 2, x * 2)[0]
+
+    x = torch.ones(1, TOKENS, DIM, dtype=torch.float64)
+    with pytest.raises(TypeError, match="cross-attention"):
+        rp.from_torch(Cross().double().eval(), x)
+    seq_first = nn.MultiheadAttention(DIM, HEADS).double().eval()
+
+    class SeqFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attention = seq_first
+
+        def forward(self, x):
+            return self.attention(x, x, x)[0]
+
+    with pytest.raises(TypeError, match="batch_first=True"):
+        rp.from_torch(SeqFirst().eval(), x)

@@ -869,12 +869,27 @@ class LayoutReader:
         if only_ones is not None:
             dropped, inserted = only_ones
             return self.insert_axes(self.drop_axes(t, dropped), inserted)
+        split = _one_axis_split(t, new)
+        if split is not None and t.batch_axis != 0:  # split where it is held (heads)
+            return self._split_in_place(t, *split, new)
         t = self.natural(t)
         if new[0] != t.shape[0] or math.prod(new) != math.prod(t.shape):
             raise self.fail(f"reshapes {t.shape} to {new}, which mixes the samples of the batch")
         layer = Flatten(1) if len(new) == 2 else Reshape(new[1:])
         return self.emit("flatten" if len(new) == 2 else "reshape", layer, [t],
                          range(len(new)), new, t.dtype)
+
+    def _split_in_place(self, t: Tensor, axis: int, parts: int, new: tuple[int, ...]) -> Tensor:
+        """Source axis ``axis`` of ``t`` (not the batch) split into ``parts`` axes of
+        ``new``, in relprop's layout as it is (no permute first)."""
+        perm: list[int] = []
+        for p in t.perm:
+            if p == axis:
+                perm += range(axis, axis + parts)
+            else:
+                perm.append(p if p < axis else p + parts - 1)
+        out = Tensor("", tuple(perm), new, t.dtype)
+        return self.emit("reshape", Reshape(out.stored), [t], perm, new, t.dtype)
 
     def concat(self, values: Sequence[Value], axis: int, out_shape: Sequence[int]) -> Tensor:
         if not all(isinstance(v, Tensor) for v in values):
@@ -900,6 +915,21 @@ class LayoutReader:
                 f"(shape {out.shape}); return it batch first."
             )
         self.draft.output = self.natural(out).node
+
+
+def _one_axis_split(t: Tensor, new: tuple[int, ...]) -> tuple[int, int] | None:
+    """For a reshape that splits one non-batch source axis into several (``unflatten``,
+    heads out of the features): that axis and the number of its parts; else ``None``."""
+    old = t.shape
+    extra = len(new) - len(old)
+    if extra < 1:
+        return None
+    for axis in range(len(old)):
+        parts = new[axis:axis + extra + 1]
+        if (new[:axis] == old[:axis] and new[axis + extra + 1:] == old[axis + 1:]
+                and math.prod(parts) == old[axis]):
+            return None if axis == t.batch_axis else (axis, extra + 1)
+    return None
 
 
 def _only_ones_change(t: Tensor, new: tuple[int, ...]) -> tuple[list[int], list[int]] | None:

@@ -70,6 +70,7 @@ from relprop.layers import (
     RMSNorm,
     Sigmoid,
     SiLU,
+    Slice,
     Softmax,
     Softplus,
     Tanh,
@@ -121,6 +122,8 @@ SUPPORTED_FUNCTIONS = (
     "torch.transpose / Tensor.transpose / torch.permute / Tensor.permute (batch first)",
     "F.layer_norm",
     "F.scaled_dot_product_attention (is_causal or no mask; as its parts)",
+    "nn.MultiheadAttention (self-attention), nn.TransformerEncoderLayer, "
+    "nn.TransformerEncoder (batch first; as their parts)",
     "torch.where(mask, x, number) / x.masked_fill(mask, number) with a boolean buffer mask",
     "torch.cat (dim >= 1)",
     "torch.mean / Tensor.mean over the spatial axes (global average pooling)",
@@ -860,9 +863,12 @@ class _FxImporter:
 
         return handle
 
-    def call_module(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
+    def call_module(self, node: Any, args: tuple, kwargs: dict) -> Any:
         qualname = str(node.target)
         module = self.modules[qualname]
+        expand = _expansion(module)
+        if expand is not None:
+            return expand(self, node, qualname, module, args, kwargs)
         layer = _convert_module(module, qualname)
         if kwargs or len(args) != 1:
             raise self.fail(node, "calls the module with other than one positional argument")
@@ -1088,6 +1094,8 @@ class _FxImporter:
     def item(self, node: Any, args: tuple, kwargs: dict) -> Any:
         if len(args) == 2 and isinstance(args[0], _Size):
             return self.dim(node, args[0].of, args[1])
+        if len(args) == 2 and isinstance(args[0], tuple) and isinstance(args[1], int):
+            return args[0][args[1]]  # (output, None) of an attention module
         raise self.fail(node, "indexes something other than a tensor's shape (slicing a "
                         "tensor is not supported)", TypeError)
 
@@ -1251,6 +1259,100 @@ class _FxImporter:
         keep = _Constant(~mask.tensor, mask.source)
         return self.select(node, self.tensor(node, bound["input"]), keep, bound["value"])
 
+    # -- transformer modules, expanded into their parts -----------------------------------
+
+    def part(self, node: Any, name: str, layer: Layer, inputs: list[_Tensor],
+             shape: tuple[int, ...] | None) -> _Tensor:
+        """One layer of an expanded module, its output of ``shape``."""
+        return _Tensor(self.emit(node, name, layer, inputs).name, shape)
+
+    def attention_parts(self, node: Any, name: str, q: _Tensor, k: _Tensor, v: _Tensor,
+                        scale: float, mask: Any) -> _Tensor:
+        """``softmax(q k^T * scale + mask) v`` of ``(batch, ..., tokens, d)`` queries, keys
+        and values, as MatMul, Affine, Softmax, MatMul (``mask``: ``None``, a float tensor
+        added, or a boolean one, True where attention is not allowed)."""
+        import torch
+
+        assert q.shape is not None and k.shape is not None and v.shape is not None
+        m = k.shape[-2]
+        order = (*range(len(k.shape) - 2), len(k.shape) - 1, len(k.shape) - 2)
+        keys = self.part(node, f"{name}.key_t", Permute(order), [k],
+                         (*k.shape[:-2], k.shape[-1], m))
+        scores = self.part(node, f"{name}.scores", MatMul(), [q, keys], (*q.shape[:-1], m))
+        dtype = self.constant(1.0).dtype
+        shift = None
+        if mask is not None and mask.dtype == torch.bool:
+            shift = torch.zeros(mask.shape, dtype=dtype).masked_fill(mask, float("-inf"))
+        elif mask is not None:
+            shift = mask.to(dtype)
+        scaled = self.part(node, f"{name}.scaled",
+                           Affine(torch.tensor(float(scale), dtype=dtype), shift), [scores],
+                           scores.shape)
+        weights = self.part(node, f"{name}.weights", Softmax(-1), [scaled], scores.shape)
+        return self.part(node, name, MatMul(), [weights, v], (*q.shape[:-1], v.shape[-1]))
+
+    def self_attention(self, node: Any, name: str, module: Any, x: _Tensor,
+                       mask: Any) -> _Tensor:
+        """An ``nn.MultiheadAttention`` (batch first) of ``x`` with itself, as its parts:
+        the packed input projection, a Slice for each of q, k, v, the heads split, the
+        attention, the heads joined, the output projection."""
+        if x.shape is None:
+            raise self.fail(node, "needs its input's shape: pass example_input")
+        tokens, width = x.shape[1], x.shape[2]
+        heads = module.num_heads
+        size = width // heads
+        packed = self.part(node, f"{name}.in_proj",
+                           Dense(module.in_proj_weight.detach(), _bias(module.in_proj_bias)),
+                           [x], (x.shape[0], tokens, 3 * width))
+        split = []
+        for index, part in enumerate("qkv"):
+            piece = self.part(node, f"{name}.{part}", Slice(-1, index * width,
+                                                            (index + 1) * width),
+                              [packed], x.shape)
+            shaped = self.part(node, f"{name}.{part}.heads", Reshape((tokens, heads, size)),
+                               [piece], (x.shape[0], tokens, heads, size))
+            split.append(self.part(node, f"{name}.{part}.first", Permute((0, 2, 1, 3)),
+                                   [shaped], (x.shape[0], heads, tokens, size)))
+        mixed = self.attention_parts(node, f"{name}.attention", *split, size ** -0.5, mask)
+        joined = self.part(node, f"{name}.joined", Permute((0, 2, 1, 3)), [mixed],
+                           (x.shape[0], tokens, heads, size))
+        flat = self.part(node, f"{name}.merged", Reshape((tokens, width)), [joined], x.shape)
+        out = module.out_proj
+        return self.part(node, f"{name}.out_proj",
+                         Dense(out.weight.detach(), _bias(out.bias)), [flat], x.shape)
+
+    def encoder_layer(self, node: Any, name: str, module: Any, x: _Tensor,
+                      mask: Any) -> _Tensor:
+        """An ``nn.TransformerEncoderLayer`` (batch first, eval) as its parts."""
+        def norm(which: str, t: _Tensor) -> _Tensor:
+            return self.part(node, f"{name}.{which}",
+                             _convert_module(getattr(module, which), f"{name}.{which}"), [t],
+                             t.shape)
+
+        def attention(t: _Tensor) -> _Tensor:
+            return self.self_attention(node, f"{name}.self_attn", module.self_attn, t, mask)
+
+        def feed_forward(t: _Tensor) -> _Tensor:
+            hidden = module.linear1.out_features
+            assert t.shape is not None
+            up = self.part(node, f"{name}.linear1",
+                           _convert_module(module.linear1, f"{name}.linear1"), [t],
+                           (*t.shape[:-1], hidden))
+            active = self.part(node, f"{name}.activation", _activation(module, name), [up],
+                               up.shape)
+            return self.part(node, f"{name}.linear2",
+                             _convert_module(module.linear2, f"{name}.linear2"), [active],
+                             t.shape)
+
+        def add(which: str, a: _Tensor, b: _Tensor) -> _Tensor:
+            return self.part(node, f"{name}.{which}", Add(), [a, b], a.shape)
+
+        if module.norm_first:
+            x = add("residual1", x, attention(norm("norm1", x)))
+            return add("residual2", x, feed_forward(norm("norm2", x)))
+        x = norm("norm1", add("residual1", x, attention(x)))
+        return norm("norm2", add("residual2", x, feed_forward(x)))
+
     def attention(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
         """``F.scaled_dot_product_attention`` as its parts: ``softmax(q k^T * scale + mask)
         v``, the causal mask a constant shift of ``-inf`` above the diagonal."""
@@ -1397,6 +1499,122 @@ class _FxImporter:
                          [self.tensor(node, bound["input"])])
 
 
+def _bias(bias: Any) -> Any:
+    return None if bias is None else bias.detach()
+
+
+def _activation(module: Any, name: str) -> Layer:
+    """The activation of an ``nn.TransformerEncoderLayer`` (a function or a module)."""
+    from torch.nn import functional as F
+
+    activation = module.activation
+    if activation is F.relu:
+        return ReLU()
+    if activation is F.gelu:
+        return GELU()
+    return _convert_module(activation, f"{name}.activation")
+
+
+def _bound(signature: tuple[str, ...], args: tuple, kwargs: dict) -> dict[str, Any]:
+    values = dict(zip(signature, args, strict=False))
+    values.update(kwargs)
+    return values
+
+
+def _attention_mask(importer: _FxImporter, node: Any, what: str, mask: Any, causal: Any,
+                    tokens: int | None) -> Any:
+    """The mask of an attention module's call: a constant tensor (a buffer of the module),
+    the causal mask for ``is_causal=True`` without one, or ``None``."""
+    import torch
+
+    if isinstance(mask, _Constant):
+        return mask.tensor
+    if mask is not None:
+        raise importer.fail(node, f"({what}) passes a mask computed in the forward; relprop "
+                            "reads a mask held by the module (a buffer) or is_causal=True",
+                            TypeError)
+    if causal and tokens is not None:
+        return torch.ones(tokens, tokens, dtype=torch.bool).triu(1)
+    return None
+
+
+def _tokens(x: _Tensor) -> int | None:
+    return None if x.shape is None else x.shape[1]
+
+
+def _expand_attention(importer: _FxImporter, node: Any, qualname: str, module: Any,
+                      args: tuple, kwargs: dict) -> tuple[_Tensor, None]:
+    """``nn.MultiheadAttention(x, x, x)``: self-attention of one tensor, batch first, no
+    key padding mask, a constant ``attn_mask`` or none; returns ``(output, None)`` (the
+    weights are not computed)."""
+    call = _bound(("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask",
+                   "average_attn_weights", "is_causal"), args, kwargs)
+    query, key, value = (call.get(k) for k in ("query", "key", "value"))
+    problems = [
+        (not module.batch_first, "has batch_first=False; build it with batch_first=True"),
+        (not (query is key is value), "attends to another tensor than its query "
+         "(cross-attention); relprop reads self-attention, module(x, x, x)"),
+        (call.get("key_padding_mask") is not None,
+         "passes key_padding_mask; relprop reads attn_mask (a buffer) or is_causal=True"),
+        (module.bias_k is not None or module.add_zero_attn or not module._qkv_same_embed_dim,
+         "has bias_k/bias_v, add_zero_attn or separate key and value sizes"),
+    ]
+    for problem, message in problems:
+        if problem:
+            raise importer.fail(node, f"(nn.MultiheadAttention {qualname!r}) {message}",
+                                TypeError)
+    x = importer.tensor(node, query)
+    mask = _attention_mask(importer, node, f"nn.MultiheadAttention {qualname!r}",
+                           call.get("attn_mask"), call.get("is_causal"), _tokens(x))
+    return importer.self_attention(node, qualname, module, x, mask), None
+
+
+def _expand_encoder_layer(importer: _FxImporter, node: Any, qualname: str, module: Any,
+                          args: tuple, kwargs: dict) -> _Tensor:
+    """``nn.TransformerEncoderLayer(src)``, batch first, in eval mode."""
+    call = _bound(("src", "src_mask", "src_key_padding_mask", "is_causal"), args, kwargs)
+    if not module.self_attn.batch_first:
+        raise importer.fail(node, f"(nn.TransformerEncoderLayer {qualname!r}) has "
+                            "batch_first=False; build it with batch_first=True", TypeError)
+    what = f"nn.TransformerEncoderLayer {qualname!r}"
+    if call.get("src_key_padding_mask") is not None:
+        raise importer.fail(node, f"({what}) passes src_key_padding_mask; relprop reads "
+                            "src_mask (a buffer) or is_causal=True", TypeError)
+    x = importer.tensor(node, call["src"])
+    mask = _attention_mask(importer, node, what, call.get("src_mask"), call.get("is_causal"),
+                           _tokens(x))
+    return importer.encoder_layer(node, qualname, module, x, mask)
+
+
+def _expand_encoder(importer: _FxImporter, node: Any, qualname: str, module: Any,
+                    args: tuple, kwargs: dict) -> _Tensor:
+    """``nn.TransformerEncoder(src)``: its layers, then its norm."""
+    call = _bound(("src", "mask", "src_key_padding_mask", "is_causal"), args, kwargs)
+    what = f"nn.TransformerEncoder {qualname!r}"
+    if call.get("src_key_padding_mask") is not None:
+        raise importer.fail(node, f"({what}) passes src_key_padding_mask; relprop reads "
+                            "mask (a buffer) or is_causal=True", TypeError)
+    x = importer.tensor(node, call["src"])
+    mask = _attention_mask(importer, node, what, call.get("mask"), call.get("is_causal"),
+                           _tokens(x))
+    for index, layer in enumerate(module.layers):
+        x = importer.encoder_layer(node, f"{qualname}.layers.{index}", layer, x, mask)
+    if module.norm is not None:
+        x = importer.part(node, f"{qualname}.norm",
+                          _convert_module(module.norm, f"{qualname}.norm"), [x], x.shape)
+    return x
+
+
+def _expansion(module: Any) -> Callable[..., Any] | None:
+    """How a transformer module is read: expanded into its parts (``None``: not one)."""
+    from torch import nn
+
+    table = {nn.MultiheadAttention: _expand_attention,
+             nn.TransformerEncoderLayer: _expand_encoder_layer,
+             nn.TransformerEncoder: _expand_encoder}
+    return table.get(type(module))
+
+
 def _trace(module: Any) -> Any:
     """``torch.fx`` trace with every convertible module (torch's or a subclass keeping its
     forward) as a leaf."""
@@ -1404,7 +1622,8 @@ def _trace(module: Any) -> Any:
 
     class Tracer(fx.Tracer):
         def is_leaf_module(self, m: Any, qualname: str) -> bool:
-            return _converter(m) is not None or super().is_leaf_module(m, qualname)
+            return (_converter(m) is not None or _expansion(m) is not None
+                    or super().is_leaf_module(m, qualname))
 
     wrapped = tuple(f for f in _USER_FUNCTIONS if inspect.isfunction(f))
     try:

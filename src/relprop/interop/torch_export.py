@@ -552,6 +552,10 @@ class _Reader(LayoutReader):
     def _neg(self, node: Any, x: Any) -> Value:
         return self.neg(self.tensor(x))
 
+    @_op("unflatten")
+    def _unflatten(self, node: Any, x: Any, dim: int, sizes: Any) -> Value:
+        return self.reshape(self.tensor(x), _shape(node))
+
     @_op("flatten")
     def _flatten(self, node: Any, x: Any, start: int = 0, end: int = -1) -> Value:
         return self.reshape(self.tensor(x), _shape(node))
