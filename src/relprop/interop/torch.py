@@ -1313,7 +1313,8 @@ class _FxImporter:
                                [piece], (x.shape[0], tokens, heads, size))
             split.append(self.part(node, f"{name}.{part}.first", Permute((0, 2, 1, 3)),
                                    [shaped], (x.shape[0], heads, tokens, size)))
-        mixed = self.attention_parts(node, f"{name}.attention", *split, size ** -0.5, mask)
+        q, k, v = split
+        mixed = self.attention_parts(node, f"{name}.attention", q, k, v, size ** -0.5, mask)
         joined = self.part(node, f"{name}.joined", Permute((0, 2, 1, 3)), [mixed],
                            (x.shape[0], tokens, heads, size))
         flat = self.part(node, f"{name}.merged", Reshape((tokens, width)), [joined], x.shape)
