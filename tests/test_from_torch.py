@@ -297,13 +297,15 @@ class _Body(nn.Module):
         (lambda m, x: F.dropout(m.conv(x), 0.1), ValueError, r"'dropout' .*training=True"),
         (lambda m, x: m.conv(x).view(-1, x.size(1)), ValueError,
          r"'size' .*axis 1 .*example_input"),
-        (lambda m, x: m.conv(x)[:, :1], TypeError, r"'getitem' .*slicing"),
+        (lambda m, x: m.conv(x)[0], TypeError, r"'getitem' .*the batch kept whole"),
+        (lambda m, x: m.conv(x)[:, :1], ValueError, r"'getitem' .*example_input"),
         (lambda m, x: (m.conv(x), x), ValueError, r"returns \(.*one tensor"),
         (lambda m, x: m.conv(x) if x.sum() > 0 else x, ValueError,
          r"torch.fx cannot trace the forward"),
     ],
     ids=["constant-over-tensor", "reshape-3d", "flatten-batch", "cat-batch", "mean-channels",
-         "dropout-training", "size-1", "slice", "tuple-output", "branch"],
+         "dropout-training", "size-1", "index-batch", "slice-no-shapes", "tuple-output",
+         "branch"],
 )
 def test_unsupported_patterns_in_a_traced_forward(body, error, match):
     with pytest.raises(error, match=match):

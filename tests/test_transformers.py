@@ -218,8 +218,9 @@ class _Encoder(nn.Module):
     bare nn.MultiheadAttention), batch first."""
 
     def __init__(self, kind: str, norm_first: bool = True, activation: str = "gelu",
-                 causal: bool = False) -> None:
+                 causal: bool = False, pool: str = "flatten") -> None:
         super().__init__()
+        self.pool = pool
         layer = nn.TransformerEncoderLayer(DIM, HEADS, HIDDEN, dropout=0.0, batch_first=True,
                                            norm_first=norm_first, activation=activation)
         self.kind, self.causal = kind, causal
@@ -230,7 +231,7 @@ class _Encoder(nn.Module):
             self.body = layer
         else:
             self.body = nn.MultiheadAttention(DIM, HEADS, batch_first=True)
-        self.head = nn.Linear(TOKENS * DIM, CLASSES)
+        self.head = nn.Linear(TOKENS * DIM if pool == "flatten" else DIM, CLASSES)
         # torch's causal attention takes the mask and is_causal=True as a hint
         self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(TOKENS))
 
@@ -243,7 +244,14 @@ class _Encoder(nn.Module):
             y = self.body(x, mask=mask, is_causal=self.causal)
         else:
             y = self.body(x, is_causal=self.causal, src_mask=mask)
-        return self.head(y.flatten(1))
+        return self.head(_pooled(y, self.pool))
+
+
+def _pooled(y, pool: str):
+    """The head's input: every token, their mean, or the first (class) token."""
+    if pool == "mean":
+        return y.mean(dim=1)
+    return y[:, 0] if pool == "first" else y.flatten(1)
 
 
 def _twin_attention(attention: nn.MultiheadAttention, h, mode: str, causal: bool):
@@ -297,7 +305,7 @@ def _twin(net: _Encoder, x, mode: str):
         y = _twin_norm(net.body.norm, y)
     else:
         y = _twin_layer(net.body, x, mode, net.causal)
-    return net.head(y.flatten(1))
+    return net.head(_pooled(y, net.pool))
 
 
 ENCODERS = {
@@ -308,6 +316,8 @@ ENCODERS = {
                                     "activation": "relu", "causal": True},
     "encoder": {"kind": "encoder"},
     "encoder-causal": {"kind": "encoder", "norm_first": False, "causal": True},
+    "layer-mean-pooling": {"kind": "layer", "pool": "mean"},
+    "layer-class-token": {"kind": "layer", "pool": "first"},
 }
 
 
@@ -323,6 +333,8 @@ def test_torch_transformer_modules_equal_their_written_out_twin(case: str, mode:
     model = rp.from_torch(net, x)  # checks the forward against torch's
     kinds = {type(layer).__name__ for layer in model.layers}
     assert {"Slice", "MatMul", "Softmax"} <= kinds
+    if ENCODERS[case].get("pool") == "mean":
+        assert "AdaptiveAvgPool1d" in kinds  # Norm: LRP-0 of the mean, LXT's plain gradient
     target = [1, 2]
     composite = rp.composites.AttnLRP(0.0) if mode == "attnlrp" else rp.composites.CPLRP(0.0)
     relevance = rp.lrp(net, x, target, composite=composite).numpy()

@@ -126,7 +126,8 @@ SUPPORTED_FUNCTIONS = (
     "nn.TransformerEncoder (batch first; as their parts)",
     "torch.where(mask, x, number) / x.masked_fill(mask, number) with a boolean buffer mask",
     "torch.cat (dim >= 1)",
-    "torch.mean / Tensor.mean over the spatial axes (global average pooling)",
+    "torch.mean / Tensor.mean over the spatial axes (global average pooling) or the tokens "
+    "of (batch, tokens, features) (mean pooling)",
     "F.max_pool1d/2d/3d",
     "F.avg_pool1d/2d/3d",
     "F.adaptive_avg_pool1d/2d/3d, F.adaptive_max_pool1d/2d/3d",
@@ -135,6 +136,7 @@ SUPPORTED_FUNCTIONS = (
     "F.dropout (eval)",
     "Tensor.contiguous",
     "x.size(0) / x.shape[0]",
+    "x[:, i], x[:, a:b] (rp.Slice: the class token)",
     "functions registered with register_torch_converter",
 )
 """The functions and methods a traced ``forward`` may call (besides supported modules)."""
@@ -1096,8 +1098,36 @@ class _FxImporter:
             return self.dim(node, args[0].of, args[1])
         if len(args) == 2 and isinstance(args[0], tuple) and isinstance(args[1], int):
             return args[0][args[1]]  # (output, None) of an attention module
+        if len(args) == 2 and isinstance(args[0], _Tensor):
+            return self.index(node, args[0], args[1])
         raise self.fail(node, "indexes something other than a tensor's shape (slicing a "
                         "tensor is not supported)", TypeError)
+
+    def index(self, node: Any, x: _Tensor, index: Any) -> _Tensor:
+        """``x[:, 0]`` (the class token), ``x[:, :, a:b]``: basic indexing that keeps the
+        batch, as an rp.Slice per indexed axis and a reshape dropping the integer ones."""
+        entries = index if isinstance(index, tuple) else (index,)
+        if not entries or entries[0] != slice(None) or any(
+            not isinstance(e, (int, slice)) or (isinstance(e, slice) and e.step not in
+                                                  (None, 1)) for e in entries
+        ) or (x.shape is not None and len(entries) > len(x.shape)):
+            raise self.fail(node, f"indexes with {index!r}; relprop reads x[:, i] and x[:, "
+                            "a:b] (integers and slices of step 1, the batch kept whole)",
+                            TypeError)
+        if x.shape is None:
+            raise self.fail(node, "indexes a tensor; pass example_input for its shape")
+        out = x
+        for axis, entry in enumerate(entries[1:], start=1):
+            size = x.shape[axis]
+            start, stop = ((entry % size, entry % size + 1) if isinstance(entry, int)
+                           else slice(entry.start, entry.stop).indices(size)[:2])
+            if (start, stop) != (0, size):
+                out = self.part(node, f"{node.name}_slice", Slice(axis, start, stop), [out],
+                                None)
+        import numpy as np
+
+        shape = np.broadcast_to(np.zeros(()), x.shape)[entries].shape  # numpy's indexing
+        return _Tensor(self.emit(node, node.name, Reshape(shape[1:]), [out]).name, shape)
 
     def contiguous(self, node: Any, args: tuple, kwargs: dict) -> _Tensor:
         return self.tensor(node, args[0] if args else None)
@@ -1396,6 +1426,14 @@ class _FxImporter:
             (2, 3): AdaptiveAvgPool2d, (-2, -1): AdaptiveAvgPool2d,
             (2, 3, 4): AdaptiveAvgPool3d, (-3, -2, -1): AdaptiveAvgPool3d,
         }
+        tokens = x.shape is not None and len(x.shape) == 3 and tuple(
+            d % 3 for d in dims) == (1,)
+        if tokens and bound["dtype"] is None:  # mean pooling over the tokens of (b, t, d)
+            first = self.part(node, f"{node.name}_features_first", Permute((0, 2, 1)), [x],
+                              None)
+            pooled = self.emit(node, f"{node.name}_pool", AdaptiveAvgPool1d(1), [first])
+            layer = Permute((0, 2, 1)) if bound["keepdim"] else Flatten(1)
+            return self.emit(node, node.name, layer, [pooled])
         pool = pools.get(tuple(sorted(dims)))
         if pool is not None and x.shape is not None and len(x.shape) != 2 + pool.spatial:
             pool = None
@@ -1404,7 +1442,8 @@ class _FxImporter:
                 node,
                 f"averages over dim={bound['dim']!r}; only the spatial axes of a "
                 "(batch, channels, ...) input are supported (global average pooling: "
-                "dim=(2, 3) or (-2, -1); 1d: dim=2 or -1)",
+                "dim=(2, 3) or (-2, -1); 1d: dim=2 or -1), and the tokens of a (batch, "
+                "tokens, features) input (mean pooling: dim=1)",
             )
         if bound["keepdim"]:
             return self.emit(node, node.name, pool(1), [x])
