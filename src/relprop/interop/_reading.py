@@ -42,6 +42,7 @@ from relprop.layers import (
     ReLU,
     Reshape,
     RMSNorm,
+    Slice,
     Softmax,
 )
 from relprop.layers.conv import _ConvNd, _ConvTransposeNd
@@ -890,6 +891,20 @@ class LayoutReader:
                 perm.append(p if p < axis else p + parts - 1)
         out = Tensor("", tuple(perm), new, t.dtype)
         return self.emit("reshape", Reshape(out.stored), [t], perm, new, t.dtype)
+
+    def slice_axis(self, t: Tensor, axis: int, start: Any, stop: Any, step: int = 1) -> Tensor:
+        """Entries ``start:stop:step`` of ``t``'s source axis ``axis`` (Python's slice
+        bounds: ``None``, negative, past the end); a :class:`~relprop.Slice`, nothing where
+        that is the whole axis."""
+        first, last, step = slice(start, stop, int(step)).indices(t.shape[axis])
+        if (first, last, step) == (0, t.shape[axis], 1):
+            return t
+        if axis == t.batch_axis:
+            raise self.fail("slices the batch axis")
+        shape = tuple(len(range(first, last, step)) if i == axis else n
+                      for i, n in enumerate(t.shape))
+        layer = Slice(t.perm.index(axis), first, last, step)
+        return self.emit("slice", layer, [t], t.perm, shape, t.dtype)
 
     def concat(self, values: Sequence[Value], axis: int, out_shape: Sequence[int]) -> Tensor:
         if not all(isinstance(v, Tensor) for v in values):

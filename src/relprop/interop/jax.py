@@ -62,7 +62,6 @@ from relprop.layers import (
     ReLU,
     Sigmoid,
     SiLU,
-    Slice,
     Softmax,
     Softplus,
     Tanh,
@@ -896,19 +895,6 @@ class _Reader(LayoutReader):
             parts.append(self.slice_axis(t, axis, start, start + int(size), 1))
             start += int(size)
         return parts
-
-    def slice_axis(self, t: Tensor, axis: int, start: int, stop: int, step: int) -> Tensor:
-        """Entries ``start:stop:step`` of ``t``'s source axis ``axis`` (a
-        :class:`~relprop.Slice`; nothing where that is the whole axis)."""
-        first, last, step = slice(start, stop, step).indices(t.shape[axis])
-        if (first, last, step) == (0, t.shape[axis], 1):
-            return t
-        if axis == t.batch_axis:
-            raise self.fail("slices the batch axis")
-        shape = tuple(len(range(first, last, step)) if i == axis else n
-                      for i, n in enumerate(t.shape))
-        layer = Slice(t.perm.index(axis), first, last, step)
-        return self.emit("slice", layer, [t], t.perm, shape, t.dtype)
 
     @_handles("reshape")
     def _reshape(self, eqn: Any, t: Tensor) -> list[Value]:

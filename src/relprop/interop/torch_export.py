@@ -40,7 +40,6 @@ from relprop.layers import (
     ReLU,
     Sigmoid,
     SiLU,
-    Slice,
     Softmax,
     Softplus,
     Tanh,
@@ -520,16 +519,7 @@ class _Reader(LayoutReader):
     def _slice(self, node: Any, x: Any, dim: int = 0, start: Any = None, end: Any = None,
                step: int = 1) -> Value:
         t = self.tensor(x)
-        axis = int(dim) % len(t.shape)
-        first, last, step = slice(start, end, int(step)).indices(t.shape[axis])
-        if (first, last, step) == (0, t.shape[axis], 1):
-            return t
-        if axis == t.batch_axis:
-            raise self.fail("slices the batch axis")
-        shape = tuple(len(range(first, last, step)) if i == axis else s
-                      for i, s in enumerate(t.shape))
-        layer = Slice(t.perm.index(axis), first, last, step)
-        return self.emit("slice", layer, [t], t.perm, shape, t.dtype)
+        return self.slice_axis(t, int(dim) % len(t.shape), start, end, step)
 
     @_op("select")
     def _select(self, node: Any, x: Any, dim: int, index: int) -> Value:
