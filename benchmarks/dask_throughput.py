@@ -34,7 +34,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,28 +43,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import suite  # noqa: E402 - the machine's description, as the suite writes it
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def _commit() -> str:
-    try:
-        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                              capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=ROOT, capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return done.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
 def _on(client: object, run: Callable[[], object]) -> Callable[[], object]:
@@ -189,9 +170,9 @@ def main(argv: list[str] | None = None) -> None:
                          for name in ("numpy", "dask", "distributed", "zarr"))
     lines += [
         "",
-        f"Machine: {_cpu_model()}, {os.cpu_count()} cores, Linux {platform.release()}; "
+        f"Machine: {suite.cpu_model()}, {os.cpu_count()} cores, Linux {platform.release()}; "
         f"Python {platform.python_version()}, {versions}, relprop {rp.__version__} at "
-        f"commit {_commit()}. Load average (1 min) {load_before:.1f} before and "
+        f"commit {suite.commit()}. Load average (1 min) {load_before:.1f} before and "
         f"{os.getloadavg()[0]:.1f} after the run.",
     ]
     table = "\n".join(lines)

@@ -55,7 +55,7 @@ QUICK_TABLES = ["mlp", "vgg16:1:32", "resnet18:1:32", "dtd:100"]
 # ------------------------------------------------------------------------ the machine
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -80,25 +80,30 @@ def _git(*args: str) -> str:
         return ""
 
 
+def commit() -> str:
+    """The checkout's short commit, marked where tracked files have uncommitted changes."""
+    short = _git("rev-parse", "--short", "HEAD") or "unknown"
+    if _git("status", "--porcelain", "--untracked-files=no"):
+        short += " (with uncommitted changes)"
+    return short
+
+
 def machine_info() -> dict[str, Any]:
     import torch
 
-    commit = _git("rev-parse", "--short", "HEAD") or "unknown"
-    if _git("status", "--porcelain", "--untracked-files=no"):
-        commit += " (with uncommitted changes)"
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         usable = os.cpu_count() or 0
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": usable,
         "torch threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "versions": {name: _version(name) for name in
                      ("relprop", "torch", "numpy", "jax", "jaxlib", "zennit", "captum")},
-        "commit": commit,
+        "commit": commit(),
     }
 
 
