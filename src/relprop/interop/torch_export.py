@@ -655,17 +655,22 @@ def _origin(target: str) -> str:
     return target.rsplit(".", 1)[0] if "." in target else target
 
 
+def _reachable(start: Any, neighbours: Callable[[Any], Any]) -> set[Any]:
+    """``start`` and every node reached from it through ``neighbours``."""
+    found, stack = {start}, [start]
+    while stack:
+        for other in neighbours(stack.pop()):
+            if other not in found:
+                found.add(other)
+                stack.append(other)
+    return found
+
+
 def _live_nodes(graph: Any) -> set[Any]:
     """The nodes the output depends on (a model's other outputs, its key-value cache and
     shape assertions are not read)."""
     output = next(n for n in graph.nodes if n.op == "output")
-    live, stack = {output}, [output]
-    while stack:
-        for used in stack.pop().all_input_nodes:
-            if used not in live:
-                live.add(used)
-                stack.append(used)
-    return live
+    return _reachable(output, lambda node: node.all_input_nodes)
 
 
 def narrowest_float(program: Any) -> Any:
@@ -684,13 +689,7 @@ def narrowest_float(program: Any) -> Any:
 
 def _dependent_nodes(source: Any) -> set[Any]:
     """The nodes whose values depend on ``source``'s."""
-    found, stack = {source}, [source]
-    while stack:
-        for user in stack.pop().users:
-            if user not in found:
-                found.add(user)
-                stack.append(user)
-    return found
+    return _reachable(source, lambda node: node.users)
 
 
 def _folded(program: Any, state: dict[str, Any], first: Any, dependent: set[Any]) -> dict:
