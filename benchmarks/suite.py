@@ -16,7 +16,8 @@ is its own column. Then, unless ``--no-memory``, each method runs once more in a
 subprocess of its own: the peak RSS (``resource.getrusage``) minus the RSS after building
 the network, the input and the backend's model (the peak is reset there through
 ``/proc/self/clear_refs`` where Linux allows it), i.e. what the method's first call
-(JAX: with its compilation) adds.
+(JAX: with its compilation) adds, with glibc's mmap threshold fixed at 1 MiB
+(``MALLOC_MMAP_THRESHOLD_``) so that memory the setup freed is not counted as reused.
 
 Tables are ``kind[:batch[:size]]``: ``mlp`` (784-300-100-10, batch 64), ``vgg16:B:S``
 (VGG-16's layers on a 3xSxS input), ``resnet18:B:S``, ``dtd`` (the seed-001 DTD network,
@@ -88,7 +89,9 @@ def commit() -> str:
     return short
 
 
-def machine_info() -> dict[str, Any]:
+def machine_info(threads: int = 0) -> dict[str, Any]:
+    """The machine, library versions and commit; ``threads``: the ``--threads`` the
+    tables' processes set (0: torch's own choice, as in this process)."""
     import torch
 
     try:
@@ -99,7 +102,7 @@ def machine_info() -> dict[str, Any]:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu_model(),
         "cores": usable,
-        "torch threads": torch.get_num_threads(),
+        "torch threads": threads or torch.get_num_threads(),
         "python": platform.python_version(),
         "versions": {name: _version(name) for name in
                      ("relprop", "torch", "numpy", "jax", "jaxlib", "zennit", "captum")},
@@ -419,7 +422,7 @@ def drive(args: argparse.Namespace) -> None:
     from methods import Table
 
     tables = [str(Table.parse(t)) for t in args.tables]
-    info = machine_info()
+    info = machine_info(args.threads)
     _log(format_machine(info, markdown=False))
     results = []
     for spec in tables:
@@ -445,6 +448,11 @@ def drive(args: argparse.Namespace) -> None:
             result["methods"][k]["memory"] = _child(command)
 
         begin = time.perf_counter()
+        # glibc keeps freed blocks below its (adaptive) mmap threshold in the heap: a
+        # method would then reuse what its setup freed (rp.from_torch's check forward, which
+        # autograd's setup does not run) and look smaller than it is. A fixed threshold
+        # returns every block of 1 MiB or more to the system when it is freed.
+        os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))
         if args.jobs > 1:  # side by side, one thread each: no library's pool oversubscribed
             for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
                 os.environ[name] = "1"

@@ -218,9 +218,11 @@ class _Counting:
     ("Epsilon", False, (0, 1), (0, 1)),    # divides by the recorded output
     ("ZPlus", True, (1, 1), (1, 1)),       # x- dropped after a ReLU
     ("ZPlus", False, (2, 2), (2, 2)),      # x+ and x- read different inputs
-    ("Gamma", True, (1, 1), (2, 2)),       # W + g W+ and W + g W- stacked; zennit: 2 and 5
+    # after a ReLU: z and W+ x give both terms' forward passes; transposes with W and W+
+    # (stacked when fused); zennit: 2 and 5
+    ("Gamma", True, (1, 1), (1, 2)),
     ("Gamma", False, (2, 2), (4, 4)),
-    ("AlphaBeta", True, (1, 1), (2, 2)),
+    ("AlphaBeta", True, (1, 1), (1, 2)),   # W- x = z - W+ x; transposes with W+ and W-
     ("AlphaBeta", False, (2, 2), (4, 4)),
     ("ZBox", False, (2, 3), (2, 3)),       # x, low, high: three inputs; x's forward reused
 ])

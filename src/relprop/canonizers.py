@@ -1,7 +1,9 @@
 """Canonizers: rewrite a model into an equivalent one that LRP explains better.
 
 A canonizer is a pure function of the model: it returns a new model and never touches the
-one it is given (nor the arrays it shares with a torch module).
+one it is given (nor the arrays it shares with a torch module). Because it is pure,
+:func:`relprop.lrp` canonizes each model once (:func:`canonized`) and reuses the result
+while the model's parameters provably have not changed.
 """
 
 from __future__ import annotations
@@ -19,12 +21,24 @@ from relprop.layers import (
 )
 from relprop.model import INPUT, Alias, Graph, Model, Node, Sequential, with_aliases
 from relprop.ops._args import normalize_pads
+from relprop.rules.terms import cached
 
-__all__ = ["Canonizer", "MergeBatchNorm", "canonize"]
+__all__ = ["Canonizer", "MergeBatchNorm", "canonize", "canonized"]
+
+CANONIZED_PER_MODEL = 2
+"""Canonized versions :func:`canonized` keeps per model (one per set of canonizers)."""
 
 
 class Canonizer:
     """Base class: ``apply(model)`` returns an equivalent, rewritten model."""
+
+    cacheable: bool = True
+    """Whether ``apply`` depends on nothing but the model's structure, layer settings and
+    parameter values, so that :func:`canonized` may reuse its result while the
+    parameters are unchanged. Set it to ``False`` in a canonizer that reads anything
+    else; equal canonizers (``==``) share cached results, so give a canonizer with
+    settings an ``__eq__`` and ``__hash__`` (as :class:`MergeBatchNorm` has), or one
+    instance is cached apart from every other."""
 
     def apply(self, model: Model) -> Model:
         raise NotImplementedError
@@ -57,6 +71,58 @@ def canonize(model: Model, canonizers: Sequence[Canonizer]) -> Model:
             raise TypeError(f"canonizers must be relprop Canonizers; got {canonizer!r}.")
         model = canonizer.apply(model)
     return model
+
+
+def _parameters(model: Model) -> list[Array | None]:
+    return [value for layer in model.layers for value in layer.params().values()]
+
+
+def canonized(model: Model, canonizers: Sequence[Canonizer]) -> Model:
+    """:func:`canonize`, kept per model and reused while its parameters are unchanged.
+
+    What :func:`relprop.lrp` calls: the canonized model is cached by the rule engine's
+    cache of derived values (:func:`relprop.rules.terms.cached`), weakly keyed on
+    ``model`` and valid while the version token of every parameter of ``model`` is the
+    same (torch tensors' in-place write counter, JAX arrays' identity), so the fused
+    layers, and the modified weights the rules keep for them, are made once. A model of
+    NumPy, CuPy or array-api-strict arrays (no write counter) or of traced JAX values is
+    canonized on every call; so is any list of canonizers with one whose ``cacheable``
+    is ``False`` or that cannot be hashed. At most :data:`CANONIZED_PER_MODEL` sets of
+    canonizers are kept per model; :func:`relprop.rules.clear_cache` forgets them.
+    Layer settings (a batch norm's ``eps``) are taken as fixed: a relprop layer is not
+    changed after it is built (a torch module's changes make a new model,
+    :func:`relprop.lrp`).
+
+    Parameters
+    ----------
+    model
+        The model to canonize (never modified).
+    canonizers
+        Applied in turn, as by :func:`canonize`.
+
+    Returns
+    -------
+    Model
+        ``canonize(model, canonizers)``, the same object as long as it is kept.
+
+    Examples
+    --------
+    >>> import numpy as np, relprop as rp
+    >>> bn = rp.BatchNorm1d(np.zeros(2), np.full(2, 4.0 - 1e-5))
+    >>> model = rp.Sequential([rp.Dense(np.eye(2)), bn])
+    >>> canonized(model, [MergeBatchNorm()]).names  # NumPy: canonized anew on every call
+    ('0',)
+    """
+    key = ("canonized", tuple(canonizers))
+    try:
+        hash(key)
+    except TypeError:
+        return canonize(model, canonizers)
+    if not all(getattr(c, "cacheable", False) for c in canonizers):
+        return canonize(model, canonizers)
+    value: Model = cached(model, key, _parameters(model), lambda: canonize(model, canonizers),
+                          lambda m: m.named_params().values(), limit=CANONIZED_PER_MODEL)
+    return value
 
 
 def _per_channel(a: Array, ndim: int, axis: int, xp: ModuleType) -> Array:

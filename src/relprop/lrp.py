@@ -9,28 +9,28 @@ from typing import Any, Literal, overload
 from relprop._checks import check_input, target_relevance
 from relprop._dask import is_dask_array, on_dask
 from relprop._xp import Array, array_namespace, detached, is_traced, library_of, to_numpy
-from relprop.canonizers import canonize
+from relprop.canonizers import canonized
 from relprop.composites import Composite, uniform
 from relprop.conservation import ConservationReport, Recorder, warn_batch_norms
 from relprop.interop._cache import ModelLike, as_model
-from relprop.layers import Embedding, Identity, describe
+from relprop.layers import Embedding, Identity, Layer, Linear, describe
 from relprop.layers.merge import Merge
-from relprop.model import INPUT, Model, Node
+from relprop.model import INPUT, Model, Node, _unbatched_hint
 from relprop.rules import Rule
 
 __all__ = ["gradient", "gradient_x_input", "lrp"]
 
 
-def _prepare(
+def _checked(
     model: Model, x: Array, target: object, detach: bool
-) -> tuple[ModuleType, Array, object, dict[str, Array]]:
-    """The namespace, the input and target (detached unless asked otherwise) and every
-    node's output, after checking the input."""
+) -> tuple[ModuleType, Array, object]:
+    """The namespace, and the input and target (detached unless asked otherwise), after
+    checking the input."""
     xp = model.namespace(x=x)
     if detach:
         x, target = detached(x), detached(target)
     check_input(x, xp, model.named_params())
-    return xp, x, target, model.run(x, xp)
+    return xp, x, target
 
 
 def _targets_per_sample(target: object) -> int | None:
@@ -120,9 +120,10 @@ def _at_embeddings(model: Model, x: Array) -> tuple[Model, Array]:
     return rest, vectors
 
 
-def _accumulate(received: dict[str, Array], name: str, value: Array) -> None:
+def _send(received: dict[str, Array], names: tuple[str, ...], parts: list[Array]) -> None:
     """A node read by several consumers receives the sum of what they send back."""
-    received[name] = received[name] + value if name in received else value
+    for name, part in zip(names, parts, strict=True):
+        received[name] = received[name] + part if name in received else part
 
 
 def _backward(
@@ -132,24 +133,40 @@ def _backward(
     step: Callable[[int, Node, list[Array], Array], list[Array]],
     xp: ModuleType,
     keep_sent: Collection[str] = (),
+    keep: bool = False,
 ) -> tuple[dict[str, Array], dict[str, Array]]:
     """Walk the nodes backwards from ``start`` at the output; return what each node got,
-    and what each node of ``keep_sent`` sent back to its (first) input."""
+    and what each node of ``keep_sent`` sent back to its (first) input.
+
+    Unless ``keep`` (``return_layers`` reads them afterwards), memory is freed as the walk
+    goes, as autograd frees its saved tensors: each node's forward output leaves
+    ``values`` after the node's own step (its consumers, later in the forward order, have
+    had their steps), a node's received relevance is dropped once it has been sent on,
+    and only the input's relevance comes back.
+    """
     received = {nodes[-1].name: start}
+    del start
     reached: dict[str, Array] = {}
     sent: dict[str, Array] = {}
+    if not keep:  # nodes after the one explained (``start=``) are never read
+        walked = {node.name for node in nodes}
+        for name in [name for name in values if name != INPUT and name not in walked]:
+            del values[name]
     for index in range(len(nodes) - 1, -1, -1):
         node = nodes[index]
-        if node.name not in received:  # the output does not depend on this node
-            continue
-        reached[node.name] = received.pop(node.name)
-        inputs = [values[name] for name in node.inputs]
-        parts = step(index, node, inputs, reached[node.name])
-        if node.name in keep_sent:
-            sent[node.name] = parts[0]
-        for name, part in zip(node.inputs, parts, strict=True):
-            _accumulate(received, name, part)
-    reached[INPUT] = received.get(INPUT, xp.zeros_like(values[INPUT]))
+        relevance = received.pop(node.name, None)
+        if relevance is not None:  # else the output does not depend on this node
+            if keep:
+                reached[node.name] = relevance
+            parts = step(index, node, [values.get(name) for name in node.inputs], relevance)
+            del relevance
+            if node.name in keep_sent:
+                sent[node.name] = parts[0]
+            _send(received, node.inputs, parts)
+            del parts
+        if not keep:
+            values.pop(node.name, None)
+    reached[INPUT] = received[INPUT] if INPUT in received else xp.zeros_like(values[INPUT])
     return reached, sent
 
 
@@ -382,10 +399,11 @@ def _lrp(
     given = as_model(model, x)
     used = given
     if isinstance(composite, Composite) and composite.canonizers:
-        used = canonize(given, composite.canonizers)
+        used = canonized(given, composite.canonizers)
     used, x = _at_embeddings(used, x)
     rules = _rules(used, composite, rule)
-    xp, x, target, values = _prepare(used, x, target, detach)
+    xp, x, target = _checked(used, x, target, detach)
+    values = used.run(x, xp)
     nodes = used.nodes()[:_start_index(used, start) + 1]
     nonnegative = used.output_nonnegative()
 
@@ -404,7 +422,7 @@ def _lrp(
 
     initial = target_relevance(values[nodes[-1].name], target, xp)
     keep = {t for kind, t in used.aliases.values() if kind == "input"} if return_layers else ()
-    reached, sent = _backward(nodes, values, initial, step, xp, keep)
+    reached, sent = _backward(nodes, values, initial, step, xp, keep, keep=return_layers)
     result: list[Any] = [reached[INPUT]]
     if return_layers:
         result.append(_per_layer(given, used, reached, sent, values, xp))
@@ -415,18 +433,67 @@ def _lrp(
     return result[0] if len(result) == 1 else tuple(result)
 
 
+def _shape_only(layer: Layer) -> bool:
+    """Whether the layer's vjp reads only the shape of its input (a linear layer's is the
+    transpose of its weights)."""
+    return isinstance(layer, Linear) and type(layer).vjp is Linear.vjp
+
+
+def _run_for_vjp(model: Model, x: Array, xp: ModuleType
+                 ) -> tuple[dict[str, Array], dict[str, tuple[int, ...]]]:
+    """``model.run(x, xp)`` (the same checks and outputs) for the gradient: an output that
+    only linear layers read is dropped after its last reader in the forward pass (their
+    vjp needs its shape alone), as autograd saves no input of a layer whose input it
+    differentiates only; every output's shape is kept."""
+    nodes = model.nodes()
+    last: dict[str, int] = {}
+    needed = {INPUT, nodes[-1].name}
+    for index, node in enumerate(nodes):
+        for name in node.inputs:
+            last[name] = index
+            if not _shape_only(node.layer):
+                needed.add(name)
+    values = {INPUT: x}
+    shapes = {INPUT: tuple(x.shape)}
+    for index, node in enumerate(nodes):
+        inputs = [values[name] for name in node.inputs]
+        if isinstance(node.layer, Merge):
+            problem = node.layer.check_inputs([tuple(a.shape) for a in inputs])
+        else:
+            problem = node.layer.check_input(tuple(inputs[0].shape))
+        if problem is not None:
+            raise ValueError(f"{describe(node.layer, index, node.name)} {problem}"
+                             f"{_unbatched_hint(node, inputs)}.")
+        if isinstance(node.layer, Merge):
+            out = node.layer.forward_many(inputs, xp)
+        else:
+            out = node.layer.forward(inputs[0], xp)
+        del inputs
+        values[node.name], shapes[node.name] = out, tuple(out.shape)
+        del out
+        for name in node.inputs:
+            if last[name] == index and name not in needed:
+                values.pop(name, None)
+    return values, shapes
+
+
 def _gradient(
     model: ModelLike, x: Array, target: object, detach: bool
 ) -> tuple[Array, Array]:
     """The input (detached as asked) and the input gradient."""
     checked, x = _at_embeddings(as_model(model, x), x)
-    xp, x, target, values = _prepare(checked, x, target, detach)
+    xp, x, target = _checked(checked, x, target, detach)
+    values, shapes = _run_for_vjp(checked, x, xp)
     nodes = checked.nodes()
 
     def step(index: int, node: Node, inputs: list[Array], cotangent: Array) -> list[Array]:
-        if isinstance(node.layer, Merge):
-            return node.layer.vjp_many(inputs, cotangent, xp)
-        return [node.layer.vjp(inputs[0], cotangent, xp)]
+        layer = node.layer
+        if isinstance(layer, Merge):
+            return layer.vjp_many(inputs, cotangent, xp)
+        if _shape_only(layer):
+            assert isinstance(layer, Linear)
+            return [layer.transpose(cotangent, layer.weight, xp, shapes[node.inputs[0]])]
+        return [layer.vjp(inputs[0], cotangent, xp)]
 
     start = target_relevance(values[nodes[-1].name], target, xp, scale=False)
     return x, _backward(nodes, values, start, step, xp)[0][INPUT]

@@ -27,14 +27,16 @@ beta-smooth surrogate gradient (:mod:`relprop.rules.relu`); for transformers
 with :math:`a^+ = \max(a, 0)`, :math:`a^- = \min(a, 0)` and the stabiliser
 :math:`s(z) = z + \epsilon\,\mathrm{sgn}(z)`, :math:`\mathrm{sgn}(0) = +1`.
 Terms that are identically zero because the layer's input is non-negative (it follows a
-ReLU) are skipped.
+ReLU) are skipped. The modified parameters (and :func:`relprop.lrp`'s canonized models)
+are kept between calls while the parameters provably have not changed;
+:func:`clear_cache` releases them.
 """
 
 from relprop.rules import modifiers
 from relprop.rules.base import Gradient, Pass, Rule, Stabilizer, stabilize
 from relprop.rules.linear import AlphaBeta, Epsilon, Flat, Gamma, Norm, WSquare, ZBox, ZPlus
 from relprop.rules.relu import ReLUBetaSmooth, ReLUDeconvNet, ReLUGuidedBackprop
-from relprop.rules.terms import Group, Term, TermRule
+from relprop.rules.terms import Group, Term, TermRule, clear_cache
 from relprop.rules.transformer import Detach, FrozenNorm, Softmax, Uniform
 
 __all__ = [
@@ -60,6 +62,7 @@ __all__ = [
     "WSquare",
     "ZBox",
     "ZPlus",
+    "clear_cache",
     "modifiers",
     "stabilize",
 ]

@@ -9,7 +9,7 @@ from types import ModuleType
 
 from array_api_compat import device
 
-from relprop._xp import Array
+from relprop._xp import Array, is_traced, library_of
 from relprop.layers import Layer, Linear, MaxPool
 from relprop.layers.merge import Merge
 
@@ -31,8 +31,26 @@ def stabilize(z: Array, epsilon: Stabilizer, xp: ModuleType) -> Array:
     """
     if callable(epsilon):
         return epsilon(z)
-    one = xp.ones_like(z)
-    return z + epsilon * xp.where(z >= 0, one, -one)
+    if is_traced(z) or library_of(z) == "jax":  # XLA fuses it however it is written
+        return xp.where(z >= 0, z + epsilon, z - epsilon)
+    positive, negative = _signed(epsilon, z, xp)
+    return z + xp.where(z >= 0, positive, negative)  # two new arrays: the fewest eagerly
+
+
+_SIGNED: dict[tuple[float, str, str, str], tuple[Array, Array]] = {}
+
+
+def _signed(epsilon: float, z: Array, xp: ModuleType) -> tuple[Array, Array]:
+    """``epsilon`` and ``-epsilon`` as 0-d arrays of ``z``'s dtype and device (kept: making
+    them costs more than the addition on a small layer)."""
+    key = (epsilon, str(z.dtype), str(device(z)), xp.__name__)
+    pair = _SIGNED.get(key)
+    if pair is None:
+        value = xp.asarray(epsilon, dtype=z.dtype, device=device(z))
+        pair = (value, -value)
+        if len(_SIGNED) < 64:
+            _SIGNED[key] = pair
+    return pair
 
 
 def check_stabilizer(value: Stabilizer, name: str) -> Stabilizer:

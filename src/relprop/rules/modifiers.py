@@ -4,8 +4,12 @@ reaches the layer's output. Each modifier is a small frozen dataclass: callable,
 
 Input modifiers map ``(x, xp)`` to an array of ``x``'s shape; ``vanishes_on_nonnegative``
 says the result is identically zero when ``x >= 0`` (after a ReLU), so the engine drops
-the term. Parameter modifiers map ``(w, xp)`` to an array of ``w``'s shape (weights and
-biases alike). Output modifiers map ``(R, out, xp)`` to the relevance a term group divides.
+the term, ``identity_on_nonnegative`` that it is ``x`` itself there, and
+:meth:`Modifier.constant` that it is the same for every sample. Parameter modifiers map
+``(w, xp)`` to an array of ``w``'s shape (weights and biases alike);
+:meth:`Modifier.decomposition` says when one is :math:`a w + c w^+` (then the engine can
+build its forward pass from the layer's own output and that of :math:`W^+`). Output
+modifiers map ``(R, out, xp)`` to the relevance a term group divides.
 
 Examples
 --------
@@ -17,6 +21,7 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -44,25 +49,63 @@ class Modifier:
 
     vanishes_on_nonnegative: bool = False
     """Whether the result is identically zero for ``a >= 0`` (then its term is dropped)."""
+    identity_on_nonnegative: bool = False
+    """Whether the result is ``a`` itself for ``a >= 0`` (an input modifier the engine may
+    skip after a ReLU)."""
 
     def __call__(self, a: Array, xp: ModuleType) -> Array:
         raise NotImplementedError
+
+    def constant(self) -> Hashable | None:
+        """A key if the result depends on nothing but the input's shape, dtype and device
+        (every sample alike), else ``None`` (the default). The engine then computes the
+        forward passes of the terms reading it for one sample, once per layer and input
+        shape, and keeps them with the layer's modified parameters (Flat's and ZBox's
+        bounds on the first layer: no convolution per call)."""
+        return None
+
+    def decomposition(self) -> tuple[float, float] | None:
+        r"""``(a, c)`` such that the modifier maps every :math:`w` to :math:`a w + c w^+`
+        (:math:`w^+ = \max(w, 0)`), or ``None`` (the default) where it is no such map.
+
+        The engine then needs only :math:`W x + b` (the layer's recorded output) and
+        :math:`W^+ x + b^+` for the term's forward pass on a non-negative input, and the
+        transposes of :math:`W` and :math:`W^+` for its backward pass, whatever ``a`` and
+        ``c`` are: Gamma and AlphaBeta after a ReLU cost one modified forward pass
+        instead of two.
+
+        Examples
+        --------
+        >>> PlusGamma(0.25, Negative()).decomposition()  # W + g W- = (1 + g) W - g W+
+        (1.25, -0.25)
+        """
+        return None
 
 
 @dataclass(frozen=True)
 class Identity(Modifier):
     """``a`` itself."""
 
+    identity_on_nonnegative = True
+
     def __call__(self, a: Array, xp: ModuleType) -> Array:
         return a
+
+    def decomposition(self) -> tuple[float, float] | None:
+        return (1.0, 0.0)
 
 
 @dataclass(frozen=True)
 class Positive(Modifier):
     """:math:`a^+ = \\max(a, 0)`."""
 
+    identity_on_nonnegative = True
+
     def __call__(self, a: Array, xp: ModuleType) -> Array:
         return xp.clip(a, min=0.0)
+
+    def decomposition(self) -> tuple[float, float] | None:
+        return (0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -74,6 +117,9 @@ class Negative(Modifier):
     def __call__(self, a: Array, xp: ModuleType) -> Array:
         return xp.clip(a, max=0.0)
 
+    def decomposition(self) -> tuple[float, float] | None:
+        return (1.0, -1.0)  # a- = a - a+
+
 
 @dataclass(frozen=True)
 class Ones(Modifier):
@@ -82,6 +128,9 @@ class Ones(Modifier):
     def __call__(self, a: Array, xp: ModuleType) -> Array:
         return xp.ones_like(a)
 
+    def constant(self) -> Hashable | None:
+        return ("ones",)
+
 
 @dataclass(frozen=True)
 class Zero(Modifier):
@@ -89,6 +138,9 @@ class Zero(Modifier):
 
     def __call__(self, a: Array, xp: ModuleType) -> Array:
         return xp.zeros_like(a)
+
+    def decomposition(self) -> tuple[float, float] | None:
+        return (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -109,6 +161,12 @@ class PlusGamma(Modifier):
     def __call__(self, a: Array, xp: ModuleType) -> Array:
         return a + self.gamma * self.part(a, xp)
 
+    def decomposition(self) -> tuple[float, float] | None:
+        inner = self.part.decomposition()
+        if inner is None:
+            return None
+        return (1.0 + self.gamma * inner[0], self.gamma * inner[1])
+
 
 @dataclass(frozen=True, eq=False)
 class Bound(Modifier):
@@ -126,13 +184,19 @@ class Bound(Modifier):
                                  x_name="the input of the layer it explains")
         return low if self.which == "low" else high
 
+    def constant(self) -> Hashable | None:
+        numbers = (int, float)
+        if all(isinstance(v, numbers) and not isinstance(v, bool) for v in (self.low, self.high)):
+            return ("bound", self.which, float(self.low), float(self.high))
+        return None  # arrays: maybe one bound per sample
+
 
 @dataclass(frozen=True)
 class PositiveOutput:
     """The relevance where the layer's output is positive, zero elsewhere."""
 
     def __call__(self, R: Array, out: Array, xp: ModuleType) -> Array:
-        return xp.where(out > 0, R, xp.zeros_like(R))
+        return xp.where(out > 0, R, 0.0)
 
 
 @dataclass(frozen=True)
@@ -140,4 +204,4 @@ class NegativeOutput:
     """The relevance where the layer's output is negative, zero elsewhere."""
 
     def __call__(self, R: Array, out: Array, xp: ModuleType) -> Array:
-        return xp.where(out < 0, R, xp.zeros_like(R))
+        return xp.where(out < 0, R, 0.0)

@@ -20,28 +20,39 @@ The engine, not the layer, keeps the modified parameters: computed once per laye
 modifier and parameter, and kept while the parameters provably have not changed (JAX
 arrays are immutable; torch counts in-place writes in ``Tensor._version``; NumPy, CuPy and
 array-api-strict arrays can be written without a trace, so nothing is kept for them; a
-value traced by ``jax.jit`` is never kept). It drops terms whose input modifier vanishes on
-the non-negative inputs that follow a ReLU, and reads the forward pass itself for a term
-that modifies nothing. Optionally (:attr:`TermRule.fuse`) it runs the terms that read one
-input as one call of the layer with their parameters stacked (:meth:`Linear.stack`).
+value traced by ``jax.jit`` is never kept), at most :data:`ENTRIES_PER_OWNER` per layer;
+:func:`clear_cache` releases them (:func:`cached` is that one cache, which also keeps
+``rp.lrp``'s canonized models). It drops terms whose input modifier vanishes on the
+non-negative inputs that follow a ReLU, reads the forward pass itself for a term that
+modifies nothing, builds the forward pass of a term with weights :math:`a W + c W^+` on
+the layer's own input from the recorded output and one pass with :math:`W^+` (Gamma and
+AlphaBeta after a ReLU: one modified forward pass, not two; :func:`_split`), and computes
+the forward passes of terms whose input is the same for every sample (Flat's ones, ZBox's
+float bounds) once per input shape. Optionally (:attr:`TermRule.fuse`) it runs the terms
+that read one input as one call of the layer with their parameters stacked
+(:meth:`Linear.stack`).
 """
 
 from __future__ import annotations
 
+import threading
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from array_api_compat import device
 
 from relprop._xp import Array, is_traced, library_of
 from relprop.layers import Layer, Linear
+from relprop.model import Model
 from relprop.rules.base import Rule, Stabilizer, check_stabilizer, stabilize
-from relprop.rules.modifiers import Identity, Modifier, Zero
+from relprop.rules.modifiers import Identity, Modifier, Positive, Zero
 
-__all__ = ["Group", "Term", "TermRule", "cached_parameters", "per_sample"]
+__all__ = ["Group", "Term", "TermRule", "cached", "cached_parameters", "clear_cache", "per_sample",
+           "version_token"]
 
 _PARAM_NAMES = frozenset({"weight", "bias"})
 
@@ -94,23 +105,156 @@ def _zero_set(zero_params: str | Iterable[str] | None) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------------------------------
-# modified parameters, cached by the engine
+# arrays derived from parameters, cached by the engine
 # ---------------------------------------------------------------------------------------
 
-_CACHE: weakref.WeakKeyDictionary[Linear, tuple[tuple[int, ...], dict[Any, Array]]] = (
+ENTRIES_PER_OWNER = 8
+"""At most this many modified parameters are kept per layer, the least recently used
+dropped first: a sweep over ``Gamma(gamma)`` values cannot pile up modified weights. Set
+it to 0 to keep none (each call then derives them again: the memory of one layer's at a
+time instead of every layer's, for the time of deriving them)."""
+
+_CACHE: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], OrderedDict[Any, Any]]] = (
     weakref.WeakKeyDictionary()
 )
+_LOCK = threading.Lock()
 
 
-def _version(layer: Linear) -> tuple[int, ...] | None:
-    """A token that changes whenever a parameter is written, or ``None`` if unknowable."""
-    params = [p for p in (layer.weight, layer.bias) if p is not None]
-    library = library_of(layer.weight)
-    if library == "jax":
-        return ()
-    if library == "torch":
-        return tuple(int(p._version) for p in params)
-    return None
+def version_token(arrays: Iterable[Array | None]) -> tuple[Any, ...] | None:
+    """A token that changes whenever one of ``arrays`` is replaced or written, or ``None``
+    where that is unknowable (then nothing derived from them is cached).
+
+    JAX arrays are immutable (their identity is the token); torch tensors count their
+    in-place writes (``Tensor._version``); NumPy, CuPy and array-api-strict arrays can be
+    written without a trace; a value traced by ``jax.jit`` lives in one trace only.
+
+    Parameters
+    ----------
+    arrays
+        The arrays (``None`` entries allowed: absent parameters).
+
+    Returns
+    -------
+    tuple or None
+        Equal tokens mean that no array was replaced or written in between.
+    """
+    token: list[Any] = []
+    for a in arrays:
+        if a is None:
+            token.append(None)
+            continue
+        library = library_of(a)
+        if library == "torch":
+            try:
+                token.append((id(a), int(a._version)))
+            except RuntimeError:  # an inference-mode tensor counts no writes
+                return None
+        elif library == "jax" and not is_traced(a):
+            token.append(id(a))
+        else:
+            return None
+    return tuple(token)
+
+
+def cached(owner: Any, key: Any, arrays: Sequence[Array | None], make: Callable[[], Any],
+           leaves: Callable[[Any], Iterable[Any]] | None = None, *,
+           limit: int | None = None) -> Any:
+    """``make()``, kept for ``owner`` (weakly: the entry dies with it) under ``key`` while
+    :func:`version_token` of ``arrays`` (what ``make`` reads) stays the same.
+
+    The one cache of derived values: the engine's modified parameters (per layer) and
+    ``rp.lrp``'s canonized models (per model, :func:`relprop.canonizers.canonized`). A
+    value with a traced leaf (``leaves(value)``, default the value or the items of a
+    tuple) is returned without being kept; at most ``limit`` values are kept per owner
+    (default :data:`ENTRIES_PER_OWNER`). :func:`clear_cache` forgets them.
+
+    Parameters
+    ----------
+    owner
+        What the value belongs to (weakly referenced: a layer, a model).
+    key
+        Which of the owner's values (hashable).
+    arrays
+        The arrays ``make`` derives the value from.
+    make
+        Computes the value.
+    leaves
+        The value's arrays, to refuse keeping traced ones.
+    limit
+        Values kept per owner, the least recently used dropped first.
+
+    Returns
+    -------
+    object
+        The kept value, or ``make()``.
+    """
+    limit = ENTRIES_PER_OWNER if limit is None else limit
+    token = version_token(arrays)
+    if token is None or limit <= 0:
+        return make()
+    with _LOCK:  # threads may explain at once (dask's threaded scheduler)
+        entry = _CACHE.get(owner)
+        if entry is None or entry[0] != token:
+            entry = (token, OrderedDict())
+            _CACHE[owner] = entry
+        values = entry[1]
+        if key in values:
+            values.move_to_end(key)
+            return values[key]
+    value = make()  # outside the lock: two threads may both make it, and one is kept
+    found = leaves(value) if leaves is not None else (
+        value if isinstance(value, tuple) else (value,))
+    if any(leaf is not None and is_traced(leaf) for leaf in found):
+        return value
+    with _LOCK:
+        values[key] = value
+        while len(values) > limit:
+            values.popitem(last=False)
+    return value
+
+
+def clear_cache(model: Any = None) -> None:
+    """Forget the derived values relprop keeps between calls, so their memory is freed.
+
+    ``rp.lrp`` keeps, while the parameters provably have not changed (torch tensors'
+    in-place write counter; JAX arrays are immutable; nothing is kept for NumPy, CuPy or
+    array-api-strict): the modified parameters of every layer a rule modified
+    (:math:`W^+`, ...) and each model's canonized versions (the fused weights of
+    ``MergeBatchNorm``, at most two sets of canonizers per model). Both are held weakly,
+    by the layer and the model: deleting the model (or the torch module it was
+    converted from) frees them too. At most :data:`ENTRIES_PER_OWNER` values are kept
+    per layer.
+
+    Parameters
+    ----------
+    model
+        Forget only what is kept for this ``rp.Sequential`` / ``rp.Graph`` (its layers,
+        its canonized versions and their layers) or ``torch.nn.Module`` (its conversion's);
+        ``None`` (default): everything.
+
+    Examples
+    --------
+    >>> import numpy as np, relprop as rp
+    >>> model = rp.Sequential([rp.Dense(np.eye(2))])
+    >>> rp.rules.clear_cache(model)  # nothing kept for NumPy arrays anyway
+    >>> rp.rules.clear_cache()
+    """
+    if model is None:
+        with _LOCK:
+            _CACHE.clear()
+        return
+    if not isinstance(model, Model):
+        from relprop.interop._cache import as_model
+
+        model = as_model(model)  # a torch module: the conversion rp.lrp uses
+    with _LOCK:
+        entry = _CACHE.pop(model, None)
+        owners: list[Any] = list(model.layers)
+        if entry is not None:
+            for value in entry[1].values():
+                owners += list(value.layers)
+        for owner in owners:
+            _CACHE.pop(owner, None)
 
 
 def _modified(layer: Linear, name: str, zeroed: bool, modifier: Modifier,
@@ -191,31 +335,60 @@ class TermRule(Rule):
         passes = self._forward_passes(layer, x, out, xp, nonnegative)
         if passes is None:
             return xp.zeros_like(x)
-        kept, params, by_input, inputs, z_of = passes
+        kept, params = passes.kept, passes.params
 
-        def term(ref: tuple[int, int]) -> Term:
+        def term(ref: Ref) -> Term:
             return kept[ref[0]][1][ref[1]]
+
+        def factor(ref: Ref) -> float:
+            return kept[ref[0]][0].coefficient * term(ref).sign
 
         # one denominator per group
         scaled = []
         for g, (group, terms) in enumerate(kept):
-            z = _group_sum(terms, [z_of[(g, t)] for t in range(len(terms))])
+            z = _group_sum(terms, [passes.z_of[(g, t)] for t in range(len(terms))])
             relevance = R if group.output is None else group.output(R, out, xp)
             scaled.append(relevance / stabilize(z, self.stabilizer, xp))
+            del z, relevance
+        passes.z_of.clear()  # the forward passes are spent: free them before the transposes
         # transposed passes: one call per input modifier again
         total: Array | None = None
-        for modifier, refs in by_input.items():
+        for modifier, refs in passes.by_input.items():
             part = params.backward(
-                inputs[modifier], [scaled[g] for g, _ in refs], [term(r) for r in refs],
-                [kept[g][0].coefficient * term((g, t)).sign for g, t in refs], x.shape,
-                self.fuse,
+                passes.inputs[modifier], [scaled[g] for g, _ in refs], [term(r) for r in refs],
+                [factor(r) for r in refs], x.shape, self.fuse,
             )
             total = part if total is None else total + part
-        assert total is not None
-        return total
+        if passes.split:  # f_t (a_t W + c_t W+)^T v_t summed: W^T (sum f a v) + W+^T (sum f c v)
+            vs: list[Array] = []
+            items: list[Term] = []
+            factors: list[float] = []
+            on_w: list[tuple[float, Array]] = []
+            on_plus: list[tuple[float, Array]] = []
+            for ref, (a, c, basis) in passes.split.items():
+                if not basis:  # its own transpose, with its own weights
+                    vs.append(scaled[ref[0]])
+                    items.append(term(ref))
+                    factors.append(factor(ref))
+                    continue
+                if factor(ref) * a:
+                    on_w.append((factor(ref) * a, scaled[ref[0]]))
+                if factor(ref) * c:
+                    on_plus.append((factor(ref) * c, scaled[ref[0]]))
+            for pairs, item in ((on_w, _PLAIN), (on_plus, _PLUS)):
+                if pairs:
+                    vs.append(_weighted_sum(pairs))
+                    items.append(item)
+                    factors.append(1.0)
+            del on_w, on_plus
+            scaled.clear()  # held by vs where still needed
+            if vs:
+                part = params.backward(x, vs, items, factors, x.shape, self.fuse)
+                total = part if total is None else total + part
+        return xp.zeros_like(x) if total is None else total
 
     def _forward_passes(self, layer: Layer, x: Array, out: Array, xp: ModuleType,
-                        nonnegative: bool) -> tuple[Any, ...] | None:
+                        nonnegative: bool) -> _Passes | None:
         """The kept groups with their terms, the parameters, the terms by input modifier,
         the modified inputs and each term's forward pass (``None``: no term is left)."""
         if not isinstance(layer, Linear):
@@ -228,19 +401,32 @@ class TermRule(Rule):
             return None
         params = _Parameters(layer, self.zero_params, xp)
         by_input = _by_input([terms for _, terms in kept])
-        inputs = {modifier: modifier(x, xp) for modifier in by_input}
+        split = _split(kept, params, nonnegative, bool(self.zero_params))
+        if split:
+            by_input = {modifier: kept_refs for modifier, refs in by_input.items()
+                        if (kept_refs := [r for r in refs if r not in split])}
+        inputs = {modifier: x if nonnegative and getattr(modifier, "identity_on_nonnegative",
+                                                         False)
+                  else modifier(x, xp) for modifier in by_input}
         # forward passes: one call per input modifier, its terms' parameters stacked
-        z_of: dict[tuple[int, int], Array] = {}
+        z_of: dict[Ref, Array] = {}
         for modifier, refs in by_input.items():
-            chosen = [kept[g][1][t] for g, t in refs]
-            reused = [r for r, item in zip(refs, chosen, strict=True)
-                      if item.plain and not self.zero_params]
+            reused = [r for r in refs if kept[r[0]][1][r[1]].plain and not self.zero_params]
             computed = [r for r in refs if r not in reused]
             z_of.update({r: out for r in reused})  # the forward pass computed these
-            zs = params.forward(inputs[modifier], [kept[g][1][t] for g, t in computed],
-                                self.fuse)
+            chosen = [kept[g][1][t] for g, t in computed]
+            key = _ask(modifier, "constant") if chosen else None
+            if key is None:
+                zs = params.forward(inputs[modifier], chosen, self.fuse)
+            else:  # the same for every sample and call: once, for one sample
+                zs = params.constant_forward(modifier, key, x, chosen)
             z_of.update(zip(computed, zs, strict=True))
-        return kept, params, by_input, inputs, z_of
+        if split:  # a W x + c W+ x from the recorded output and one forward pass with W+
+            plus = (params.forward(x, [_PLUS], False)[0]
+                    if any(c for _, c, _ in split.values()) else None)
+            for ref, (a, c, _) in split.items():
+                z_of[ref] = _combine(out, a, plus, c, xp)
+        return _Passes(kept, params, by_input, inputs, z_of, split)
 
     def absorbed(self, layer: Layer, xs: Sequence[Array], out: Array, R: Array, xp: ModuleType,
                  *, nonnegative: bool = False) -> tuple[Array, Array] | None:
@@ -254,7 +440,7 @@ class TermRule(Rule):
         zero = xp.zeros((out.shape[0],), dtype=out.dtype, device=device(out))
         if passes is None:
             return xp.zeros_like(zero), xp.zeros_like(zero)
-        kept, params, _, _, z_of = passes
+        kept, params, z_of = passes.kept, passes.params, passes.z_of
         axis = params.layer.channel_axis
         bias, stabilizer = xp.zeros_like(zero), xp.zeros_like(zero)
         for g, (group, terms) in enumerate(kept):
@@ -270,11 +456,13 @@ class TermRule(Rule):
 
     fuse: bool = False
     """Fuse the terms that read one input into one forward and one transposed call, their
-    parameters stacked along the outputs (Gamma after a ReLU: one call each way instead of
-    two). Off by default: on torch's CPU convolutions a layer of twice the outputs costs
-    what two layers cost, and the stacking made VGG-shaped Gamma and alpha-beta 2-9%
-    slower (``benchmarks/vgg16.py --fusion``); set ``TermRule.fuse = True`` (all rules)
-    or ``rule.fuse = True`` (one) where wide calls pay (GPUs)."""
+    parameters stacked along the outputs (Gamma after a ReLU: its transposes with
+    :math:`W` and :math:`W^+` as one call). Off by default: on torch's CPU convolutions a
+    layer of twice the outputs costs what two layers cost, and the stacking made
+    VGG-shaped Gamma and alpha-beta 2-9% slower (``benchmarks/vgg16.py --fusion``,
+    measured before the engine built their forward passes from the recorded output); set
+    ``TermRule.fuse = True`` (all rules) or ``rule.fuse = True`` (one) where wide calls
+    pay (GPUs)."""
 
 
 def _by_input(groups: list[list[Term]]) -> dict[Modifier, list[tuple[int, int]]]:
@@ -284,6 +472,104 @@ def _by_input(groups: list[list[Term]]) -> dict[Modifier, list[tuple[int, int]]]
         for t, term in enumerate(terms):
             found.setdefault(term.input, []).append((g, t))
     return found
+
+
+Ref = tuple[int, int]
+"""A term's position: (group, term) among the kept ones."""
+
+_PLAIN = Term()
+_PLUS = Term(Positive(), Positive(), Positive())
+
+
+class _Passes(NamedTuple):
+    """What a rule's forward passes found (:meth:`TermRule._forward_passes`)."""
+
+    kept: list[tuple[Group, list[Term]]]
+    """The groups and their terms, without those that vanish on the input."""
+    params: _Parameters
+    by_input: dict[Modifier, list[Ref]]
+    """The terms computed one by one, by input modifier."""
+    inputs: dict[Modifier, Array]
+    """Those input modifiers applied to the input."""
+    z_of: dict[Ref, Array]
+    """Every kept term's forward pass."""
+    split: dict[Ref, tuple[float, float, bool]]
+    """The terms built from the layer's own output and that of W+ instead: ``(a, c,
+    basis)`` with weight and bias ``a W + c W+``
+    (:meth:`~relprop.rules.modifiers.Modifier.decomposition`), ``basis``: transposed as
+    ``a W^T + c W+^T`` too (else with its own weights)."""
+
+
+def _split(kept: list[tuple[Group, list[Term]]], params: _Parameters, nonnegative: bool,
+           zero_params: bool) -> dict[Ref, tuple[float, float, bool]]:
+    r"""The terms to compute from :math:`z = Wx + b` (the recorded output) and :math:`z^+ =
+    W^+x + b^+`, where that takes fewer calls of the layer than computing each.
+
+    A term qualifies when its input is ``x`` itself (``Identity``, or ``Positive`` on a
+    non-negative input) and its weight and bias are :math:`a W + c W^+` with the same
+    ``(a, c)`` (the weight's :meth:`~relprop.rules.modifiers.Modifier.decomposition`):
+    then :math:`z_t = a z + c z^+`. Its transpose is then :math:`a W^\top + c W^{+\top}`
+    as well (the transposes of all such terms: one with :math:`W`, one with :math:`W^+`)
+    where that loses no accuracy: unless :math:`a W + c W^+` cancels, i.e. vanishes on
+    one sign of the weights while the two parts do not (:math:`W^- = W - W^+`), which
+    would subtract two large transposes where the rule's own is exactly zero. So Gamma
+    after a ReLU (:math:`W + \gamma W^+` and :math:`W + \gamma W^- = (1 + \gamma) W -
+    \gamma W^+`) takes one modified forward pass and the transposes of :math:`W` and
+    :math:`W^+`, keeping only :math:`W^+` (and :math:`b^+`), instead of two of each;
+    AlphaBeta after a ReLU one forward pass with :math:`W^+` and the transposes of
+    :math:`W^+` and :math:`W^-`. Not with ``zero_params`` (the recorded output has the
+    parameters).
+    """
+    if zero_params:
+        return {}
+    found: dict[Ref, tuple[float, float, bool]] = {}
+    for g, (_, terms) in enumerate(kept):
+        for t, term in enumerate(terms):
+            reads_x = isinstance(term.input, Identity) or (
+                nonnegative and getattr(term.input, "identity_on_nonnegative", False))
+            parts = _ask(term.weight, "decomposition") if reads_x else None
+            if parts is None:
+                continue
+            if not params.no_bias and (
+                    term.bias is None or _ask(term.bias, "decomposition") != parts):
+                continue  # its bias is not a b + c b+ of the recorded output's
+            a, c = parts
+            # rounding of a W^T v + c W+^T v relative to the result: at most ~4x its own
+            basis = not a or not c or abs(a) + abs(c) <= 4.0 * min(abs(a), abs(a + c))
+            found[(g, t)] = (a, c, basis)
+    # calls of the layer, each term on its own: a forward pass (unless it is the recorded
+    # one) and a transpose; split: one forward pass with W+, the transposes of W and W+
+    # for the terms on that basis, one for each other term
+    alone = sum(1 + (not kept[g][1][t].plain) for g, t in found)
+    on_basis = [(a, c) for a, c, basis in found.values() if basis]
+    split = (any(c for _, c, _ in found.values()) + any(a for a, _ in on_basis)
+             + any(c for _, c in on_basis) + sum(not basis for *_, basis in found.values()))
+    return found if split < alone else {}
+
+
+def _ask(modifier: Any, question: str) -> Any:
+    """``modifier.constant()`` or ``.decomposition()``; ``None`` for a modifier of a user's
+    that is no :class:`~relprop.rules.modifiers.Modifier` (only callable)."""
+    method = getattr(modifier, question, None)
+    return None if method is None else method()
+
+
+def _combine(out: Array, a: float, plus: Array | None, c: float, xp: ModuleType) -> Array:
+    """``a * out + c * plus`` (``plus`` only read where ``c`` is not 0)."""
+    if not c:
+        return _apply_factor(out, a) if a else xp.zeros_like(out)
+    assert plus is not None
+    return _apply_factor(plus, c) if not a else _signed_sum(_apply_factor(out, a), plus, c)
+
+
+def _weighted_sum(pairs: list[tuple[float, Array]]) -> Array:
+    r""":math:`\sum_i f_i v_i` as :math:`f_0 \sum_i (f_i / f_0) v_i`: one array fewer where
+    the factors differ only in sign (Gamma's :math:`\gamma v_p - \gamma v_n`)."""
+    lead = pairs[0][0]
+    total: Array | None = None
+    for f, v in pairs:
+        total = _signed_sum(total, v, f / lead)
+    return _apply_factor(total, lead)
 
 
 def _apply_factor(value: Array, factor: float) -> Array:
@@ -314,6 +600,19 @@ class _Parameters:
                tuple((t.weight, t.bias) for t in terms))
         return _cached(self.layer, key, lambda: self.layer.stack(
             [self.weight(t) for t in terms], [self.bias(t) for t in terms], self.xp))
+
+    def constant_forward(self, modifier: Modifier, key: Hashable, x: Array,
+                         terms: list[Term]) -> list[Array]:
+        """The terms' forward passes on ``modifier``'s input, which is the same for every
+        sample (:meth:`~relprop.rules.modifiers.Modifier.constant`): computed for one
+        sample, kept per input shape, broadcast over the batch."""
+        xp = self.xp
+        cache_key = ("constant", key, tuple((t.weight, t.bias) for t in terms),
+                     self.zero_weight, self.no_bias, tuple(x.shape[1:]), str(x.dtype))
+        one = x[:1, ...]
+        zs = _cached(self.layer, cache_key,
+                     lambda: tuple(self.forward(modifier(one, xp), terms, False)))
+        return [xp.broadcast_to(z, (x.shape[0], *z.shape[1:])) for z in zs]
 
     def forward(self, x: Array, terms: list[Term], fuse: bool) -> list[Array]:
         """Each term's forward pass on the modified input ``x``."""
@@ -347,20 +646,7 @@ class _Parameters:
 
 def _cached(layer: Linear, key: Any, make: Callable[[], Any]) -> Any:
     """``make()`` kept in the engine's cache of ``layer`` (as :func:`_modified`)."""
-    token = _version(layer)
-    if token is None:
-        return make()
-    entry = _CACHE.get(layer)
-    if entry is None or entry[0] != token:
-        entry = (token, {})
-        _CACHE[layer] = entry
-    if key not in entry[1]:
-        value = make()
-        leaves = value if isinstance(value, tuple) else (value,)
-        if any(leaf is not None and is_traced(leaf) for leaf in leaves):
-            return value
-        entry[1][key] = value
-    return entry[1][key]
+    return cached(layer, key, (layer.weight, layer.bias), make)
 
 
 def _group_sum(terms: Sequence[Term], values: Sequence[Array]) -> Array:
