@@ -166,7 +166,9 @@ class Method:
     @property
     def quantity(self) -> str:
         """What it computes (rows of one quantity are compared with the first of them)."""
-        base = self.name.replace(" (jit)", "").replace(" (canonized once)", "")
+        base = self.name
+        for mark in (" (jit)", " (canonized once)", " (keeps nothing)"):
+            base = base.replace(mark, "")
         if "gradient" in base or base == "jax.grad":
             return "gradient"
         if "epsilon" in base.lower() and base not in COMPOSITES:
@@ -217,15 +219,34 @@ def _rp_gradient(backend: str) -> Callable[[Context], Prepared]:
     return prepare
 
 
-def _rp_lrp(backend: str, name: str, canonize: bool, once: bool = False
+def _rp_lrp(backend: str, name: str, canonize: bool, once: bool = False, keep: bool = True
             ) -> Callable[[Context], Prepared]:
+    """``keep=False``: with ``relprop._derived.ENTRIES_PER_OWNER = 0`` for the call, so
+    nothing derived (modified weights, canonized models) is kept between calls."""
     def prepare(ctx: Context) -> Prepared:
         model, x = ctx.model(backend), ctx.x(backend)
         if once:  # the canonizer applied once, outside the timed call
             model = rp.canonizers.canonize(model, [rp.canonizers.MergeBatchNorm()])
         composite = relprop_composite(name, canonize and not once)
-        return Prepared(lambda: rp.lrp(model, x, target=0, composite=composite))
+
+        def call() -> Any:
+            return rp.lrp(model, x, target=0, composite=composite)
+
+        return Prepared(call if keep else _keeping_nothing(call))
     return prepare
+
+
+def _keeping_nothing(call: Callable[[], Any]) -> Callable[[], Any]:
+    def uncached() -> Any:
+        from relprop import _derived
+
+        kept = _derived.ENTRIES_PER_OWNER
+        _derived.ENTRIES_PER_OWNER = 0
+        try:
+            return call()
+        finally:
+            _derived.ENTRIES_PER_OWNER = kept
+    return uncached
 
 
 def _rp_epsilon(ctx: Context) -> Prepared:
@@ -362,6 +383,11 @@ def methods(table: Table, backends: tuple[str, ...] = BACKENDS) -> list[Method]:
                             _rp_lrp("torch", name, True, once=True),
                             note="MergeBatchNorm applied once, outside the timed call")
                      for name in COMPOSITES[:1]]
+        rows += [Method(f"{name} (keeps nothing)", "relprop", "torch",
+                        _rp_lrp("torch", name, resnet, keep=False),
+                        note="relprop._derived.ENTRIES_PER_OWNER = 0: modified weights "
+                             "derived on every call")
+                 for name in COMPOSITES]
     if available("zennit"):
         rows += [Method(name, "zennit", "torch", _zennit(name, resnet)) for name in COMPOSITES]
     if not resnet and available("captum"):

@@ -22,10 +22,11 @@ import pytest
 from helpers import BACKEND, assert_close, on_backend
 
 import relprop as rp
+from relprop import _derived
+from relprop._derived import ENTRIES_PER_OWNER
 from relprop.canonizers import CANONIZED_PER_MODEL, Canonizer, MergeBatchNorm, canonized
 from relprop.interop._cache import converted_torch_model
 from relprop.lrp import _backward, _run_for_vjp
-from relprop.rules import terms
 from relprop.rules.modifiers import (
     Identity,
     Negative,
@@ -35,7 +36,7 @@ from relprop.rules.modifiers import (
     Square,
     Zero,
 )
-from relprop.rules.terms import ENTRIES_PER_OWNER, cached_parameters, clear_cache
+from relprop.rules.terms import cached_parameters, clear_cache
 
 KEEPS = BACKEND in ("torch", "jax")  # the libraries whose arrays tell when they change
 
@@ -114,6 +115,23 @@ def test_canonized_once_and_reused(name, counting) -> None:
     assert fused.names == ("conv1", "relu1", "conv2", "relu2", "flat", "fc")
 
 
+def test_keeping_nothing(counting, monkeypatch) -> None:
+    """``ENTRIES_PER_OWNER = 0``: nothing is kept, neither modified weights nor canonized
+    models (each call canonizes and derives again), and the relevance is the same."""
+    model, x = _cnn(_cnn_params()), _x()
+    composite = COMPOSITES["EpsilonGammaBox"]()
+    composite.canonizers = (counting(),)
+    kept = rp.lrp(model, x, target=0, composite=composite)
+    clear_cache()
+    counting.applied = 0
+    monkeypatch.setattr(_derived, "ENTRIES_PER_OWNER", 0)
+    for _ in range(2):
+        assert_close(rp.lrp(model, x, target=0, composite=composite), rp.to_numpy(kept),
+                     rtol=0.0)
+    assert counting.applied == 2
+    assert len(_derived._CACHE) == 0
+
+
 def test_the_fused_layers_keep_their_modified_weights() -> None:
     """The engine's cache hits across calls because the canonized layers are reused."""
     model, x = _cnn(_cnn_params()), _x()
@@ -139,9 +157,9 @@ def test_at_most_two_canonized_versions_per_model() -> None:
             [MergeBatchNorm(), MergeBatchNorm(into_next=True)]]
     for canonizers in sets:
         canonized(model, canonizers)
-    assert len(terms._CACHE[model][1]) == CANONIZED_PER_MODEL
+    assert len(_derived._CACHE[model][1]) == CANONIZED_PER_MODEL
     # the least recently used went first
-    assert ("canonized", tuple(sets[0])) not in terms._CACHE[model][1]
+    assert ("canonized", tuple(sets[0])) not in _derived._CACHE[model][1]
 
 
 def test_canonizers_that_say_so_are_not_cached() -> None:
@@ -237,9 +255,9 @@ def test_in_place_writes_through_a_torch_module() -> None:
     assert not after.equal(first)
     torch_module.testing.assert_close(after, expected, rtol=1e-12, atol=0.0)
     converted = converted_torch_model(net, x)
-    assert converted in terms._CACHE
+    assert converted in _derived._CACHE
     clear_cache(net)  # a module: what is kept for its conversion
-    assert converted not in terms._CACHE
+    assert converted not in _derived._CACHE
     assert rp.lrp(net, x, target=0, composite=composite).equal(after)
 
 
@@ -281,10 +299,10 @@ def test_clear_cache_releases_everything() -> None:
     assert bool(cached_parameters(fused["conv2"])) == KEEPS
     clear_cache(model)
     assert cached_parameters(fused["conv2"]) == {}
-    assert model not in terms._CACHE
+    assert model not in _derived._CACHE
     assert bool(cached_parameters(canonized(other, composite.canonizers)["conv2"])) == KEEPS
     rp.rules.clear_cache()
-    assert len(terms._CACHE) == 0
+    assert len(_derived._CACHE) == 0
 
 
 @pytest.mark.skipif(not KEEPS, reason="nothing is cached for this backend")
@@ -374,6 +392,55 @@ def test_split_terms_equal_the_terms_one_by_one(layer_name, rule, dtype) -> None
     scale = float(np.abs(expected).max())
     rtol = 1e-12 if dtype == "float64" else 2e-5
     assert_close(split, expected, dtype=dtype, rtol=rtol, atol=rtol * scale)
+
+
+SHARED_RULES = {
+    "ZBox": lambda: rp.rules.ZBox(-1.0, 2.0),
+    "ZBox-arrays": lambda: rp.rules.ZBox(on_backend(np.full((1, 1, 1, 1), -1.0)),
+                                         on_backend(np.full((1, 1, 1, 1), 2.0))),
+    "ZPlus-any-input": lambda: rp.rules.ZPlus(),
+}
+
+
+@pytest.mark.parametrize("rule", list(SHARED_RULES))
+@pytest.mark.parametrize("layer_name", ["conv", "conv-no-bias"])
+def test_transposes_of_one_relevance_in_one_call(layer_name, rule, monkeypatch) -> None:
+    """ZBox's three terms (and ZPlus's two on an input of any sign) divide one relevance:
+    their transposes are one call of the layer with the weights side by side along the
+    input channels; the relevance is that of one call per term."""
+    rng = np.random.default_rng(12)
+    layer, shape = LAYERS[layer_name](rng)
+    x = on_backend(rng.uniform(-1.0, 2.0, size=shape))
+    xp = rp.array_namespace(x=x)
+    out = layer(x)
+    R = on_backend(rng.normal(size=tuple(out.shape)))
+    calls = []
+    stacked = type(layer).transpose_stacked
+
+    def counted(self, *args, **kwargs):
+        calls.append(args[2])
+        return stacked(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(layer), "transpose_stacked", counted)
+    shared = SHARED_RULES[rule]().relevance(layer, x, out, R, xp)
+    assert calls == [3 if rule.startswith("ZBox") else 2]
+    monkeypatch.setattr(type(layer), "stack_inputs", lambda self, weights, xp: None)
+    alone = SHARED_RULES[rule]().relevance(layer, x, out, R, xp)
+    assert_close(shared, rp.to_numpy(alone), rtol=1e-13, atol=1e-13)
+
+
+def test_stacked_transposes_equal_each_transpose() -> None:
+    rng = np.random.default_rng(13)
+    layer, shape = LAYERS["conv"](rng)
+    xp = rp.array_namespace(x=layer.weight)
+    weights = [layer.weight, xp.clip(layer.weight, min=0.0), layer.weight * 2.0]
+    v = on_backend(rng.normal(size=tuple(layer(on_backend(np.zeros(shape))).shape)))
+    parts = layer.transpose_stacked(v, layer.stack_inputs(weights, xp), 3, xp, shape)
+    for part, weight in zip(parts, weights, strict=True):
+        assert_close(part, rp.to_numpy(layer.transpose(v, weight, xp, shape)), rtol=1e-13,
+                     atol=1e-13)
+    grouped = rp.Conv2d(on_backend(rng.normal(size=(4, 1, 3, 3))), groups=2)
+    assert grouped.stack_inputs([grouped.weight] * 2, xp) is None  # grouped: one by one
 
 
 @pytest.mark.skipif(not KEEPS, reason="nothing is cached for this backend")

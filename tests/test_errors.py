@@ -78,6 +78,22 @@ def test_non_finite_input(bad, entry):
         getattr(rp, entry)(_model(), on_backend(x), 0, **kwargs)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_finite_input_whose_sum_overflows_is_accepted():
+    """The finiteness check sums the input first; a sum that overflows is checked entry by
+    entry, so large finite inputs pass."""
+    from relprop._checks import check_input
+
+    big = float(np.finfo(np.float32).max) / 2.0
+    x = on_backend(np.full((3, SIZES[0]), big), "float32")
+    xp = rp.array_namespace(x=x)
+    assert not np.isfinite(float(xp.sum(x)))  # the sum overflows
+    check_input(x, xp, {})  # no error: every entry is finite
+    x = on_backend(np.where(np.eye(3, SIZES[0]) > 0, np.inf, big), "float32")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        check_input(x, xp, {})
+
+
 @pytest.mark.parametrize("entry", ["lrp", "gradient"])
 def test_empty_batch(entry):
     kwargs = {"rule": Epsilon()} if entry == "lrp" else {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from types import ModuleType
 
+from relprop._derived import cached
 from relprop._xp import Array
 from relprop.layers import (
     Affine,
@@ -21,7 +22,6 @@ from relprop.layers import (
 )
 from relprop.model import INPUT, Alias, Graph, Model, Node, Sequential, with_aliases
 from relprop.ops._args import normalize_pads
-from relprop.rules.terms import cached
 
 __all__ = ["Canonizer", "MergeBatchNorm", "canonize", "canonized"]
 
@@ -81,7 +81,7 @@ def canonized(model: Model, canonizers: Sequence[Canonizer]) -> Model:
     """:func:`canonize`, kept per model and reused while its parameters are unchanged.
 
     What :func:`relprop.lrp` calls: the canonized model is cached by the rule engine's
-    cache of derived values (:func:`relprop.rules.terms.cached`), weakly keyed on
+    cache of derived values (:func:`relprop._derived.cached`), weakly keyed on
     ``model`` and valid while the version token of every parameter of ``model`` is the
     same (torch tensors' in-place write counter, JAX arrays' identity), so the fused
     layers, and the modified weights the rules keep for them, are made once. A model of

@@ -121,6 +121,18 @@ class Linear(Layer):
         """``k`` outputs (cotangents) as one output of the :meth:`stack`-ed layer."""
         raise NotImplementedError
 
+    def stack_inputs(self, weights: Sequence[Array], xp: ModuleType) -> Array | None:
+        """``k`` weights as one weight with ``k`` times the inputs, so that one
+        :meth:`transpose_stacked` call computes the ``k`` transposes of one cotangent
+        (the rule engine's ZBox); ``None`` (the default) where the layer cannot."""
+        return None
+
+    def transpose_stacked(self, v: Array, weight: Array, k: int, xp: ModuleType,
+                          input_shape: tuple[int, ...]) -> list[Array]:
+        """The ``k`` transposes of ``v`` with a :meth:`stack_inputs` weight, each of
+        ``input_shape``."""
+        raise NotImplementedError
+
     def with_params(self, weight: Array, bias: Array | None) -> Linear:
         """The same layer kind and settings with other parameters."""
         return type(self)(weight, bias, **self.config())

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from relprop._derived import cached
 from relprop._xp import Array, array_namespace, detached
 from relprop.layers.base import Layer
 from relprop.layers.registry import by_spatial, register
@@ -63,6 +64,12 @@ class BatchNorm(Layer):
 
     def scale_shift(self, xp: ModuleType) -> tuple[Array, Array]:
         r"""``(a, c)`` with :math:`y = a x + c` per channel."""
+        return cached(self, ("scale_shift",), self._statistics(), lambda: self._scale_shift(xp))
+
+    def _statistics(self) -> tuple[Array | None, ...]:
+        return (self.running_mean, self.running_var, self.weight, self.bias)
+
+    def _scale_shift(self, xp: ModuleType) -> tuple[Array, Array]:
         scale = 1.0 / xp.sqrt(self.running_var + self.eps)
         if self.weight is not None:
             scale = scale * self.weight
@@ -71,17 +78,23 @@ class BatchNorm(Layer):
             shift = shift + self.bias
         return scale, shift
 
-    def _per_channel(self, a: Array, ndim: int, xp: ModuleType) -> Array:
-        return xp.reshape(a, (1, self.channels) + (1,) * (ndim - 2))
+    def _broadcast(self, ndim: int, xp: ModuleType) -> tuple[Array, Array]:
+        """:meth:`scale_shift` shaped ``(1, channels, 1, ...)`` for an input of ``ndim``
+        axes (kept with the statistics: a forward pass then costs two operations)."""
+        def make() -> tuple[Array, Array]:
+            shape = (1, self.channels) + (1,) * (ndim - 2)
+            scale, shift = self.scale_shift(xp)
+            return xp.reshape(scale, shape), xp.reshape(shift, shape)
+
+        value: tuple[Array, Array] = cached(self, ("broadcast", ndim), self._statistics(), make)
+        return value
 
     def forward(self, x: Array, xp: ModuleType) -> Array:
-        scale, shift = self.scale_shift(xp)
-        ndim = len(x.shape)
-        return x * self._per_channel(scale, ndim, xp) + self._per_channel(shift, ndim, xp)
+        scale, shift = self._broadcast(len(x.shape), xp)
+        return x * scale + shift
 
     def vjp(self, x: Array, v: Array, xp: ModuleType) -> Array:
-        scale, _ = self.scale_shift(xp)
-        return v * self._per_channel(scale, len(x.shape), xp)
+        return v * self._broadcast(len(x.shape), xp)[0]
 
     def params(self) -> dict[str, Array]:
         return {

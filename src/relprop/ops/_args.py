@@ -10,10 +10,11 @@ the ops stay traceable under ``jax.jit``.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -23,6 +24,7 @@ __all__ = [
     "Pads",
     "Window",
     "check_floating",
+    "memoized",
     "normalize_padding",
     "normalize_pads",
     "normalize_size",
@@ -34,6 +36,36 @@ Pads = tuple[tuple[int, int], ...]
 """One ``(before, after)`` pair per spatial axis."""
 
 SPATIAL_DIMS = (1, 2, 3)
+
+
+def memoized(geometry: Callable[..., Window]) -> Callable[..., Window]:
+    """``geometry`` (a pure function of shapes and sizes), kept for the arguments seen
+    last: a layer asks for the same window on every call, and working it out again costs
+    more than a small convolution on a CPU. Only arguments made of ints, floats, bools,
+    strings, ``None`` and tuples are kept, keyed by their ``repr`` (so ``1``, ``1.0`` and
+    ``True`` stay apart and each is checked); errors are raised every time."""
+    kept: dict[str, Window] = {}
+
+    @functools.wraps(geometry)
+    def window_of(*args: object) -> Window:
+        if not all(_plain(a) for a in args):
+            return geometry(*args)
+        key = repr(args)
+        found = kept.get(key)
+        if found is None:
+            found = geometry(*args)
+            if len(kept) >= 512:
+                kept.clear()
+            kept[key] = found
+        return found
+
+    return window_of
+
+
+def _plain(value: object) -> bool:
+    if type(value) is tuple:
+        return all(_plain(v) for v in value)
+    return value is None or type(value) in (int, float, bool, str)
 
 
 def _is_int(value: object) -> bool:

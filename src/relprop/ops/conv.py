@@ -20,6 +20,7 @@ from relprop._xp import Array, array_namespace
 from relprop.ops._args import (
     Window,
     check_floating,
+    memoized,
     normalize_padding,
     normalize_size,
     spatial_dims,
@@ -30,6 +31,7 @@ from relprop.ops._windows import gather, jax_jit, pad_array, scatter
 __all__ = ["conv", "conv_output_shape", "conv_transpose"]
 
 
+@memoized
 def _geometry(
     input_shape: Sequence[int], weight_shape: Sequence[int], stride: object, padding: object,
     dilation: object, groups: int, name: str = "x",

@@ -34,6 +34,7 @@ from relprop._xp import Array, array_namespace
 from relprop.ops._args import (
     Window,
     check_floating,
+    memoized,
     normalize_padding,
     normalize_size,
     spatial_dims,
@@ -56,6 +57,7 @@ __all__ = [
 _NEG_INF = float("-inf")
 
 
+@memoized
 def _pool_geometry(
     shape: Sequence[int], kernel_size: object, stride: object, padding: object,
     dilation: object, ceil_mode: bool, name: str = "x",

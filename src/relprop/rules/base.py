@@ -34,7 +34,11 @@ def stabilize(z: Array, epsilon: Stabilizer, xp: ModuleType) -> Array:
     if is_traced(z) or library_of(z) == "jax":  # XLA fuses it however it is written
         return xp.where(z >= 0, z + epsilon, z - epsilon)
     positive, negative = _signed(epsilon, z, xp)
-    return z + xp.where(z >= 0, positive, negative)  # two new arrays: the fewest eagerly
+    shifted = xp.where(z >= 0, positive, negative)
+    if getattr(z, "requires_grad", False):  # torch's autograd records z
+        return z + shifted
+    shifted += z  # z + shifted in the array where made: one new array (and the mask)
+    return shifted
 
 
 _SIGNED: dict[tuple[float, str, str, str], tuple[Array, Array]] = {}

@@ -20,8 +20,9 @@ The engine, not the layer, keeps the modified parameters: computed once per laye
 modifier and parameter, and kept while the parameters provably have not changed (JAX
 arrays are immutable; torch counts in-place writes in ``Tensor._version``; NumPy, CuPy and
 array-api-strict arrays can be written without a trace, so nothing is kept for them; a
-value traced by ``jax.jit`` is never kept), at most :data:`ENTRIES_PER_OWNER` per layer;
-:func:`clear_cache` releases them (:func:`cached` is that one cache, which also keeps
+value traced by ``jax.jit`` is never kept), at most
+:data:`relprop._derived.ENTRIES_PER_OWNER` per layer;
+:func:`clear_cache` releases them (:mod:`relprop._derived` is that one cache, which also keeps
 ``rp.lrp``'s canonized models). It drops terms whose input modifier vanishes on the
 non-negative inputs that follow a ReLU, reads the forward pass itself for a term that
 modifies nothing, builds the forward pass of a term with weights :math:`a W + c W^+` on
@@ -35,9 +36,6 @@ that read one input as one call of the layer with their parameters stacked
 
 from __future__ import annotations
 
-import threading
-import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -45,14 +43,14 @@ from typing import Any, NamedTuple
 
 from array_api_compat import device
 
-from relprop._xp import Array, is_traced, library_of
+from relprop._derived import cached, entries, forget
+from relprop._xp import Array
 from relprop.layers import Layer, Linear
 from relprop.model import Model
 from relprop.rules.base import Rule, Stabilizer, check_stabilizer, stabilize
 from relprop.rules.modifiers import Identity, Modifier, Positive, Zero
 
-__all__ = ["Group", "Term", "TermRule", "cached", "cached_parameters", "clear_cache", "per_sample",
-           "version_token"]
+__all__ = ["Group", "Term", "TermRule", "cached_parameters", "clear_cache", "per_sample"]
 
 _PARAM_NAMES = frozenset({"weight", "bias"})
 
@@ -108,111 +106,6 @@ def _zero_set(zero_params: str | Iterable[str] | None) -> tuple[str, ...]:
 # arrays derived from parameters, cached by the engine
 # ---------------------------------------------------------------------------------------
 
-ENTRIES_PER_OWNER = 8
-"""At most this many modified parameters are kept per layer, the least recently used
-dropped first: a sweep over ``Gamma(gamma)`` values cannot pile up modified weights. Set
-it to 0 to keep none (each call then derives them again: the memory of one layer's at a
-time instead of every layer's, for the time of deriving them)."""
-
-_CACHE: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], OrderedDict[Any, Any]]] = (
-    weakref.WeakKeyDictionary()
-)
-_LOCK = threading.Lock()
-
-
-def version_token(arrays: Iterable[Array | None]) -> tuple[Any, ...] | None:
-    """A token that changes whenever one of ``arrays`` is replaced or written, or ``None``
-    where that is unknowable (then nothing derived from them is cached).
-
-    JAX arrays are immutable (their identity is the token); torch tensors count their
-    in-place writes (``Tensor._version``); NumPy, CuPy and array-api-strict arrays can be
-    written without a trace; a value traced by ``jax.jit`` lives in one trace only.
-
-    Parameters
-    ----------
-    arrays
-        The arrays (``None`` entries allowed: absent parameters).
-
-    Returns
-    -------
-    tuple or None
-        Equal tokens mean that no array was replaced or written in between.
-    """
-    token: list[Any] = []
-    for a in arrays:
-        if a is None:
-            token.append(None)
-            continue
-        library = library_of(a)
-        if library == "torch":
-            try:
-                token.append((id(a), int(a._version)))
-            except RuntimeError:  # an inference-mode tensor counts no writes
-                return None
-        elif library == "jax" and not is_traced(a):
-            token.append(id(a))
-        else:
-            return None
-    return tuple(token)
-
-
-def cached(owner: Any, key: Any, arrays: Sequence[Array | None], make: Callable[[], Any],
-           leaves: Callable[[Any], Iterable[Any]] | None = None, *,
-           limit: int | None = None) -> Any:
-    """``make()``, kept for ``owner`` (weakly: the entry dies with it) under ``key`` while
-    :func:`version_token` of ``arrays`` (what ``make`` reads) stays the same.
-
-    The one cache of derived values: the engine's modified parameters (per layer) and
-    ``rp.lrp``'s canonized models (per model, :func:`relprop.canonizers.canonized`). A
-    value with a traced leaf (``leaves(value)``, default the value or the items of a
-    tuple) is returned without being kept; at most ``limit`` values are kept per owner
-    (default :data:`ENTRIES_PER_OWNER`). :func:`clear_cache` forgets them.
-
-    Parameters
-    ----------
-    owner
-        What the value belongs to (weakly referenced: a layer, a model).
-    key
-        Which of the owner's values (hashable).
-    arrays
-        The arrays ``make`` derives the value from.
-    make
-        Computes the value.
-    leaves
-        The value's arrays, to refuse keeping traced ones.
-    limit
-        Values kept per owner, the least recently used dropped first.
-
-    Returns
-    -------
-    object
-        The kept value, or ``make()``.
-    """
-    limit = ENTRIES_PER_OWNER if limit is None else limit
-    token = version_token(arrays)
-    if token is None or limit <= 0:
-        return make()
-    with _LOCK:  # threads may explain at once (dask's threaded scheduler)
-        entry = _CACHE.get(owner)
-        if entry is None or entry[0] != token:
-            entry = (token, OrderedDict())
-            _CACHE[owner] = entry
-        values = entry[1]
-        if key in values:
-            values.move_to_end(key)
-            return values[key]
-    value = make()  # outside the lock: two threads may both make it, and one is kept
-    found = leaves(value) if leaves is not None else (
-        value if isinstance(value, tuple) else (value,))
-    if any(leaf is not None and is_traced(leaf) for leaf in found):
-        return value
-    with _LOCK:
-        values[key] = value
-        while len(values) > limit:
-            values.popitem(last=False)
-    return value
-
-
 def clear_cache(model: Any = None) -> None:
     """Forget the derived values relprop keeps between calls, so their memory is freed.
 
@@ -222,8 +115,8 @@ def clear_cache(model: Any = None) -> None:
     (:math:`W^+`, ...) and each model's canonized versions (the fused weights of
     ``MergeBatchNorm``, at most two sets of canonizers per model). Both are held weakly,
     by the layer and the model: deleting the model (or the torch module it was
-    converted from) frees them too. At most :data:`ENTRIES_PER_OWNER` values are kept
-    per layer.
+    converted from) frees them too. At most :data:`relprop._derived.ENTRIES_PER_OWNER`
+    values are kept per layer, and a batch norm's scale and shift.
 
     Parameters
     ----------
@@ -240,21 +133,16 @@ def clear_cache(model: Any = None) -> None:
     >>> rp.rules.clear_cache()
     """
     if model is None:
-        with _LOCK:
-            _CACHE.clear()
+        forget()
         return
     if not isinstance(model, Model):
         from relprop.interop._cache import as_model
 
         model = as_model(model)  # a torch module: the conversion rp.lrp uses
-    with _LOCK:
-        entry = _CACHE.pop(model, None)
-        owners: list[Any] = list(model.layers)
-        if entry is not None:
-            for value in entry[1].values():
-                owners += list(value.layers)
-        for owner in owners:
-            _CACHE.pop(owner, None)
+    owners: list[Any] = [model, *model.layers]
+    for value in entries(model).values():  # its canonized versions
+        owners += list(value.layers)
+    forget(owners)
 
 
 def _modified(layer: Linear, name: str, zeroed: bool, modifier: Modifier,
@@ -271,8 +159,7 @@ def _modified(layer: Linear, name: str, zeroed: bool, modifier: Modifier,
 
 def cached_parameters(layer: Layer) -> dict[Any, Array]:
     """The modified parameters the engine keeps for ``layer`` (for tests and curiosity)."""
-    entry = _CACHE.get(layer) if isinstance(layer, Linear) else None
-    return {} if entry is None else dict(entry[1])
+    return entries(layer) if isinstance(layer, Linear) else {}
 
 
 # ---------------------------------------------------------------------------------------
@@ -351,9 +238,20 @@ class TermRule(Rule):
             scaled.append(relevance / stabilize(z, self.stabilizer, xp))
             del z, relevance
         passes.z_of.clear()  # the forward passes are spent: free them before the transposes
-        # transposed passes: one call per input modifier again
+        # transposed passes: one call per input modifier again, or one call for the
+        # single terms of several input modifiers that divide the same relevance (ZBox)
         total: Array | None = None
-        for modifier, refs in passes.by_input.items():
+        by_input = dict(passes.by_input)
+        for refs in _sharing(by_input):
+            backs = params.transpose_each(scaled[refs[0][0]], [term(r) for r in refs], x.shape)
+            if backs is None:
+                continue
+            for ref, back in zip(refs, backs, strict=True):
+                modifier = term(ref).input
+                part = _apply_factor(passes.inputs[modifier] * back, factor(ref))
+                total = part if total is None else total + part
+                del by_input[modifier]
+        for modifier, refs in by_input.items():
             part = params.backward(
                 passes.inputs[modifier], [scaled[g] for g, _ in refs], [term(r) for r in refs],
                 [factor(r) for r in refs], x.shape, self.fuse,
@@ -477,6 +375,16 @@ def _by_input(groups: list[list[Term]]) -> dict[Modifier, list[tuple[int, int]]]
 Ref = tuple[int, int]
 """A term's position: (group, term) among the kept ones."""
 
+
+def _sharing(by_input: dict[Modifier, list[Ref]]) -> list[list[Ref]]:
+    """Sets of at least two terms, each the only term of its input modifier, that read the
+    same group's relevance: their transposes take one ``v`` (ZBox's three)."""
+    by_group: dict[int, list[Ref]] = {}
+    for refs in by_input.values():
+        if len(refs) == 1:
+            by_group.setdefault(refs[0][0], []).append(refs[0])
+    return [refs for refs in by_group.values() if len(refs) > 1]
+
 _PLAIN = Term()
 _PLUS = Term(Positive(), Positive(), Positive())
 
@@ -559,17 +467,62 @@ def _combine(out: Array, a: float, plus: Array | None, c: float, xp: ModuleType)
     if not c:
         return _apply_factor(out, a) if a else xp.zeros_like(out)
     assert plus is not None
-    return _apply_factor(plus, c) if not a else _signed_sum(_apply_factor(out, a), plus, c)
+    return _apply_factor(plus, c) if not a else _sum([(a, out), (c, plus)])
 
 
 def _weighted_sum(pairs: list[tuple[float, Array]]) -> Array:
     r""":math:`\sum_i f_i v_i` as :math:`f_0 \sum_i (f_i / f_0) v_i`: one array fewer where
     the factors differ only in sign (Gamma's :math:`\gamma v_p - \gamma v_n`)."""
     lead = pairs[0][0]
-    total: Array | None = None
-    for f, v in pairs:
-        total = _signed_sum(total, v, f / lead)
+    total = _sum([(f / lead, v) for f, v in pairs])
+    if lead == 1.0:
+        return total
+    if len(pairs) > 1 and _writable(total):
+        total *= lead  # _sum made it
+        return total
     return _apply_factor(total, lead)
+
+
+def _sum(pairs: Sequence[tuple[float, Array]]) -> Array:
+    r""":math:`\sum_i f_i v_i`, added in the order given (so rounded as the formula is
+    written), into the first array it makes: one new array, plus one per factor not
+    :math:`\pm 1` after the first two, where writing in place is allowed (``+=`` rebinds
+    a JAX array; a torch tensor that autograd records is not written)."""
+    (f0, v0), rest = pairs[0], list(pairs[1:])
+    if not rest:
+        return _apply_factor(v0, f0)
+    if f0 == 1.0 and rest[0][0] not in (1.0, -1.0):
+        f1, v1 = rest.pop(0)
+        total = f1 * v1
+        if _writable(total, v0):
+            total += v0  # v0 + f1 v1, with the product's array
+        else:
+            total = v0 + total
+    elif f0 == 1.0:
+        f1, v1 = rest.pop(0)
+        total = _signed_sum(v0, v1, f1)
+    else:
+        total = _apply_factor(v0, f0)  # a new array
+    for f, v in rest:
+        if _writable(total, v):
+            if f == 1.0:
+                total += v
+            elif f == -1.0:
+                total -= v
+            else:
+                total += f * v
+        else:
+            total = _signed_sum(total, v, f)
+    return total
+
+
+def _writable(total: Array, *others: Array) -> bool:
+    """Whether ``total``, an array the engine has just made, may be updated in place with
+    ``others``: where they have its shape and dtype (so the result is what ``total + v``
+    gives), and not where torch's autograd records one of them (``detach=False``)."""
+    return not getattr(total, "requires_grad", False) and all(
+        a.dtype == total.dtype and a.shape == total.shape
+        and not getattr(a, "requires_grad", False) for a in others)
 
 
 def _apply_factor(value: Array, factor: float) -> Array:
@@ -623,6 +576,18 @@ class _Parameters:
             return [self.layer.linear(x, self.weight(t), self.bias(t), self.xp) for t in terms]
         return self.layer.unstack(self.layer.linear(x, *stacked, self.xp), len(terms), self.xp)
 
+    def transpose_each(self, v: Array, terms: list[Term], shape: tuple[int, ...]
+                       ) -> list[Array] | None:
+        """Each term's transpose of one ``v``, in one call of the layer with the terms'
+        weights side by side along its inputs (cached like the modified ones); ``None``
+        where the layer cannot stack them so (:meth:`Linear.stack_inputs`)."""
+        key = ("stack_inputs", self.zero_weight, tuple(t.weight for t in terms))
+        stacked = _cached(self.layer, key, lambda: self.layer.stack_inputs(
+            [self.weight(t) for t in terms], self.xp))
+        if stacked is None:
+            return None
+        return self.layer.transpose_stacked(v, stacked, len(terms), self.xp, shape)
+
     def backward(self, x: Array, vs: list[Array], terms: list[Term], factors: list[float],
                  shape: tuple[int, ...], fuse: bool) -> Array:
         r""":math:`x \odot \sum_t f_t W_t^\top v_t`: the terms that read the modified input
@@ -636,12 +601,9 @@ class _Parameters:
             joined = layer.join([_apply_factor(v, f) for v, f in zip(vs, factors, strict=True)],
                                 xp)
             return x * layer.transpose(joined, stacked[0], xp, shape)
-        total = None
-        for v, term, factor in zip(vs, terms, factors, strict=True):
-            value = _apply_factor(layer.transpose(v, self.weight(term), xp, shape), factor)
-            total = value if total is None else total + value
-        assert total is not None
-        return x * total
+        backs = [layer.transpose(v, self.weight(term), xp, shape) for v, term in zip(
+            vs, terms, strict=True)]
+        return x * _sum(list(zip(factors, backs, strict=True)))
 
 
 def _cached(layer: Linear, key: Any, make: Callable[[], Any]) -> Any:
@@ -651,11 +613,7 @@ def _cached(layer: Linear, key: Any, make: Callable[[], Any]) -> Any:
 
 def _group_sum(terms: Sequence[Term], values: Sequence[Array]) -> Array:
     r""":math:`\sum_t \sigma_t v_t` over a group's terms."""
-    total = None
-    for item, value in zip(terms, values, strict=True):
-        total = _signed_sum(total, value, item.sign)
-    assert total is not None
-    return total
+    return _sum([(item.sign, value) for item, value in zip(terms, values, strict=True)])
 
 
 def _on_channels(bias: Array | None, z: Array, axis: int, xp: ModuleType) -> Array:
