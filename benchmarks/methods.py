@@ -28,7 +28,7 @@ import relprop as rp
 BACKENDS = ("torch", "numpy", "jax")
 COMPOSITES = ("EpsilonPlusFlat", "EpsilonAlpha2Beta1", "EpsilonGammaBox")
 KINDS = ("mlp", "vgg16", "resnet18", "dtd")
-DEFAULT_SIZE = {"mlp": 0, "vgg16": 64, "resnet18": 112, "dtd": 0}
+DEFAULT_SIZE = {"mlp": 0, "vgg16": 64, "resnet18": 112, "dtd": 4}  # dtd: its layers
 DEFAULT_BATCH = {"mlp": 64, "vgg16": 1, "resnet18": 1, "dtd": models.DTD_INPUTS}
 
 
@@ -74,9 +74,9 @@ class Table:
         if self.kind == "resnet18":
             return (f"ResNet-18 (torchvision's layout, batch norms canonized), input "
                     f"3x{self.size}x{self.size}, batch {self.batch}, float32")
-        return ("DTD: rp.dtd.MLP(n_layers=4, input_size=10, hidden_size=10, output_size=2, "
-                f"seed=2), float64; train_free and gradients over {self.batch} inputs, "
-                "full_backward of one input")
+        return (f"DTD: rp.dtd.MLP(n_layers={self.size}, input_size=10, hidden_size=10, "
+                f"output_size=2, seed=2), float64; train_free and gradients over "
+                f"{self.batch} inputs, full_backward of one input")
 
 
 def sync(result: Any) -> None:
@@ -124,7 +124,7 @@ class Context:
         tensors) for torch, copies of its parameters for NumPy and JAX."""
         def make() -> rp.model.Model:
             if self.table.kind == "dtd":
-                base = models.dtd_mlp()
+                base = models.dtd_mlp(self.table.size)
                 return base if backend == "numpy" else base.to(backend)
             if backend == "torch":
                 return rp.from_torch(self.net, self.x("torch"))

@@ -188,11 +188,12 @@ DTD_INPUTS = 1000
 DTD_THRESHOLD = 0.1
 
 
-def dtd_mlp() -> rp.Sequential:
+def dtd_mlp(n_layers: int = 4) -> rp.Sequential:
     """``rp.dtd.MLP(n_layers=4, input_size=10, hidden_size=10, output_size=2, seed=2)``
-    (float64, NumPy), the network of ``docs/examples/train_free_roots.py``."""
-    return rp.dtd.MLP(n_layers=4, input_size=10, hidden_size=10, output_size=2, seed=2,
-                      backend="numpy")
+    (float64, NumPy), the network of ``docs/examples/train_free_roots.py`` (seed 001);
+    ``n_layers=3`` is the 3-10-10-2 network of seed 000's full backward."""
+    return rp.dtd.MLP(n_layers=n_layers, input_size=10, hidden_size=10, output_size=2,
+                      seed=2, backend="numpy")
 
 
 def dtd_inputs(model: rp.Sequential, n: int = DTD_INPUTS) -> np.ndarray:

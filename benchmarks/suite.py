@@ -20,9 +20,9 @@ the network, the input and the backend's model (the peak is reset there through
 (``MALLOC_MMAP_THRESHOLD_``) so that memory the setup freed is not counted as reused.
 
 Tables are ``kind[:batch[:size]]``: ``mlp`` (784-300-100-10, batch 64), ``vgg16:B:S``
-(VGG-16's layers on a 3xSxS input), ``resnet18:B:S``, ``dtd`` (the seed-001 DTD network,
-``train_free`` over 1000 inputs, ``full_backward`` of one). Results go to
-docs/benchmarks.md.
+(VGG-16's layers on a 3xSxS input), ``resnet18:B:S``, ``dtd:N:L`` (a DTD network of ``L``
+layers, default 4: the seed-001 one, 3: the 3-10-10-2 one of seed 000; ``train_free`` over
+``N`` inputs, default 1000, ``full_backward`` of one). Results go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
