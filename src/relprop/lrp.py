@@ -15,7 +15,7 @@ from relprop.conservation import ConservationReport, Recorder, warn_batch_norms
 from relprop.interop._cache import ModelLike, as_model
 from relprop.layers import Embedding, Identity, Layer, Linear, describe
 from relprop.layers.merge import Merge
-from relprop.model import INPUT, Model, Node, _unbatched_hint
+from relprop.model import INPUT, Model, Node, node_output
 from relprop.rules import Rule
 
 __all__ = ["gradient", "gradient_x_input", "lrp"]
@@ -456,19 +456,7 @@ def _run_for_vjp(model: Model, x: Array, xp: ModuleType
     values = {INPUT: x}
     shapes = {INPUT: tuple(x.shape)}
     for index, node in enumerate(nodes):
-        inputs = [values[name] for name in node.inputs]
-        if isinstance(node.layer, Merge):
-            problem = node.layer.check_inputs([tuple(a.shape) for a in inputs])
-        else:
-            problem = node.layer.check_input(tuple(inputs[0].shape))
-        if problem is not None:
-            raise ValueError(f"{describe(node.layer, index, node.name)} {problem}"
-                             f"{_unbatched_hint(node, inputs)}.")
-        if isinstance(node.layer, Merge):
-            out = node.layer.forward_many(inputs, xp)
-        else:
-            out = node.layer.forward(inputs[0], xp)
-        del inputs
+        out = node_output(index, node, values, xp)
         values[node.name], shapes[node.name] = out, tuple(out.shape)
         del out
         for name in node.inputs:

@@ -83,18 +83,7 @@ class Model:
         """The output of every node (and ``INPUT``: ``x``), checking shapes on the way."""
         values = {INPUT: x}
         for index, node in enumerate(self.nodes()):
-            inputs = [values[i] for i in node.inputs]
-            if isinstance(node.layer, Merge):
-                problem = node.layer.check_inputs([tuple(a.shape) for a in inputs])
-            else:
-                problem = node.layer.check_input(tuple(inputs[0].shape))
-            if problem is not None:
-                raise ValueError(f"{describe(node.layer, index, node.name)} {problem}"
-                                 f"{_unbatched_hint(node, inputs)}.")
-            if isinstance(node.layer, Merge):
-                values[node.name] = node.layer.forward_many(inputs, xp)
-            else:
-                values[node.name] = node.layer.forward(inputs[0], xp)
+            values[node.name] = node_output(index, node, values, xp)
         return values
 
     def forward(self, x: Array, xp: ModuleType | None = None) -> Array:
@@ -161,6 +150,23 @@ class Model:
                 raise KeyError(f"No layer named {key!r}; the names are {list(self.names)}.")
             return self.names.index(key)
         return key
+
+
+def node_output(index: int, node: Node, values: Mapping[str, Array], xp: ModuleType
+                ) -> Array:
+    """The output of ``node`` (the ``index``-th) from the outputs in ``values`` it reads,
+    after checking their shapes (the error names the layer)."""
+    inputs = [values[i] for i in node.inputs]
+    if isinstance(node.layer, Merge):
+        problem = node.layer.check_inputs([tuple(a.shape) for a in inputs])
+    else:
+        problem = node.layer.check_input(tuple(inputs[0].shape))
+    if problem is not None:
+        raise ValueError(f"{describe(node.layer, index, node.name)} {problem}"
+                         f"{_unbatched_hint(node, inputs)}.")
+    if isinstance(node.layer, Merge):
+        return node.layer.forward_many(inputs, xp)
+    return node.layer.forward(inputs[0], xp)
 
 
 def _unbatched_hint(node: Node, inputs: Sequence[Array]) -> str:
