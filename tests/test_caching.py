@@ -261,6 +261,68 @@ def test_in_place_writes_through_a_torch_module() -> None:
     assert rp.lrp(net, x, target=0, composite=composite).equal(after)
 
 
+def test_a_training_forward_of_a_batch_norm_is_seen() -> None:
+    """torch's batch norm updates its running statistics in place without counting the
+    write (``_version``), and so does a write through ``.data``: the small tensors are
+    compared by value, so a model converted once (sharing the module's tensors) follows
+    a training-mode forward pass, in its plain forward and in its canonized version."""
+    torch_module = pytest.importorskip("torch")
+    nn = torch_module.nn
+    torch_module.manual_seed(1)
+    net = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.ReLU(),
+                        nn.Linear(3, 2)).double().eval()
+    x = torch_module.randn(5, 4, dtype=torch_module.float64)
+    model = rp.from_torch(net, x)
+    composite = COMPOSITES["EpsilonPlusFlat"]()
+    before = rp.lrp(model, x, target=0, composite=composite)
+    version = int(net[1].running_mean._version)
+    net.train()
+    net(torch_module.randn(16, 4, dtype=torch_module.float64) * 5.0 - 7.0)
+    net.eval()
+    assert int(net[1].running_mean._version) == version  # torch did not count the write
+    with torch_module.no_grad():
+        net[3].bias.data.mul_(-2.0)  # nor this one
+    torch_module.testing.assert_close(model(x), net(x).detach(), rtol=1e-12, atol=1e-12)
+    after = rp.lrp(model, x, target=0, composite=composite)
+    clear_cache()
+    torch_module.testing.assert_close(after, rp.lrp(model, x, target=0, composite=composite),
+                                      rtol=0.0, atol=0.0)
+    assert not after.equal(before)
+
+
+def test_the_finiteness_check_leaves_autograd_alone() -> None:
+    """``detach=False`` with an input that requires grad: no warning about converting it."""
+    torch_module = pytest.importorskip("torch")
+    model, x = _cnn(_cnn_params(), _torch_tensor), _x(convert=_torch_tensor)
+    x = x.clone().requires_grad_()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        R = rp.lrp(model, x, target=0, rule=rp.rules.Epsilon(), detach=False)
+    (grad,) = torch_module.autograd.grad(R.sum(), x)
+    assert grad.shape == x.shape
+
+
+def test_alpha_beta_keeps_its_negative_part_exact() -> None:
+    """A unit with almost only positive weights: its beta denominator W- x is small. Built
+    as z - z+ it would be rounded to ulp(z+) (and stabilised with the wrong sign); the
+    engine computes it on its own, so the relevance after a ReLU equals the term-by-term
+    one to float32's rounding."""
+    layer = rp.Dense(on_backend(np.array([[1000.0, -1e-5]]), "float32"),
+                     on_backend(np.zeros(1), "float32"))
+    x = on_backend(np.ones((1, 2)), "float32")
+    xp = rp.array_namespace(x=x)
+    R = on_backend(np.ones((1, 1)), "float32")
+    rule = rp.rules.AlphaBeta(2.0, 1.0)
+    after_relu = rule.relevance(layer, x, layer(x), R, xp, nonnegative=True)
+    every_term = rule.relevance(layer, x, layer(x), R, xp, nonnegative=False)
+    assert_close(after_relu, rp.to_numpy(every_term), dtype="float32", rtol=1e-6, atol=1e-6)
+    eps = rule.stabilizer  # the beta share: -x w- / (w- x - eps), the sign of z- kept
+    assert_close(after_relu, np.array([[2.0, -1e-5 / (1e-5 + eps)]]), dtype="float32",
+                 rtol=1e-5)
+
+
 def test_numpy_writes_are_seen_without_any_cache(counting) -> None:
     """NumPy arrays count no writes: nothing is kept, every call canonizes again."""
     params = _cnn_params()

@@ -222,7 +222,8 @@ class _Counting:
     # (stacked when fused); zennit: 2 and 5
     ("Gamma", True, (1, 1), (1, 2)),
     ("Gamma", False, (2, 2), (4, 4)),
-    ("AlphaBeta", True, (1, 1), (1, 2)),   # W- x = z - W+ x; transposes with W+ and W-
+    # W+ x and W- x (z - W+ x would cancel where W- x is small), transposes with W+, W-
+    ("AlphaBeta", True, (1, 1), (2, 2)),
     ("AlphaBeta", False, (2, 2), (4, 4)),
     ("ZBox", False, (2, 3), (2, 3)),       # x, low, high: three inputs; x's forward reused
 ])

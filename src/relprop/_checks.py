@@ -12,7 +12,7 @@ from typing import Any
 
 from array_api_compat import device
 
-from relprop._xp import Array, array_namespace, is_traced, library_of
+from relprop._xp import Array, array_namespace, detached, is_traced, library_of
 
 __all__ = ["bound_like", "check_input", "target_relevance"]
 
@@ -30,7 +30,7 @@ def _all_finite(x: Array, xp: ModuleType) -> bool:
     if x.dtype in (xp.float32, xp.float64):  # narrower floats overflow on ordinary sums
         with warnings.catch_warnings():  # NumPy warns where the sum overflows
             warnings.simplefilter("ignore", RuntimeWarning)
-            total = float(xp.sum(x))
+            total = float(xp.sum(detached(x)))
         if math.isfinite(total):
             return True
     return not _fails(xp.all(xp.isfinite(x)))

@@ -34,13 +34,32 @@ _CACHE: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], OrderedDict[Any, A
 _LOCK = threading.Lock()
 
 
+BY_VALUE = 4096
+"""Torch tensors of at most this many entries are part of :func:`version_token` by value."""
+
+
+def _values(a: Any) -> bytes | None:
+    """A small torch tensor's bytes (``None`` for a large one)."""
+    if a.numel() > BY_VALUE:
+        return None
+    import torch  # loaded already: a is a torch tensor
+
+    return a.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+
+
 def version_token(arrays: Iterable[Array | None]) -> tuple[Any, ...] | None:
     """A token that changes whenever one of ``arrays`` is replaced or written, or ``None``
     where that is unknowable (then nothing derived from them is cached).
 
     JAX arrays are immutable (their identity is the token); torch tensors count their
-    in-place writes (``Tensor._version``); NumPy, CuPy and array-api-strict arrays can be
-    written without a trace; a value traced by ``jax.jit`` lives in one trace only.
+    in-place writes (``Tensor._version``), except where torch itself writes past the
+    counter: a batch norm's forward in training mode updates its running statistics
+    so, and a write through ``.data`` is not counted either. Small torch tensors (at most
+    :data:`BY_VALUE` entries: biases, a batch norm's statistics) are therefore also
+    compared by value; a write through ``.data`` into a large weight is not seen (write
+    under ``torch.no_grad()`` instead, or call ``rp.rules.clear_cache``). NumPy, CuPy and
+    array-api-strict arrays can be written without a trace; a value traced by
+    ``jax.jit`` lives in one trace only.
 
     Parameters
     ----------
@@ -60,7 +79,7 @@ def version_token(arrays: Iterable[Array | None]) -> tuple[Any, ...] | None:
         library = library_of(a)
         if library == "torch":
             try:
-                token.append((id(a), int(a._version)))
+                token.append((id(a), int(a._version), _values(a)))
             except RuntimeError:  # an inference-mode tensor counts no writes
                 return None
         elif library == "jax" and not is_traced(a):

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from relprop._derived import cached
 from relprop._xp import Array, array_namespace, detached
 from relprop.layers.base import Layer
 from relprop.layers.registry import by_spatial, register
@@ -63,13 +62,8 @@ class BatchNorm(Layer):
         return int(self.running_mean.shape[0])
 
     def scale_shift(self, xp: ModuleType) -> tuple[Array, Array]:
-        r"""``(a, c)`` with :math:`y = a x + c` per channel."""
-        return cached(self, ("scale_shift",), self._statistics(), lambda: self._scale_shift(xp))
-
-    def _statistics(self) -> tuple[Array | None, ...]:
-        return (self.running_mean, self.running_var, self.weight, self.bias)
-
-    def _scale_shift(self, xp: ModuleType) -> tuple[Array, Array]:
+        r"""``(a, c)`` with :math:`y = a x + c` per channel (computed on every call: torch's
+        batch norm updates its running statistics in place without counting the write)."""
         scale = 1.0 / xp.sqrt(self.running_var + self.eps)
         if self.weight is not None:
             scale = scale * self.weight
@@ -80,14 +74,10 @@ class BatchNorm(Layer):
 
     def _broadcast(self, ndim: int, xp: ModuleType) -> tuple[Array, Array]:
         """:meth:`scale_shift` shaped ``(1, channels, 1, ...)`` for an input of ``ndim``
-        axes (kept with the statistics: a forward pass then costs two operations)."""
-        def make() -> tuple[Array, Array]:
-            shape = (1, self.channels) + (1,) * (ndim - 2)
-            scale, shift = self.scale_shift(xp)
-            return xp.reshape(scale, shape), xp.reshape(shift, shape)
-
-        value: tuple[Array, Array] = cached(self, ("broadcast", ndim), self._statistics(), make)
-        return value
+        axes."""
+        shape = (1, self.channels) + (1,) * (ndim - 2)
+        scale, shift = self.scale_shift(xp)
+        return xp.reshape(scale, shape), xp.reshape(shift, shape)
 
     def forward(self, x: Array, xp: ModuleType) -> Array:
         scale, shift = self._broadcast(len(x.shape), xp)

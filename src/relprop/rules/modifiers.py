@@ -71,8 +71,9 @@ class Modifier:
         The engine then needs only :math:`W x + b` (the layer's recorded output) and
         :math:`W^+ x + b^+` for the term's forward pass on a non-negative input, and the
         transposes of :math:`W` and :math:`W^+` for its backward pass, whatever ``a`` and
-        ``c`` are: Gamma and AlphaBeta after a ReLU cost one modified forward pass
-        instead of two.
+        ``c`` are, unless the map cancels (:math:`W^- = W - W^+`: the engine computes
+        such a term on its own, for accuracy): Gamma after a ReLU costs one modified
+        forward pass instead of two.
 
         Examples
         --------

@@ -26,8 +26,8 @@ value traced by ``jax.jit`` is never kept), at most
 ``rp.lrp``'s canonized models). It drops terms whose input modifier vanishes on the
 non-negative inputs that follow a ReLU, reads the forward pass itself for a term that
 modifies nothing, builds the forward pass of a term with weights :math:`a W + c W^+` on
-the layer's own input from the recorded output and one pass with :math:`W^+` (Gamma and
-AlphaBeta after a ReLU: one modified forward pass, not two; :func:`_split`), and computes
+the layer's own input from the recorded output and one pass with :math:`W^+` (Gamma after
+a ReLU: one modified forward pass, not two; :func:`_split`), and computes
 the forward passes of terms whose input is the same for every sample (Flat's ones, ZBox's
 float bounds) once per input shape. Optionally (:attr:`TermRule.fuse`) it runs the terms
 that read one input as one call of the layer with their parameters stacked
@@ -263,12 +263,7 @@ class TermRule(Rule):
             factors: list[float] = []
             on_w: list[tuple[float, Array]] = []
             on_plus: list[tuple[float, Array]] = []
-            for ref, (a, c, basis) in passes.split.items():
-                if not basis:  # its own transpose, with its own weights
-                    vs.append(scaled[ref[0]])
-                    items.append(term(ref))
-                    factors.append(factor(ref))
-                    continue
+            for ref, (a, c) in passes.split.items():
                 if factor(ref) * a:
                     on_w.append((factor(ref) * a, scaled[ref[0]]))
                 if factor(ref) * c:
@@ -321,8 +316,8 @@ class TermRule(Rule):
             z_of.update(zip(computed, zs, strict=True))
         if split:  # a W x + c W+ x from the recorded output and one forward pass with W+
             plus = (params.forward(x, [_PLUS], False)[0]
-                    if any(c for _, c, _ in split.values()) else None)
-            for ref, (a, c, _) in split.items():
+                    if any(c for _, c in split.values()) else None)
+            for ref, (a, c) in split.items():
                 z_of[ref] = _combine(out, a, plus, c, xp)
         return _Passes(kept, params, by_input, inputs, z_of, split)
 
@@ -401,36 +396,38 @@ class _Passes(NamedTuple):
     """Those input modifiers applied to the input."""
     z_of: dict[Ref, Array]
     """Every kept term's forward pass."""
-    split: dict[Ref, tuple[float, float, bool]]
-    """The terms built from the layer's own output and that of W+ instead: ``(a, c,
-    basis)`` with weight and bias ``a W + c W+``
-    (:meth:`~relprop.rules.modifiers.Modifier.decomposition`), ``basis``: transposed as
-    ``a W^T + c W+^T`` too (else with its own weights)."""
+    split: dict[Ref, tuple[float, float]]
+    """The terms built from the layer's own output and that of W+ instead, and
+    transposed as ``a W^T + c W+^T``: ``(a, c)`` with weight and bias ``a W + c W+``
+    (:meth:`~relprop.rules.modifiers.Modifier.decomposition`)."""
 
 
 def _split(kept: list[tuple[Group, list[Term]]], params: _Parameters, nonnegative: bool,
-           zero_params: bool) -> dict[Ref, tuple[float, float, bool]]:
+           zero_params: bool) -> dict[Ref, tuple[float, float]]:
     r"""The terms to compute from :math:`z = Wx + b` (the recorded output) and :math:`z^+ =
     W^+x + b^+`, where that takes fewer calls of the layer than computing each.
 
     A term qualifies when its input is ``x`` itself (``Identity``, or ``Positive`` on a
     non-negative input) and its weight and bias are :math:`a W + c W^+` with the same
     ``(a, c)`` (the weight's :meth:`~relprop.rules.modifiers.Modifier.decomposition`):
-    then :math:`z_t = a z + c z^+`. Its transpose is then :math:`a W^\top + c W^{+\top}`
-    as well (the transposes of all such terms: one with :math:`W`, one with :math:`W^+`)
-    where that loses no accuracy: unless :math:`a W + c W^+` cancels, i.e. vanishes on
-    one sign of the weights while the two parts do not (:math:`W^- = W - W^+`), which
-    would subtract two large transposes where the rule's own is exactly zero. So Gamma
-    after a ReLU (:math:`W + \gamma W^+` and :math:`W + \gamma W^- = (1 + \gamma) W -
-    \gamma W^+`) takes one modified forward pass and the transposes of :math:`W` and
-    :math:`W^+`, keeping only :math:`W^+` (and :math:`b^+`), instead of two of each;
-    AlphaBeta after a ReLU one forward pass with :math:`W^+` and the transposes of
-    :math:`W^+` and :math:`W^-`. Not with ``zero_params`` (the recorded output has the
-    parameters).
+    then :math:`z_t = a z + c z^+` and its transpose is :math:`a W^\top + c W^{+\top}`
+    (the transposes of all such terms: one with :math:`W`, one with :math:`W^+`), where
+    that loses no accuracy. It would where :math:`a W + c W^+` (nearly) cancels, i.e.
+    (nearly) vanishes on one sign of the weights while the two parts do not: the beta term
+    of AlphaBeta, :math:`W^- = W - W^+`, would be :math:`z - z^+`, the difference of two
+    large numbers where :math:`z^-` is small, rounded to :math:`\mathrm{ulp}(z^+)`, and
+    its transpose likewise. So such a term keeps its own forward pass and transpose: a
+    split term's rounding is at most about four times that of computing it alone
+    (:math:`|a| + |c| \le 4 \min(|a|, |a + c|)`). Gamma after a ReLU
+    (:math:`W + \gamma W^+` and :math:`W + \gamma W^- = (1 + \gamma) W - \gamma W^+`,
+    for :math:`\gamma \le 1.5`) takes one modified forward pass and the transposes of
+    :math:`W` and :math:`W^+`, keeping only :math:`W^+` (and :math:`b^+`), instead of two
+    of each; AlphaBeta is computed term by term. Not with ``zero_params`` (the recorded
+    output has the parameters).
     """
     if zero_params:
         return {}
-    found: dict[Ref, tuple[float, float, bool]] = {}
+    found: dict[Ref, tuple[float, float]] = {}
     for g, (_, terms) in enumerate(kept):
         for t, term in enumerate(terms):
             reads_x = isinstance(term.input, Identity) or (
@@ -442,16 +439,14 @@ def _split(kept: list[tuple[Group, list[Term]]], params: _Parameters, nonnegativ
                     term.bias is None or _ask(term.bias, "decomposition") != parts):
                 continue  # its bias is not a b + c b+ of the recorded output's
             a, c = parts
-            # rounding of a W^T v + c W+^T v relative to the result: at most ~4x its own
-            basis = not a or not c or abs(a) + abs(c) <= 4.0 * min(abs(a), abs(a + c))
-            found[(g, t)] = (a, c, basis)
+            if a and c and abs(a) + abs(c) > 4.0 * min(abs(a), abs(a + c)):
+                continue  # a W + c W+ cancels: computed on its own
+            found[(g, t)] = (a, c)
     # calls of the layer, each term on its own: a forward pass (unless it is the recorded
     # one) and a transpose; split: one forward pass with W+, the transposes of W and W+
-    # for the terms on that basis, one for each other term
     alone = sum(1 + (not kept[g][1][t].plain) for g, t in found)
-    on_basis = [(a, c) for a, c, basis in found.values() if basis]
-    split = (any(c for _, c, _ in found.values()) + any(a for a, _ in on_basis)
-             + any(c for _, c in on_basis) + sum(not basis for *_, basis in found.values()))
+    split = (any(c for _, c in found.values()) + any(a for a, _ in found.values())
+             + any(c for _, c in found.values()))
     return found if split < alone else {}
 
 
