@@ -1,10 +1,9 @@
 """Values derived from parameters, kept while the parameters provably have not changed.
 
 The one cache of derived values: the rule engine's modified parameters (:math:`W^+`, per
-layer, :mod:`relprop.rules.terms`), ``rp.lrp``'s canonized models (per model,
-:func:`relprop.canonizers.canonized`) and a batch norm's per-channel scale and shift. It
-sits below the layers, the rules and the canonizers, which all use it;
-:func:`relprop.rules.clear_cache` is its public face.
+layer, :mod:`relprop.rules.terms`) and ``rp.lrp``'s canonized models (per model,
+:func:`relprop.canonizers.canonized`). It sits below the rules and the canonizers, which
+both use it; :func:`relprop.rules.clear_cache` is its public face.
 """
 
 from __future__ import annotations

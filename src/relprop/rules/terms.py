@@ -116,7 +116,7 @@ def clear_cache(model: Any = None) -> None:
     ``MergeBatchNorm``, at most two sets of canonizers per model). Both are held weakly,
     by the layer and the model: deleting the model (or the torch module it was
     converted from) frees them too. At most :data:`relprop._derived.ENTRIES_PER_OWNER`
-    values are kept per layer, and a batch norm's scale and shift.
+    values are kept per layer.
 
     Parameters
     ----------
