@@ -30,8 +30,10 @@ def _all_finite(x: Array, xp: ModuleType) -> bool:
     if x.dtype in (xp.float32, xp.float64):  # narrower floats overflow on ordinary sums
         with warnings.catch_warnings():  # NumPy warns where the sum overflows
             warnings.simplefilter("ignore", RuntimeWarning)
-            total = float(xp.sum(detached(x)))
-        if math.isfinite(total):
+            total = xp.sum(detached(x))
+        if is_traced(total):  # a concrete array summed while jax.jit traces: unknowable
+            return True
+        if math.isfinite(float(total)):
             return True
     return not _fails(xp.all(xp.isfinite(x)))
 
