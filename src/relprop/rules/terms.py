@@ -240,44 +240,21 @@ class TermRule(Rule):
         passes.z_of.clear()  # the forward passes are spent: free them before the transposes
         # transposed passes: one call per input modifier again, or one call for the
         # single terms of several input modifiers that divide the same relevance (ZBox)
-        total: Array | None = None
-        by_input = dict(passes.by_input)
-        for refs in _sharing(by_input):
-            backs = params.transpose_each(scaled[refs[0][0]], [term(r) for r in refs], x.shape)
-            if backs is None:
+        parts = _shared_transposes(passes, scaled, factor, x.shape)
+        for modifier, refs in passes.by_input.items():
+            if modifier in parts:
                 continue
-            for ref, back in zip(refs, backs, strict=True):
-                modifier = term(ref).input
-                part = _apply_factor(passes.inputs[modifier] * back, factor(ref))
-                total = part if total is None else total + part
-                del by_input[modifier]
-        for modifier, refs in by_input.items():
-            part = params.backward(
+            parts[modifier] = params.backward(
                 passes.inputs[modifier], [scaled[g] for g, _ in refs], [term(r) for r in refs],
                 [factor(r) for r in refs], x.shape, self.fuse,
             )
+        vs, items = _split_cotangents(passes, scaled, factor)
+        scaled.clear()  # held by vs where still needed
+        if vs:  # the split terms, all in the transposes of W and W+
+            parts[None] = params.backward(x, vs, items, [1.0] * len(vs), x.shape, self.fuse)
+        total: Array | None = None
+        for part in parts.values():
             total = part if total is None else total + part
-        if passes.split:  # f_t (a_t W + c_t W+)^T v_t summed: W^T (sum f a v) + W+^T (sum f c v)
-            vs: list[Array] = []
-            items: list[Term] = []
-            factors: list[float] = []
-            on_w: list[tuple[float, Array]] = []
-            on_plus: list[tuple[float, Array]] = []
-            for ref, (a, c) in passes.split.items():
-                if factor(ref) * a:
-                    on_w.append((factor(ref) * a, scaled[ref[0]]))
-                if factor(ref) * c:
-                    on_plus.append((factor(ref) * c, scaled[ref[0]]))
-            for pairs, item in ((on_w, _PLAIN), (on_plus, _PLUS)):
-                if pairs:
-                    vs.append(_weighted_sum(pairs))
-                    items.append(item)
-                    factors.append(1.0)
-            del on_w, on_plus
-            scaled.clear()  # held by vs where still needed
-            if vs:
-                part = params.backward(x, vs, items, factors, x.shape, self.fuse)
-                total = part if total is None else total + part
         return xp.zeros_like(x) if total is None else total
 
     def _forward_passes(self, layer: Layer, x: Array, out: Array, xp: ModuleType,
@@ -356,6 +333,43 @@ class TermRule(Rule):
     measured before the engine built their forward passes from the recorded output); set
     ``TermRule.fuse = True`` (all rules) or ``rule.fuse = True`` (one) where wide calls
     pay (GPUs)."""
+
+
+def _shared_transposes(passes: _Passes, scaled: list[Array], factor: Callable[[Ref], float],
+                       shape: tuple[int, ...]) -> dict[Any, Array]:
+    """Each input modifier's part of the relevance, for the modifiers whose single terms
+    divide one group's relevance (ZBox's three), transposed in one call where the layer
+    stacks them (:meth:`Linear.stack_inputs`)."""
+    parts: dict[Any, Array] = {}
+    for refs in _sharing(passes.by_input):
+        terms = [passes.kept[g][1][t] for g, t in refs]
+        backs = passes.params.transpose_each(scaled[refs[0][0]], terms, shape)
+        if backs is None:
+            continue
+        for ref, item, back in zip(refs, terms, backs, strict=True):
+            parts[item.input] = _apply_factor(passes.inputs[item.input] * back, factor(ref))
+    return parts
+
+
+def _split_cotangents(passes: _Passes, scaled: list[Array], factor: Callable[[Ref], float]
+                      ) -> tuple[list[Array], list[Term]]:
+    r"""The split terms (:func:`_split`) transposed together: :math:`\sum_t f_t (a_t W +
+    c_t W^+)^\top v_t = W^\top \sum_t f_t a_t v_t + W^{+\top} \sum_t f_t c_t v_t`, so the
+    two cotangents and the terms (:math:`W`, :math:`W^+`) whose transposes take them."""
+    on_w: list[tuple[float, Array]] = []
+    on_plus: list[tuple[float, Array]] = []
+    for ref, (a, c) in passes.split.items():
+        if factor(ref) * a:
+            on_w.append((factor(ref) * a, scaled[ref[0]]))
+        if factor(ref) * c:
+            on_plus.append((factor(ref) * c, scaled[ref[0]]))
+    vs: list[Array] = []
+    items: list[Term] = []
+    for pairs, item in ((on_w, _PLAIN), (on_plus, _PLUS)):
+        if pairs:
+            vs.append(_weighted_sum(pairs))
+            items.append(item)
+    return vs, items
 
 
 def _by_input(groups: list[list[Term]]) -> dict[Modifier, list[tuple[int, int]]]:
