@@ -31,9 +31,8 @@ def _all_finite(x: Array, xp: ModuleType) -> bool:
         with warnings.catch_warnings():  # NumPy warns where the sum overflows
             warnings.simplefilter("ignore", RuntimeWarning)
             total = xp.sum(detached(x))
-        if is_traced(total):  # a concrete array summed while jax.jit traces: unknowable
-            return True
-        if math.isfinite(float(total)):
+        # a concrete array summed while jax.jit traces is unknowable: skipped
+        if is_traced(total) or math.isfinite(float(total)):
             return True
     return not _fails(xp.all(xp.isfinite(x)))
 

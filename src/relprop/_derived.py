@@ -147,8 +147,9 @@ def cached(owner: Any, key: Any, arrays: Sequence[Array | None], make: Callable[
 
 def entries(owner: Any) -> dict[Any, Any]:
     """What is kept for ``owner`` now (a copy; for tests and curiosity)."""
-    entry = _CACHE.get(owner)
-    return {} if entry is None else dict(entry[1])
+    with _LOCK:  # another thread may be adding to it
+        entry = _CACHE.get(owner)
+        return {} if entry is None else dict(entry[1])
 
 
 def forget(owners: Iterable[Any] | None = None) -> None:
